@@ -1,0 +1,33 @@
+# Every target installs what it needs first: `make test` and `make demo` work on a fresh clone
+# with only python3 present. constraints.txt pins the versions known to work together.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test demo bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[emulator,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: install
+	$(VENV)/bin/fleetscan demo
+
+bench: install
+	$(PY) -m benchmarks
+
+lint: install
+	$(VENV)/bin/ruff check fleetscan tests benchmarks
+	$(VENV)/bin/ruff format --check fleetscan tests benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) fleetscan-demo .pytest_cache .mypy_cache .ruff_cache

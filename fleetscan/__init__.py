@@ -1,0 +1,27 @@
+"""fleetscan: the recovery point of every AWS Storage Gateway cached volume, organization-wide."""
+
+from ._config import ScanConfig
+from ._exceptions import ConfigError, DiscoveryError, FleetscanError, SinkError
+from ._records import (
+    SCHEMA_VERSION,
+    ErrorRecord,
+    GatewayRecord,
+    Record,
+    RecoveryPointRecord,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ConfigError",
+    "DiscoveryError",
+    "ErrorRecord",
+    "FleetscanError",
+    "GatewayRecord",
+    "Record",
+    "RecoveryPointRecord",
+    "ScanConfig",
+    "SinkError",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from fleetscan._cli import main
+
+raise SystemExit(main())

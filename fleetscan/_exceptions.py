@@ -1,0 +1,28 @@
+"""Every exception fleetscan raises on purpose, in one module (as httpx does).
+
+Callers catch :class:`FleetscanError`; the CLI maps :class:`ConfigError` to exit code 2.
+Messages never carry credentials: they name the field, account or operation, nothing secret.
+"""
+
+from __future__ import annotations
+
+
+class FleetscanError(Exception):
+    """Base class of fleetscan's own errors."""
+
+
+class ConfigError(FleetscanError):
+    """Bad input: a flag, a config file, an account list. Raised before any AWS call."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class DiscoveryError(FleetscanError):
+    """The set of accounts or regions to scan could not be established (e.g. ListAccounts denied)."""
+
+
+class SinkError(FleetscanError):
+    """Records could not be written to the destination."""
