@@ -2,6 +2,8 @@
 
 from ._config import ScanConfig
 from ._exceptions import ConfigError, DiscoveryError, FleetscanError, SinkError
+from ._run import ScanResult, run_scan
+from ._scan import ScanStats, scan
 from ._records import (
     SCHEMA_VERSION,
     ErrorRecord,
@@ -22,6 +24,10 @@ __all__ = [
     "Record",
     "RecoveryPointRecord",
     "ScanConfig",
+    "ScanResult",
+    "ScanStats",
     "SinkError",
     "__version__",
+    "run_scan",
+    "scan",
 ]

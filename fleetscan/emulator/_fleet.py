@@ -414,7 +414,8 @@ class Fleet:
                         gw.type,
                         "error",
                         None,
-                        "InvalidGatewayRequestException",
+                        # A gateway record names Storage Gateway's own code when there is one.
+                        "GatewayNotConnected",
                     )
                 )
                 errors.append((gw.account_id, gw.region, gw.arn, "GatewayNotConnected"))

@@ -1,0 +1,151 @@
+"""The transport boundary: every AWS client fleetscan uses comes from one :class:`AwsClients`.
+
+Why one set of clients for a whole organization: a botocore client costs ~5 ms CPU and its SSL
+context 20-45 ms more. A client per (account, region) would spend more CPU constructing clients
+than calling APIs at 10,000 accounts x 34 regions. So clients are keyed by (service, region) only,
+and *which account* a call acts as is chosen per task: the client's credential provider reads a
+context variable that each task sets to its account's (refreshable) credentials. anyio copies the
+context into every child task, so a unit's gateway tasks inherit their account automatically.
+
+Standard SDK configuration is honoured because clients come from an ordinary aiobotocore session:
+``AWS_ENDPOINT_URL[_<SERVICE>]``, ``AWS_CA_BUNDLE``, profiles, proxies. botocore's own retries are
+off (``total_max_attempts=1``): fleetscan retries itself, per (account, region) and with a budget,
+and botocore would not retry the InternalServerError that Storage Gateway sends with HTTP 400.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioCredentialResolver
+from aiobotocore.session import AioSession
+from botocore.credentials import ReadOnlyCredentials
+
+from ._exceptions import FleetscanError
+
+
+class FrozenCredentialSource(Protocol):
+    """Anything that can hand out a current set of keys (ambient, assumed, chained)."""
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials: ...
+
+
+_current: contextvars.ContextVar[FrozenCredentialSource] = contextvars.ContextVar(
+    "fleetscan_credentials"
+)
+
+
+@contextlib.contextmanager
+def acting_as(source: FrozenCredentialSource) -> Iterator[None]:
+    """Make every AWS call in this task (and tasks it starts) sign with ``source``."""
+    token = _current.set(source)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+class _ContextCredentials:
+    """Credentials whose keys are those of the task making the call."""
+
+    method = "fleetscan-context"
+
+    def get_deferred_property(self, property_name: str) -> Callable[[], None]:
+        """botocore asks for the account id to pick account-based endpoints (DynamoDB only).
+
+        It differs per call here, and no service fleetscan calls uses it, so it stays unset.
+        """
+        return lambda: None
+
+    def get_account_id(self) -> None:
+        return None
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        try:
+            source = _current.get()
+        except LookupError:
+            raise FleetscanError(
+                "internal: an AWS call was made outside an account context"
+            ) from None
+        return await source.get_frozen_credentials()
+
+
+class _ContextProvider:
+    METHOD = "fleetscan-context"
+    CANONICAL_NAME = "fleetscan-context"
+
+    async def load(self) -> _ContextCredentials:
+        return _ContextCredentials()
+
+
+class AmbientCredentials:
+    """The credentials the SDK finds by itself (env, profile, SSO, instance role...)."""
+
+    def __init__(self, profile: str | None) -> None:
+        self._session = AioSession(profile=profile)
+        self._credentials: Any = None
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        if self._credentials is None:
+            self._credentials = await self._session.get_credentials()
+            if self._credentials is None:
+                raise FleetscanError(
+                    "no AWS credentials found (environment, profile or instance role)"
+                )
+        frozen: ReadOnlyCredentials = await self._credentials.get_frozen_credentials()
+        return frozen
+
+
+class AwsClients:
+    """Owns the session and the (service, region) clients of one scan; an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        profile: str | None,
+        max_pool_connections: int,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self._session = AioSession(profile=profile)
+        self._session.register_component(
+            "credential_provider", AioCredentialResolver([_ContextProvider()])
+        )
+        self._config = AioConfig(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+            parameter_validation=False,
+            tcp_keepalive=True,
+        )
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> AwsClients:
+        await self._stack.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._clients.clear()
+        await self._stack.__aexit__(None, None, None)
+
+    async def client(self, service: str, region: str) -> Any:
+        """The shared client for ``service`` in ``region`` (created on first use)."""
+        key = (service, region)
+        client = self._clients.get(key)
+        if client is None:
+            client = await self._stack.enter_async_context(
+                self._session.create_client(service, region_name=region, config=self._config)
+            )
+            # Another task may have created it while we awaited; keep the first, close ours later.
+            client = self._clients.setdefault(key, client)
+        return client
+
+    @property
+    def open_clients(self) -> int:
+        return len(self._clients)

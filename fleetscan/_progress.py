@@ -1,0 +1,127 @@
+"""What a person sees on stderr: live progress on a terminal, a summary table, or JSON lines.
+
+stdout is left to the data (``--output -`` streams records there), so everything here writes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ._scan import ScanStats
+
+_console = Console(stderr=True, highlight=False)
+
+
+class Display:
+    """A live table of the scan's counters, refreshed from ``update`` (a no-op when disabled)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._live: Live | None = None
+        self._start = time.monotonic()
+        self._last_calls = 0
+        self._last_time = self._start
+        self._rate = 0.0
+
+    def __enter__(self) -> Display:
+        if self.enabled:
+            self._live = Live(console=_console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+            self._live = None
+
+    def update(self, stats: ScanStats) -> None:
+        if self._live is None:
+            return
+        now = time.monotonic()
+        calls = stats.total_calls
+        if now - self._last_time >= 1.0:
+            self._rate = (calls - self._last_calls) / (now - self._last_time)
+            self._last_calls, self._last_time = calls, now
+        table = Table.grid(padding=(0, 2))
+        table.add_row(
+            f"[bold]units[/] {stats.units_done + stats.units_failed}/{stats.units_planned}",
+            f"[bold]accounts[/] {stats.accounts}",
+            f"[bold]gateways[/] {sum(stats.gateways.values())}",
+            f"[bold]recovery points[/] {stats.recovery_points}",
+        )
+        table.add_row(
+            f"[bold]errors[/] {stats.errors}",
+            f"[bold]throttles[/] {stats.throttles}",
+            f"[bold]calls/s[/] {self._rate:,.0f}",
+            f"[bold]elapsed[/] {now - self._start:,.1f}s",
+        )
+        self._live.update(table)
+
+
+def say(message: str, log_format: str, *, error: bool = False) -> None:
+    if log_format == "json":
+        level = "error" if error else "info"
+        sys.stderr.write(orjson.dumps({"level": level, "message": message}).decode() + "\n")
+    else:
+        _console.print(f"fleetscan: {'error: ' if error else ''}{message}", markup=False)
+
+
+def print_summary(manifest: dict[str, Any], stats: ScanStats, log_format: str) -> None:
+    if log_format == "json":
+        event = {
+            "event": "scan_finished",
+            "run_id": manifest.get("run_id"),
+            "status": manifest.get("status"),
+            **stats.as_dict(),
+        }
+        sys.stderr.write(orjson.dumps(event).decode() + "\n")
+        return
+    table = Table(title=f"fleetscan run {manifest.get('run_id')}: {manifest.get('status')}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("accounts", stats.accounts),
+        ("units (account x region) done", stats.units_done),
+        ("units failed", stats.units_failed),
+        *((f"gateways {kind}", n) for kind, n in sorted(stats.gateways.items())),
+        ("recovery points", stats.recovery_points),
+        ("error records", stats.errors),
+        ("API calls", stats.total_calls),
+        ("retries", stats.retries),
+        ("throttles", stats.throttles),
+    ]
+    for label, value in rows:
+        table.add_row(label, f"{value:,}")
+    _console.print(table)
+    files = manifest.get("files") or []
+    if files:
+        _console.print(f"{len(files)} file(s) written; manifest: {manifest.get('path', '-')}")
+
+
+def print_plan(plan: dict[str, Any], log_format: str) -> int:
+    if log_format == "json":
+        sys.stdout.write(orjson.dumps(plan).decode() + "\n")
+        return 0
+    accounts = plan["accounts"]
+    _console.print(f"dry run: {len(accounts)} account(s), regions: {plan['regions']}")
+    for account in accounts:
+        _console.print(f"  {account['id']}  {account['name'] or '-'}  {account['status']}")
+    _console.print(f"units (account x region): {plan['units']}")
+    for operation, count in plan["minimum_calls"].items():
+        _console.print(f"  {operation}: {count}")
+    _console.print("no Storage Gateway call was made")
+    return 0

@@ -1,0 +1,78 @@
+"""Adaptive rate limiting per (account, region): the scope at which Storage Gateway throttles.
+
+Each bucket is a GCRA token bucket (rate, burst). A throttle answer halves the bucket's rate for
+every task sharing it; successes then raise it back towards the configured rate, a little per
+second, so a throttling storm is absorbed instead of being answered with more calls.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+
+class AdaptiveBucket:
+    """A token bucket whose rate drops on throttling and recovers gradually."""
+
+    #: Lowest rate a throttled bucket falls to (requests/s).
+    MIN_RATE = 0.5
+    #: Recovery: fraction of the configured rate regained per second without throttling.
+    RECOVERY_PER_SECOND = 0.1
+
+    __slots__ = ("_last_throttle", "_last_update", "_tat", "burst", "max_rate", "rate", "throttles")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.max_rate = rate
+        self.rate = rate
+        self.burst = burst
+        self.throttles = 0
+        self._tat = 0.0  # theoretical arrival time of the next request
+        self._last_throttle = float("-inf")
+        self._last_update = 0.0
+
+    async def acquire(self) -> None:
+        """Wait for this request's slot. Slots are reserved before sleeping, so waiters queue."""
+        now = anyio.current_time()
+        self._recover(now)
+        interval = 1.0 / self.rate
+        tat = max(self._tat, now)
+        wait = tat - (self.burst - 1) * interval - now
+        self._tat = tat + interval
+        if wait > 0:
+            await anyio.sleep(wait)
+
+    def on_throttle(self) -> None:
+        now = anyio.current_time()
+        self.throttles += 1
+        # Several in-flight calls often fail together: one halving per 100 ms is enough.
+        if now - self._last_throttle > 0.1:
+            self.rate = max(self.MIN_RATE, self.rate / 2)
+            # Drop the credit built up at the old rate so the next calls really wait.
+            self._tat = max(self._tat, now + 1.0 / self.rate)
+        self._last_throttle = now
+        self._last_update = now
+
+    def _recover(self, now: float) -> None:
+        # Linear recovery, starting one second after the last throttle.
+        if self.rate < self.max_rate and now - self._last_throttle > 1.0:
+            regained = self.max_rate * self.RECOVERY_PER_SECOND * (now - self._last_update)
+            self.rate = min(self.max_rate, self.rate + regained)
+        self._last_update = now
+
+
+class RateLimiter:
+    """One :class:`AdaptiveBucket` per key, created on first use and dropped when released."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[tuple[str, str], AdaptiveBucket] = {}
+
+    def bucket(self, key: tuple[str, str]) -> AdaptiveBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = AdaptiveBucket(self.rate, self.burst)
+        return bucket
+
+    def release(self, key: tuple[str, str]) -> None:
+        """Forget a finished (account, region) so memory does not grow with the fleet."""
+        self._buckets.pop(key, None)

@@ -1,0 +1,213 @@
+"""A whole scan to a destination, and the commands the CLI runs.
+
+:func:`run_scan` is the library's "do it all" entry point: scan, write every record as it
+arrives, write the manifest last, and say how it went. The CLI functions below only add the
+terminal around it (progress, summary, exit codes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import IO, Any
+
+import anyio
+
+from . import _progress
+from ._config import ScanConfig
+from ._exceptions import ConfigError, FleetscanError
+from ._records import Record
+from ._scan import DiscoveryFailed, Engine, ScanStats, new_run_id
+from ._sinks import RunInfo, open_sink
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    run_id: str
+    status: str  # complete | partial | failed | interrupted
+    manifest: dict[str, Any]
+    stats: ScanStats
+
+    @property
+    def exit_code(self) -> int:
+        return {"complete": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FATAL)
+
+
+def _summary(config: ScanConfig, stats: ScanStats) -> dict[str, Any]:
+    """What the manifest records about the run: counts, and the config without secrets."""
+    echo = {
+        "org": config.org,
+        "ous": list(config.ous),
+        "accounts": len(config.accounts),
+        "role_name": config.role_name,
+        "role_arn_template": config.role_arn_template,
+        "external_id": "<set>" if config.external_id else None,
+        "hub_role_arn": config.hub_role_arn,
+        "assume_role": config.assume_role,
+        "partition": config.partition,
+        "regions": config.regions if isinstance(config.regions, str) else list(config.regions),
+        "concurrency": config.concurrency,
+        "rate": config.rate,
+        "burst": config.burst,
+        "max_attempts": config.max_attempts,
+    }
+    return {**stats.as_dict(), "config": echo}
+
+
+async def run_scan(
+    config: ScanConfig,
+    *,
+    stdout: IO[bytes] | None = None,
+    on_stats: Callable[[ScanStats], None] | None = None,
+) -> ScanResult:
+    """Scan and write to ``config.output``; the manifest is written last, whatever happens.
+
+    ``on_stats`` is called about four times a second with the live counters (for a progress
+    display). Cancellation or an error mid-run still finalises what was written and records the
+    run as ``interrupted`` or ``failed`` before the exception propagates.
+    """
+    if not config.output:
+        raise ConfigError("output", "an output destination is required (a directory or '-')")
+    started = dt.datetime.now(dt.UTC)
+    run_id = config.run_id or new_run_id(started)
+    from . import __version__
+
+    sink = open_sink(
+        config.output,
+        RunInfo(run_id=run_id, started_at=started, version=__version__),
+        compress=config.compress,
+        max_object_bytes=config.max_object_bytes,
+        stdout=stdout,
+    )
+    engine = Engine(replace(config, run_id=run_id), run_id=run_id)
+    send, receive = anyio.create_memory_object_stream[Record](1024)
+
+    async def write_all() -> None:
+        async with receive:
+            async for record in receive:
+                await sink.write(record)
+
+    finished = anyio.Event()
+
+    async def report() -> None:
+        assert on_stats is not None
+        while not finished.is_set():
+            on_stats(engine.stats)
+            with anyio.move_on_after(0.25):
+                await finished.wait()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_all)
+            if on_stats is not None:
+                tg.start_soon(report)
+            try:
+                await engine.run(send)
+            finally:
+                finished.set()
+    except BaseException as exc:
+        status = "interrupted" if _is_interruption(exc) else "failed"
+        with anyio.CancelScope(shield=True):
+            await sink.abort(status, _summary(config, engine.stats))
+        if isinstance(exc, BaseExceptionGroup):
+            cause = _first_leaf(exc)
+            if isinstance(cause, DiscoveryFailed | FleetscanError):
+                raise cause from None
+        raise
+    stats = engine.stats
+    status = "complete" if stats.units_failed == 0 and stats.accounts_failed == 0 else "partial"
+    if on_stats is not None:
+        on_stats(stats)
+    manifest = await sink.finish(status, _summary(config, stats))
+    return ScanResult(run_id, status, manifest, stats)
+
+
+def _is_interruption(exc: BaseException) -> bool:
+    leaf = _first_leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    return isinstance(leaf, KeyboardInterrupt | anyio.get_cancelled_exc_class())
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def run_scan_command(config: ScanConfig, *, quiet: bool = False, log_format: str = "text") -> int:
+    """``fleetscan scan``: run, show progress and a summary, return the exit code."""
+    if config.dry_run:
+        return _progress.print_plan(anyio.run(_plan, config, backend="asyncio"), log_format)
+    display = _progress.Display(
+        enabled=not quiet and log_format == "text" and sys.stderr.isatty()
+    )
+    try:
+        with display:
+            result = anyio.run(
+                lambda: run_scan(config, on_stats=display.update), backend="asyncio"
+            )
+    except KeyboardInterrupt:
+        _progress.say("interrupted; the manifest records the run as interrupted", log_format)
+        return 130
+    except DiscoveryFailed as exc:
+        _progress.say(f"cannot list the accounts to scan: {exc}", log_format, error=True)
+        return EXIT_FATAL
+    except FleetscanError as exc:
+        _progress.say(str(exc), log_format, error=True)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FATAL
+    if not quiet:
+        _progress.print_summary(result.manifest, result.stats, log_format)
+    return result.exit_code
+
+
+async def _plan(config: ScanConfig) -> dict[str, Any]:
+    """Accounts x regions and the calls they need at least, with no Storage Gateway call."""
+    from ._aws import AmbientCredentials, AwsClients, acting_as
+    from ._discovery import discover_accounts, service_regions
+
+    engine = Engine(config, run_id="dry-run")
+    async with AwsClients(
+        profile=config.profile,
+        max_pool_connections=8,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+    ) as clients:
+        with acting_as(AmbientCredentials(config.profile)):
+            accounts = await discover_accounts(config, clients, engine._plain_call, config.accounts)
+    if config.regions == "all":
+        regions: list[str] | str = list(service_regions(config.partition))
+    elif config.regions == "enabled":
+        regions = "enabled (resolved per account; up to %d)" % len(
+            service_regions(config.partition)
+        )
+    else:
+        regions = list(config.regions)
+    n_regions = len(regions) if isinstance(regions, list) else len(service_regions(config.partition))
+    return {
+        "accounts": [{"id": a.id, "name": a.name, "status": a.status} for a in accounts],
+        "regions": regions,
+        "units": len(accounts) * n_regions,
+        "minimum_calls": {
+            "AssumeRole": len(accounts) if config.assume_role else 0,
+            "ListGateways": len(accounts) * n_regions,
+            "ListVolumeRecoveryPoints": "one per cached gateway found",
+        },
+    }
+
+
+def run_demo_command(args: Any) -> int:
+    """``fleetscan demo``: the emulated organization, scanned end to end, then checked."""
+    from ._demo import run_demo
+
+    return run_demo(
+        output=str(getattr(args, "output", "fleetscan-demo")),
+        accounts=int(getattr(args, "accounts", 24)),
+        seed=int(getattr(args, "seed", 2026)),
+        quiet=bool(getattr(args, "quiet", False)),
+    )

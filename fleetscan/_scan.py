@@ -1,0 +1,499 @@
+"""The scan: accounts -> credentials -> (account, region) units -> gateways -> records.
+
+Structure (anyio, structured concurrency):
+
+* one task per account in flight (bounded, so memory does not follow the organization's size),
+  which assumes the role once and resolves the account's regions;
+* one task per (account, region) unit, paging ListGateways;
+* one task per cached gateway, calling ListVolumeRecoveryPoints.
+
+Every AWS call goes through :meth:`Engine.call`: a global cap on calls in flight, the unit's
+adaptive token bucket, fleetscan's retry policy and the run's retry budget. Records go to a bounded
+memory object stream, so a slow writer slows the scan instead of growing memory. Nothing here
+raises for a failed account, region or gateway: failures become error records, and one account
+failing never stops the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectSendStream
+
+from ._aws import AmbientCredentials, AwsClients, FrozenCredentialSource, acting_as
+from ._config import ScanConfig
+from ._credentials import AssumedRoleCredentials, RoleAssumer
+from ._discovery import (
+    HOME_REGIONS,
+    AccountTarget,
+    discover_accounts,
+    enabled_regions,
+    service_regions,
+)
+from ._ratelimit import AdaptiveBucket, RateLimiter
+from ._records import (
+    SCHEMA_VERSION,
+    ErrorRecord,
+    GatewayRecord,
+    Record,
+    RecoveryPointRecord,
+    format_time,
+    parse_bytes,
+    parse_time,
+)
+from ._retry import Backoff, Failure, MalformedResponse, RetryBudget, classify
+
+#: Gateway failures that describe the gateway, not the scan: the unit still counts as done.
+GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
+
+
+class CallFailed(Exception):
+    """A call that failed for good: not retryable, out of attempts, or out of retry budget."""
+
+    def __init__(self, operation: str, failure: Failure, attempts: int) -> None:
+        super().__init__(f"{operation}: {failure.error_code}: {failure.message}")
+        self.operation = operation
+        self.failure = failure
+        self.attempts = attempts
+
+
+@dataclass
+class ScanStats:
+    """Live counters of a scan: the progress display reads them, the manifest stores them."""
+
+    accounts: int = 0
+    accounts_failed: int = 0
+    units_planned: int = 0
+    units_done: int = 0
+    units_failed: int = 0
+    gateways: Counter[str] = field(default_factory=Counter)
+    recovery_points: int = 0
+    errors: int = 0
+    calls: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    retries_denied: int = 0
+    throttles: int = 0
+    credential_refreshes: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    open_clients: int = 0
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accounts": self.accounts,
+            "accounts_failed": self.accounts_failed,
+            "units_planned": self.units_planned,
+            "units_done": self.units_done,
+            "units_failed": self.units_failed,
+            "gateways_by_type": dict(sorted(self.gateways.items())),
+            "recovery_points": self.recovery_points,
+            "errors": self.errors,
+            "api_calls": dict(sorted(self.calls.items())),
+            "api_calls_total": self.total_calls,
+            "retries": self.retries,
+            "retries_denied_by_budget": self.retries_denied,
+            "throttles": self.throttles,
+            "credential_refreshes": self.credential_refreshes,
+            "peak_calls_in_flight": self.peak_in_flight,
+            "open_clients": self.open_clients,
+        }
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """Sortable and unique: ``20261127T205709Z-3f9a1c``."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def role_arn_for(config: ScanConfig, account_id: str) -> str:
+    if config.role_arn_template:
+        return config.role_arn_template.format(partition=config.partition, account_id=account_id)
+    return f"arn:{config.partition}:iam::{account_id}:role/{config.role_name}"
+
+
+class Engine:
+    """One scan's shared machinery: clients, limits, retries, counters, the record stream."""
+
+    def __init__(
+        self,
+        config: ScanConfig,
+        *,
+        run_id: str,
+        static_accounts: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.static_accounts = static_accounts or config.accounts
+        self.stats = ScanStats()
+        self._home = HOME_REGIONS.get(config.partition, "us-east-1")
+        self._calls_in_flight = anyio.CapacityLimiter(config.concurrency)
+        # Enough accounts in flight to keep `concurrency` calls busy, few enough to bound memory.
+        self._account_slots = anyio.Semaphore(max(4, config.concurrency // 4))
+        self._limiter = RateLimiter(config.rate, config.burst)
+        self._backoff = Backoff()
+        self._budget = RetryBudget(config.retry_budget_ratio)
+        self._send: ObjectSendStream[Record] | None = None
+        self._credentials: list[AssumedRoleCredentials] = []
+        #: Gateway failures per unit that were not about the gateway's own state.
+        self._unit_failures: Counter[tuple[str, str]] = Counter()
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[dict[str, Any]]],
+        operation: str,
+        *,
+        bucket: AdaptiveBucket | None = None,
+        credentials: FrozenCredentialSource | None = None,
+        check: Callable[[dict[str, Any]], object] | None = None,
+    ) -> dict[str, Any]:
+        """Call ``fn`` with limits and retries; raise :class:`CallFailed` when it fails for good.
+
+        ``check`` rejects a 200 answer that breaks the API model (raise MalformedResponse): such
+        an answer is retried like a 5xx rather than written as data.
+        """
+        attempt = 0
+        stats = self.stats
+        while True:
+            attempt += 1
+            if bucket is not None:
+                await bucket.acquire()
+            async with self._calls_in_flight:
+                stats.calls[operation] += 1
+                self._budget.record_call()
+                stats.in_flight += 1
+                stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+                try:
+                    answer = await fn()
+                    if check is not None:
+                        check(answer)
+                    return answer
+                except Exception as exc:  # every failure is classified; none escapes unrecorded
+                    failure = classify(exc)
+                finally:
+                    stats.in_flight -= 1
+            if failure.throttled:
+                stats.throttles += 1
+                if bucket is not None:
+                    bucket.on_throttle()
+            if failure.error_code == "ExpiredToken" and isinstance(
+                credentials, AssumedRoleCredentials
+            ):
+                credentials.expire()
+            if not failure.retryable or attempt >= self.config.max_attempts:
+                raise CallFailed(operation, failure, attempt)
+            if not self._budget.try_spend():
+                stats.retries_denied += 1
+                raise CallFailed(operation, failure, attempt)
+            stats.retries += 1
+            await anyio.sleep(self._backoff.delay(attempt))
+
+    async def _plain_call(
+        self, fn: Callable[[], Awaitable[dict[str, Any]]], operation: str
+    ) -> dict[str, Any]:
+        return await self.call(fn, operation)
+
+    # -- records -------------------------------------------------------------------------------
+
+    async def _emit(self, record: Record) -> None:
+        assert self._send is not None
+        await self._send.send(record)
+
+    async def _error(
+        self,
+        exc: CallFailed,
+        *,
+        account_id: str | None,
+        region: str | None,
+        gateway_arn: str | None = None,
+    ) -> None:
+        self.stats.errors += 1
+        f = exc.failure
+        await self._emit(
+            ErrorRecord(
+                schema_version=SCHEMA_VERSION,
+                run_id=self.run_id,
+                at=format_time(dt.datetime.now(dt.UTC)),
+                account_id=account_id,
+                region=region,
+                gateway_arn=gateway_arn,
+                operation=exc.operation,
+                error_code=f.error_code,
+                gateway_error_code=f.gateway_error_code,
+                message=f.message,
+                attempts=exc.attempts,
+                retryable=f.retryable,
+            )
+        )
+
+    # -- the scan ------------------------------------------------------------------------------
+
+    async def run(self, send: ObjectSendStream[Record]) -> None:
+        """Scan everything, sending records to ``send``; closes ``send`` when done."""
+        self._send = send
+        async with send:
+            clients = AwsClients(
+                profile=self.config.profile,
+                max_pool_connections=min(self.config.concurrency, 256),
+                connect_timeout=self.config.connect_timeout,
+                read_timeout=self.config.read_timeout,
+            )
+            async with clients:
+                self._clients = clients
+                ambient = AmbientCredentials(self.config.profile)
+                with acting_as(ambient):
+                    try:
+                        accounts = await discover_accounts(
+                            self.config, clients, self._plain_call, self.static_accounts
+                        )
+                    except CallFailed as exc:
+                        await self._error(exc, account_id=None, region=None)
+                        raise DiscoveryFailed(exc) from None
+                self.stats.accounts = len(accounts)
+                assumer = RoleAssumer(
+                    clients,
+                    ambient=ambient,
+                    sts_region=self._home,
+                    session_name=self.config.role_session_name,
+                    duration_seconds=self.config.role_duration_seconds,
+                    external_id=self.config.external_id,
+                    hub_role_arn=self.config.hub_role_arn,
+                    call=self._plain_call,
+                )
+                async with anyio.create_task_group() as tg:
+                    for account in accounts:
+                        await self._account_slots.acquire()
+                        tg.start_soon(self._account, account, assumer, ambient)
+                self.stats.credential_refreshes = sum(c.refreshes for c in self._credentials)
+                self.stats.open_clients = clients.open_clients
+
+    async def _account(
+        self, account: AccountTarget, assumer: RoleAssumer, ambient: FrozenCredentialSource
+    ) -> None:
+        try:
+            credentials: FrozenCredentialSource = ambient
+            if self.config.assume_role:
+                assumed = assumer.credentials_for(role_arn_for(self.config, account.id))
+                self._credentials.append(assumed)
+                credentials = assumed
+            with acting_as(credentials):
+                try:
+                    await credentials.get_frozen_credentials()
+                    regions = await self._regions()
+                except CallFailed as exc:
+                    self.stats.accounts_failed += 1
+                    self.stats.units_planned += 1
+                    self.stats.units_failed += 1
+                    await self._error(exc, account_id=account.id, region=None)
+                    return
+                self.stats.units_planned += len(regions)
+                async with anyio.create_task_group() as tg:
+                    for region in regions:
+                        tg.start_soon(self._unit, account, region, credentials)
+        finally:
+            self._account_slots.release()
+
+    async def _regions(self) -> tuple[str, ...]:
+        regions = self.config.regions
+        if regions == "all":
+            return service_regions(self.config.partition)
+        if regions == "enabled":
+            return await enabled_regions(self._clients, self._plain_call, self.config.partition)
+        return tuple(regions)
+
+    async def _unit(
+        self, account: AccountTarget, region: str, credentials: FrozenCredentialSource
+    ) -> None:
+        key = (account.id, region)
+        bucket = self._limiter.bucket(key)
+        failed = False
+        try:
+            sgw = await self._clients.client("storagegateway", region)
+            params: dict[str, Any] = {}
+            async with anyio.create_task_group() as tg:
+                while True:
+                    try:
+                        page = await self.call(
+                            functools.partial(sgw.list_gateways, **params),
+                            "ListGateways",
+                            bucket=bucket,
+                            credentials=credentials,
+                            check=_gateway_list,
+                        )
+                        gateways = _gateway_list(page)
+                    except CallFailed as exc:
+                        failed = True
+                        await self._error(exc, account_id=account.id, region=region)
+                        break
+                    for gateway in gateways:
+                        if gateway.get("GatewayType") == "CACHED":
+                            tg.start_soon(
+                                self._gateway, account, region, gateway, sgw, bucket, credentials
+                            )
+                        else:
+                            await self._gateway_record(account, region, gateway, "not_cached")
+                    marker = page.get("Marker")
+                    if not marker:
+                        break
+                    params["Marker"] = marker
+            # Gateways that failed for a reason other than their own state fail the unit too.
+            failed = failed or self._unit_failures.pop(key, 0) > 0
+        finally:
+            self._limiter.release(key)
+            if failed:
+                self.stats.units_failed += 1
+            else:
+                self.stats.units_done += 1
+
+    async def _gateway(
+        self,
+        account: AccountTarget,
+        region: str,
+        gateway: dict[str, Any],
+        sgw: Any,
+        bucket: AdaptiveBucket,
+        credentials: FrozenCredentialSource,
+    ) -> None:
+        arn = gateway["GatewayARN"]
+        try:
+            answer = await self.call(
+                functools.partial(sgw.list_volume_recovery_points, GatewayARN=arn),
+                "ListVolumeRecoveryPoints",
+                bucket=bucket,
+                credentials=credentials,
+                check=_recovery_point_list,
+            )
+            infos = _recovery_point_list(answer)
+        except CallFailed as exc:
+            await self._error(exc, account_id=account.id, region=region, gateway_arn=arn)
+            if exc.failure.error_code not in GATEWAY_STATE_ERRORS:
+                self._unit_failures[(account.id, region)] += 1
+            code = exc.failure.gateway_error_code or exc.failure.error_code
+            await self._gateway_record(account, region, gateway, "error", error_code=code)
+            return
+        now = dt.datetime.now(dt.UTC)
+        scanned_at = format_time(now)
+        gateway_id = str(gateway.get("GatewayId") or arn.rsplit("/", 1)[-1])
+        gateway_name = gateway.get("GatewayName")
+        for info in infos:
+            volume_arn = str(info["VolumeARN"])
+            point = parse_time(info.get("VolumeRecoveryPointTime"))
+            await self._emit(
+                RecoveryPointRecord(
+                    schema_version=SCHEMA_VERSION,
+                    run_id=self.run_id,
+                    scanned_at=scanned_at,
+                    partition=self.config.partition,
+                    account_id=account.id,
+                    account_name=account.name,
+                    region=region,
+                    gateway_arn=arn,
+                    gateway_id=gateway_id,
+                    gateway_name=gateway_name,
+                    volume_arn=volume_arn,
+                    volume_id=volume_arn.rsplit("/", 1)[-1],
+                    recovery_point_time=format_time(point) if point else None,
+                    volume_size_bytes=parse_bytes(info.get("VolumeSizeInBytes")),
+                    volume_usage_bytes=parse_bytes(info.get("VolumeUsageInBytes")),
+                    recovery_point_age_seconds=(
+                        round((now - point).total_seconds(), 3) if point else None
+                    ),
+                )
+            )
+        self.stats.recovery_points += len(infos)
+        await self._gateway_record(
+            account, region, gateway, "scanned", recovery_point_count=len(infos)
+        )
+
+    async def _gateway_record(
+        self,
+        account: AccountTarget,
+        region: str,
+        gateway: dict[str, Any],
+        status: Any,
+        *,
+        recovery_point_count: int | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        gateway_type = gateway.get("GatewayType")
+        self.stats.gateways[str(gateway_type)] += 1
+        arn = str(gateway["GatewayARN"])
+        await self._emit(
+            GatewayRecord(
+                schema_version=SCHEMA_VERSION,
+                run_id=self.run_id,
+                scanned_at=format_time(dt.datetime.now(dt.UTC)),
+                partition=self.config.partition,
+                account_id=account.id,
+                account_name=account.name,
+                region=region,
+                gateway_arn=arn,
+                gateway_id=str(gateway.get("GatewayId") or arn.rsplit("/", 1)[-1]),
+                gateway_name=gateway.get("GatewayName"),
+                gateway_type=gateway_type,
+                gateway_operational_state=gateway.get("GatewayOperationalState"),
+                host_environment=gateway.get("HostEnvironment"),
+                status=status,
+                recovery_point_count=recovery_point_count,
+                error_code=error_code,
+            )
+        )
+
+
+class DiscoveryFailed(Exception):
+    """The accounts could not be listed: nothing can be scanned (a fatal error)."""
+
+    def __init__(self, cause: CallFailed) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _gateway_list(page: dict[str, Any]) -> list[dict[str, Any]]:
+    """The usable gateways of a ListGateways page (raises MalformedResponse on a broken page)."""
+    gateways = page.get("Gateways")
+    if not isinstance(gateways, list):
+        raise MalformedResponse("ListGateways answer has no Gateways list")
+    return [g for g in gateways if isinstance(g, dict) and isinstance(g.get("GatewayARN"), str)]
+
+
+def _recovery_point_list(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The usable items of a ListVolumeRecoveryPoints answer (raises MalformedResponse)."""
+    infos = answer.get("VolumeRecoveryPointInfos", [])
+    if not isinstance(infos, list) or "GatewayARN" not in answer:
+        raise MalformedResponse("ListVolumeRecoveryPoints answer is malformed")
+    return [i for i in infos if isinstance(i, dict) and isinstance(i.get("VolumeARN"), str)]
+
+
+async def scan(config: ScanConfig, *, run_id: str | None = None) -> AsyncIterator[Record]:
+    """Every record of a scan, as it is produced.
+
+    Use it with ``contextlib.aclosing`` if you may stop early, so the scan's tasks are cancelled
+    in the task that started them::
+
+        async with aclosing(fleetscan.scan(config)) as records:
+            async for record in records: ...
+    """
+    engine = Engine(config, run_id=run_id or config.run_id or new_run_id())
+    send, receive = anyio.create_memory_object_stream[Record](1024)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.run, send)
+        async with receive:
+            async for record in receive:
+                try:
+                    yield record
+                except GeneratorExit:
+                    # The consumer stopped early (aclose): stop the scan, then end quietly.
+                    tg.cancel_scope.cancel()
+                    break

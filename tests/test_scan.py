@@ -1,0 +1,193 @@
+"""End-to-end scans over real HTTP: aiobotocore -> moto (STS, Organizations, EC2) and the emulator.
+
+Every test compares what fleetscan wrote with the emulated fleet's ground truth, exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fleetscan
+from fleetscan._sinks import iter_records, read_manifest
+from fleetscan.emulator import Fleet
+from fleetscan.emulator._faults import FaultRule, Faults
+
+
+def _config(stack: Any, output: Path, **overrides: Any) -> fleetscan.ScanConfig:
+    values: dict[str, Any] = {
+        "org": True,
+        "role_name": stack.role_name,
+        "regions": stack.fleet.spec.regions,
+        "output": str(output),
+        "concurrency": 64,
+    }
+    values.update(overrides)
+    return fleetscan.ScanConfig(**values)
+
+
+def _manifest_path(output: Path) -> Path:
+    (path,) = output.glob("manifests/dt=*/*.json")
+    return path
+
+
+def _read(output: Path, result: fleetscan.ScanResult, dataset: str) -> list[dict[str, Any]]:
+    return list(iter_records(str(output), result.run_id, dataset))
+
+
+def _assert_matches_truth(
+    fleet: Fleet,
+    output: Path,
+    result: fleetscan.ScanResult,
+    *,
+    skip_regions: tuple[tuple[str, str], ...] = (),
+) -> None:
+    truth = fleet.ground_truth(regions=fleet.spec.regions)
+    keep = lambda account, region: (account, region) not in skip_regions  # noqa: E731
+    want_rps = {
+        (rp.account_id, rp.region, rp.gateway_arn, rp.volume_arn): (
+            rp.recovery_point_time,
+            rp.volume_size_bytes,
+            rp.volume_usage_bytes,
+        )
+        for rp in truth.recovery_points
+        if keep(rp.account_id, rp.region)
+    }
+    rows = _read(output, result, "recovery_points")
+    got_rps = {
+        (r["account_id"], r["region"], r["gateway_arn"], r["volume_arn"]): (
+            fleetscan._records.parse_time(r["recovery_point_time"]),
+            r["volume_size_bytes"],
+            r["volume_usage_bytes"],
+        )
+        for r in rows
+    }
+    assert len(rows) == len(got_rps), "a recovery point was written twice"
+    assert got_rps == want_rps
+
+    want_gws = {
+        g.gateway_arn: (g.status, g.recovery_point_count, g.error_code)
+        for g in truth.gateways
+        if keep(g.account_id, g.region)
+    }
+    gw_rows = _read(output, result, "gateways")
+    got_gws = {g["gateway_arn"]: (g["status"], g["recovery_point_count"], g["error_code"]) for g in gw_rows}
+    assert len(gw_rows) == len(got_gws), "a gateway was written twice"
+    assert got_gws == want_gws
+
+    errors = _read(output, result, "errors")
+    offline = {e["gateway_arn"] for e in errors if e["gateway_error_code"] == "GatewayNotConnected"}
+    assert offline == {arn for (account, region, arn, _) in truth.gateway_errors if keep(account, region)}
+
+
+def test_fault_free_scan_equals_ground_truth_with_minimum_calls(stack: Any, stack_env: None, tmp_path: Path) -> None:
+    fleet: Fleet = stack.fleet
+    result = fleetscan_run(_config(stack, tmp_path))
+
+    assert result.status == "complete"
+    assert result.exit_code == 0
+    _assert_matches_truth(fleet, tmp_path, result)
+
+    truth = fleet.ground_truth()
+    # ListAccounts also lists the management account: it is scanned like any member.
+    active = [fleet.management_account_id, *(a.id for a in fleet.accounts if a.active)]
+    minimum = fleet.minimum_calls(active, fleet.spec.regions)
+    counters = stack.emulator.counters
+    assert counters.calls(operation="ListGateways") == minimum["ListGateways"]
+    assert counters.calls(operation="ListVolumeRecoveryPoints") == minimum["ListVolumeRecoveryPoints"]
+    manifest = read_manifest(_manifest_path(tmp_path))
+    assert manifest["status"] == "complete"
+    assert manifest["summary"]["api_calls"]["AssumeRole"] == len(active)
+    assert manifest["summary"]["retries"] == 0
+    assert manifest["summary"]["recovery_points"] == len(truth.recovery_points)
+    # Records carry the organization's account names.
+    names = {a.id: a.name for a in fleet.accounts}
+    for row in _read(tmp_path, result, "gateways"):
+        assert row["account_name"] == names[row["account_id"]]
+
+
+def test_scan_under_faults_still_equals_ground_truth(stack: Any, stack_env: None, tmp_path: Path) -> None:
+    fleet: Fleet = stack.fleet
+    stack.emulator.faults = Faults(
+        [
+            FaultRule(internal_error_rate=0.15, internal_error_status=400, throttle_rate=30, throttle_burst=5),
+            FaultRule(
+                operation="ListVolumeRecoveryPoints",
+                internal_error_rate=0.15,
+                internal_error_status=500,
+                throttle_rate=30,
+                throttle_burst=5,
+            ),
+        ]
+    )
+    result = fleetscan_run(_config(stack, tmp_path, max_attempts=12))
+
+    assert result.status == "complete"
+    _assert_matches_truth(fleet, tmp_path, result)
+    manifest = read_manifest(_manifest_path(tmp_path))
+    assert manifest["summary"]["retries"] > 0
+    faults = stack.emulator.counters.snapshot()
+    assert faults  # the emulator did inject: the retries above answered them
+
+
+def test_access_denied_region_and_suspended_account_are_recorded_not_fatal(
+    stack: Any, stack_env: None, tmp_path: Path
+) -> None:
+    fleet: Fleet = stack.fleet
+    populated = sorted(fleet.pairs)
+    denied_account, denied_region = populated[0]
+    stack.emulator.faults = Faults(
+        [FaultRule(account_id=denied_account, region=denied_region, access_denied=True)]
+    )
+    result = fleetscan_run(_config(stack, tmp_path, include_inactive=True))
+
+    assert result.status == "partial"
+    assert result.exit_code == 3
+    _assert_matches_truth(fleet, tmp_path, result, skip_regions=((denied_account, denied_region),))
+    errors = _read(tmp_path, result, "errors")
+    denied = [e for e in errors if e["error_code"] == "AccessDeniedException"]
+    assert {(e["account_id"], e["region"]) for e in denied} == {(denied_account, denied_region)}
+    assert all(not e["retryable"] and e["attempts"] == 1 for e in denied)
+    (suspended,) = [a.id for a in fleet.accounts if not a.active]
+    assert any(e["account_id"] == suspended for e in errors)
+    manifest = read_manifest(_manifest_path(tmp_path))
+    assert manifest["status"] == "partial"
+    assert manifest["summary"]["units_failed"] >= 1
+
+
+def fleetscan_run(config: fleetscan.ScanConfig) -> fleetscan.ScanResult:
+    import anyio
+
+    return anyio.run(fleetscan.run_scan, config, backend="asyncio")
+
+
+async def test_library_scan_yields_records_as_they_come(stack: Any, stack_env: None) -> None:
+    fleet: Fleet = stack.fleet
+    config = fleetscan.ScanConfig(
+        org=True, role_name=stack.role_name, regions=fleet.spec.regions, output="-"
+    )
+    kinds: Counter[str] = Counter()
+    async with contextlib.aclosing(fleetscan.scan(config)) as records:
+        async for record in records:
+            kinds[record.dataset] += 1
+    truth = fleet.ground_truth()
+    assert kinds["recovery_points"] == len(truth.recovery_points)
+    assert kinds["gateways"] == len(truth.gateways)
+
+
+@pytest.mark.parametrize("stop_after", [1, 5])
+async def test_library_scan_can_stop_early(stack: Any, stack_env: None, stop_after: int) -> None:
+    config = fleetscan.ScanConfig(
+        org=True, role_name=stack.role_name, regions=stack.fleet.spec.regions, output="-"
+    )
+    seen = 0
+    async with contextlib.aclosing(fleetscan.scan(config)) as records:
+        async for _record in records:
+            seen += 1
+            if seen == stop_after:
+                break
+    assert seen == stop_after
