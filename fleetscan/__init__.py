@@ -2,8 +2,6 @@
 
 from ._config import ScanConfig
 from ._exceptions import ConfigError, DiscoveryError, FleetscanError, SinkError
-from ._run import ScanResult, run_scan
-from ._scan import ScanStats, scan
 from ._records import (
     SCHEMA_VERSION,
     ErrorRecord,
@@ -11,6 +9,8 @@ from ._records import (
     Record,
     RecoveryPointRecord,
 )
+from ._run import ScanResult, run_scan
+from ._scan import ScanStats, scan
 
 __version__ = "0.1.0"
 

@@ -49,6 +49,17 @@ def acting_as(source: FrozenCredentialSource) -> Iterator[None]:
         _current.reset(token)
 
 
+async def refresh_current() -> None:
+    """Make sure the current task's credentials are fresh *before* it takes a call slot.
+
+    A refresh is itself a call (AssumeRole); doing it while holding a slot could exhaust the
+    slots with calls that all wait for a refresh.
+    """
+    source = _current.get(None)
+    if source is not None:
+        await source.get_frozen_credentials()
+
+
 class _ContextCredentials:
     """Credentials whose keys are those of the task making the call."""
 

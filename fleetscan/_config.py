@@ -2,16 +2,56 @@
 
 The CLI builds a :class:`ScanConfig` from a TOML file and flags; library users build it directly.
 Either way, bad input raises :class:`~fleetscan.ConfigError` naming the field, before the scan
-touches the network.
+touches the network: a typo found after an hour of scanning 10,000 accounts is an hour lost.
+
+Field names are the TOML keys, so an error names what the user wrote. Values that can be secret
+(``external_id``) are never quoted back in a message, only what is wrong with them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import csv
+import difflib
+import functools
+import math
+import os
+import re
+import string
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Final, Literal
+
+from ._exceptions import ConfigError
 
 Compression = Literal["none", "gzip"]
+
+#: Partitions fleetscan knows how to build ARNs and endpoints for.
+PARTITIONS: Final[tuple[str, ...]] = ("aws", "aws-cn", "aws-us-gov")
+#: S3's smallest multipart part: an output object never rolls over below it.
+MIN_OBJECT_BYTES: Final = 5 * 1024 * 1024
+#: STS refuses longer sessions when one role assumes another ("role chaining").
+CHAINED_SESSION_MAX_SECONDS: Final = 3600
+MAX_CONCURRENCY: Final = 10_000
+MAX_ATTEMPTS: Final = 20
+
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+# IAM's own patterns (CreateRole, AssumeRole); re.ASCII keeps \w to [A-Za-z0-9_] as IAM means it.
+_ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]+", re.ASCII)
+_SESSION_NAME = re.compile(r"[\w+=,.@-]+", re.ASCII)
+_ROLE_ARN = re.compile(
+    r"arn:(?P<partition>[^:]*):iam::(?P<account>[^:]*):role/"
+    r"(?P<path>(?:[\x21-\x7e]*/)?)(?P<name>[^/]*)",
+    re.ASCII,
+)
+_OU_OR_ROOT_ID = re.compile(r"ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32}")
+# A run id becomes part of every output file name: no separators, no leading dot.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_S3_URL = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/.*)?", re.ASCII)
+_TEMPLATE_FIELDS: Final = frozenset({"account_id", "partition"})
+_REGION_KEYWORDS: Final = ("all", "enabled")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,7 +63,8 @@ class ScanConfig:
     ous: tuple[str, ...] = ()
     #: A static list of 12-digit account ids (instead of, or on top of, ``org``).
     accounts: tuple[str, ...] = ()
-    #: One id a line, or CSV with an ``account_id`` column.
+    #: One id a line, or CSV with an ``account_id`` column. Read when the config is built: its
+    #: ids are appended to ``accounts`` (so the engine sees one list), a bad line fails early.
     accounts_file: Path | None = None
     exclude_accounts: tuple[str, ...] = ()
     #: Also scan SUSPENDED / PENDING_CLOSURE accounts (their role usually cannot be assumed).
@@ -73,3 +114,620 @@ class ScanConfig:
     run_id: str | None = None
     #: Plan only: list accounts x regions and the expected calls; no Storage Gateway call.
     dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def static_account_ids(self) -> tuple[str, ...]:
+        """The listed accounts (``accounts``, which includes ``accounts_file``'s ids), each once,
+        minus ``exclude_accounts``: what a scan without ``org`` covers."""
+        excluded = set(self.exclude_accounts)
+        return tuple(a for a in self.accounts if a not in excluded)
+
+
+#: The TOML keys a config file may set: every ScanConfig field, nothing else.
+CONFIG_KEYS: Final[frozenset[str]] = frozenset(f.name for f in fields(ScanConfig) if f.init)
+
+
+@functools.cache
+def storage_gateway_regions(partition: str = "aws") -> tuple[str, ...]:
+    """Regions where botocore's endpoint data offers Storage Gateway in ``partition``.
+
+    botocore is the source, not a list of our own, so a botocore upgrade brings new regions.
+    """
+    # Imported here: 0.3 s to load, paid only when region names must be checked.
+    import botocore.session
+
+    session = botocore.session.get_session()
+    return tuple(session.get_available_regions("storagegateway", partition))
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    """A value quoted for a message, cut short so a pasted file does not flood the terminal."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:56] + "...'"
+
+
+def _type_name(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    for kind, name in names.items():
+        if type(value) is kind:
+            return name
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def check_account_id(value: object, where: str) -> str:
+    """Return ``value`` if it is a 12-digit account id, else raise ConfigError naming ``where``."""
+    if not isinstance(value, str):
+        hint = ""
+        if isinstance(value, int) and not isinstance(value, bool):
+            hint = ' (write account ids in quotes, e.g. "012345678901": numbers lose leading zeros)'
+        raise ConfigError(where, f"must be a string of 12 digits, not {_type_name(value)}{hint}")
+    if _ACCOUNT_ID.fullmatch(value):
+        return value
+    if not value:
+        raise ConfigError(where, "is empty; an AWS account id has exactly 12 digits")
+    if value.isascii() and value.isdigit():
+        digits = f"{len(value)} digit" + ("" if len(value) == 1 else "s")
+        raise ConfigError(where, f"{_show(value)} has {digits}; an AWS account id has exactly 12")
+    raise ConfigError(where, f"{_show(value)} is not an AWS account id (exactly 12 digits)")
+
+
+def _set(config: ScanConfig, name: str, value: object) -> None:
+    """Store a normalised value on the frozen config (e.g. a list given for a tuple field)."""
+    object.__setattr__(config, name, value)
+
+
+def _sequence(value: object, name: str, what: str) -> tuple[object, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(name, f"must be a list of {what}, not {_type_name(value)}")
+    return tuple(value)
+
+
+def _check_bool(config: ScanConfig, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"must be true or false, not {_type_name(value)}")
+
+
+def _check_optional_str(config: ScanConfig, name: str, *, secret: bool = False) -> str | None:
+    value = getattr(config, name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a string, not {_type_name(value)}")
+    if not value and not secret:
+        raise ConfigError(name, "is empty")
+    return value
+
+
+def _check_int(config: ScanConfig, name: str, low: int, high: int | None = None) -> int:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"must be an integer, not {_type_name(value)}")
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ConfigError(name, f"must be {bound}, got {value}")
+    return value
+
+
+def _check_positive(config: ScanConfig, name: str, *, allow_zero: bool = False) -> float:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(name, f"must be a number, not {_type_name(value)}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "greater than 0"
+        raise ConfigError(name, f"must be a finite number {bound}, got {value}")
+    _set(config, name, number)
+    return number
+
+
+def _validate(config: ScanConfig) -> None:
+    """Check every field, in the order a user reads a config: where, who, which regions, how."""
+    if not isinstance(config.partition, str) or config.partition not in PARTITIONS:
+        raise ConfigError(
+            "partition", f"{_show(config.partition)} is not one of {', '.join(PARTITIONS)}"
+        )
+    for name in ("org", "include_inactive", "assume_role", "dry_run"):
+        _check_bool(config, name)
+    _check_accounts(config)
+    _check_roles(config)
+    _check_regions(config)
+    _check_tuning(config)
+    _check_output(config)
+
+
+def _account_tuple(value: object, name: str) -> tuple[str, ...]:
+    items = _sequence(value, name, "12-digit account ids")
+    ids = [check_account_id(item, f"{name}[{i}]") for i, item in enumerate(items)]
+    # Listing an account twice must not scan it twice (duplicate records).
+    return tuple(dict.fromkeys(ids))
+
+
+def _check_accounts(config: ScanConfig) -> None:
+    accounts = _account_tuple(config.accounts, "accounts")
+    _set(config, "accounts", accounts)
+    _set(config, "exclude_accounts", _account_tuple(config.exclude_accounts, "exclude_accounts"))
+
+    ous = _sequence(config.ous, "ous", "OU ids")
+    for i, ou in enumerate(ous):
+        if not isinstance(ou, str) or not _OU_OR_ROOT_ID.fullmatch(ou):
+            raise ConfigError(
+                f"ous[{i}]", f"{_show(ou)} is not an OU id (ou-xxxx-xxxxxxxx) or root id (r-xxxx)"
+            )
+    _set(config, "ous", tuple(dict.fromkeys(ous)))
+
+    file_ids: tuple[str, ...] = ()
+    if config.accounts_file is not None:
+        if not isinstance(config.accounts_file, str | os.PathLike):
+            raise ConfigError(
+                "accounts_file", f"must be a path, not {_type_name(config.accounts_file)}"
+            )
+        path = Path(config.accounts_file)
+        _set(config, "accounts_file", path)
+        file_ids = load_accounts_file(path)
+
+    if not config.assume_role:
+        given = {
+            "org": config.org,
+            "ous": config.ous,
+            "accounts": config.accounts,
+            "accounts_file": config.accounts_file,
+            "role_name": config.role_name,
+            "role_arn_template": config.role_arn_template,
+            "external_id": config.external_id is not None,
+            "hub_role_arn": config.hub_role_arn,
+        }
+        for name, value in given.items():
+            if value:
+                raise ConfigError(
+                    name,
+                    "cannot be used with assume_role = false (--no-assume-role), which scans "
+                    "only the ambient account with the ambient credentials",
+                )
+        return
+    # The file's ids join the list once (a file being re-read by replace() adds nothing new).
+    _set(config, "accounts", tuple(dict.fromkeys((*accounts, *file_ids))))
+    if config.ous and not config.org:
+        raise ConfigError("ous", "restricts organization discovery: also set org = true (--org)")
+    if not (config.org or accounts or config.accounts_file is not None):
+        raise ConfigError(
+            "accounts",
+            "nothing to scan: set org = true (--org), accounts (--accounts) or accounts_file "
+            "(--accounts-file), or assume_role = false (--no-assume-role) for the ambient account",
+        )
+    if not config.org and not config.static_account_ids():
+        raise ConfigError(
+            "exclude_accounts", "excludes every account of accounts and accounts_file: none left"
+        )
+
+
+def _check_role_arn(value: str, name: str, partition: str) -> re.Match[str]:
+    """Check an IAM role ARN's shape; the caller checks which account it names."""
+    match = _ROLE_ARN.fullmatch(value)
+    if match is None:
+        raise ConfigError(
+            name, f"{_show(value)} is not an IAM role ARN (arn:PARTITION:iam::ACCOUNT:role/NAME)"
+        )
+    if match["partition"] != partition:
+        raise ConfigError(
+            name,
+            f"names partition {_show(match['partition'])} but partition is {partition!r} "
+            "(set partition to match)",
+        )
+    if not _ACCOUNT_ID.fullmatch(match["account"]):
+        raise ConfigError(name, f"account {_show(match['account'])} is not 12 digits")
+    if not _ROLE_NAME.fullmatch(match["name"]):
+        raise ConfigError(
+            name, f"role name {_show(match['name'])} breaks IAM's rules (1-64 of A-Za-z0-9+=,.@_-)"
+        )
+    if len(match["path"]) + 1 > 512:
+        raise ConfigError(name, "role path is longer than IAM's 512 characters")
+    return match
+
+
+def _check_template(template: str, partition: str) -> None:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError("role_arn_template", f"malformed placeholder: {exc}") from None
+    names = set()
+    for _, field_name, spec, conversion in parsed:
+        if field_name is None:
+            continue
+        if field_name not in _TEMPLATE_FIELDS:
+            raise ConfigError(
+                "role_arn_template",
+                f"unknown placeholder {{{field_name}}}; use {{account_id}} and {{partition}}",
+            )
+        if spec or conversion:
+            raise ConfigError(
+                "role_arn_template", f"placeholder {{{field_name}}} takes no format or conversion"
+            )
+        names.add(field_name)
+    if "account_id" not in names:
+        raise ConfigError(
+            "role_arn_template",
+            "has no {account_id} placeholder, so every account would assume the same role",
+        )
+    # Render with a sentinel account: the ARN must be valid *and* put the id in the account field.
+    sentinel = "000011112222"
+    arn = template.format(account_id=sentinel, partition=partition)
+    match = _check_role_arn(arn, "role_arn_template", partition)
+    if match["account"] != sentinel:
+        raise ConfigError(
+            "role_arn_template", "{account_id} must be the ARN's account field (iam::{account_id}:)"
+        )
+
+
+def _check_roles(config: ScanConfig) -> None:
+    role_name = _check_optional_str(config, "role_name")
+    template = _check_optional_str(config, "role_arn_template")
+    external_id = _check_optional_str(config, "external_id", secret=True)
+    hub = _check_optional_str(config, "hub_role_arn")
+    _check_optional_str(config, "profile")
+
+    session_name = config.role_session_name
+    if not isinstance(session_name, str):
+        raise ConfigError("role_session_name", f"must be a string, not {_type_name(session_name)}")
+    if not 2 <= len(session_name) <= 64 or not _SESSION_NAME.fullmatch(session_name):
+        raise ConfigError(
+            "role_session_name",
+            f"{_show(session_name)} must be 2-64 characters of A-Za-z0-9+=,.@_-",
+        )
+    duration = _check_int(config, "role_duration_seconds", 900, 43200)
+    if hub is not None:
+        _check_role_arn(hub, "hub_role_arn", config.partition)
+        if duration > CHAINED_SESSION_MAX_SECONDS:
+            raise ConfigError(
+                "role_duration_seconds",
+                f"is {duration}, but sessions chained through hub_role_arn are capped at "
+                f"{CHAINED_SESSION_MAX_SECONDS} (1 hour) by STS",
+            )
+    if external_id is not None:
+        # Length and alphabet only: the value itself is never quoted.
+        if not 2 <= len(external_id) <= 1224:
+            raise ConfigError(
+                "external_id", f"must be 2 to 1224 characters long, not {len(external_id)}"
+            )
+        if not _EXTERNAL_ID.fullmatch(external_id):
+            raise ConfigError(
+                "external_id",
+                "contains a character STS refuses (allowed: A-Za-z0-9 and +=,.@:/_-); "
+                "the value is not shown",
+            )
+
+    if not config.assume_role:
+        return
+    if role_name is not None and template is not None:
+        raise ConfigError(
+            "role_arn_template", "set role_name or role_arn_template, not both (one role per scan)"
+        )
+    if role_name is None and template is None:
+        raise ConfigError(
+            "role_name",
+            "which role to assume in each account? Set role_name (--role-name) or "
+            "role_arn_template (--role-arn-template), or assume_role = false (--no-assume-role)",
+        )
+    if role_name is not None and not _ROLE_NAME.fullmatch(role_name):
+        raise ConfigError(
+            "role_name",
+            f"{_show(role_name)} breaks IAM's rules (1-64 of A-Za-z0-9+=,.@_-); "
+            "for a role with a path, use role_arn_template",
+        )
+    if template is not None:
+        _check_template(template, config.partition)
+
+
+def _partition_of(region: str) -> str | None:
+    for partition in PARTITIONS:
+        if region in storage_gateway_regions(partition):
+            return partition
+    return None
+
+
+def _check_regions(config: ScanConfig) -> None:
+    regions: object = config.regions
+    if isinstance(regions, str):
+        if regions not in _REGION_KEYWORDS:
+            raise ConfigError(
+                "regions",
+                f"{_show(regions)}: give a list of region names, 'all' or 'enabled'",
+            )
+        return
+    names = _sequence(regions, "regions", "region names")
+    if not names:
+        raise ConfigError("regions", "is empty: give region names, 'all' or 'enabled'")
+    if len(names) == 1 and names[0] in _REGION_KEYWORDS:
+        _set(config, "regions", names[0])
+        return
+    known = storage_gateway_regions(config.partition)
+    for i, name in enumerate(names):
+        where = f"regions[{i}]"
+        if not isinstance(name, str):
+            raise ConfigError(where, f"must be a region name, not {_type_name(name)}")
+        if name in _REGION_KEYWORDS:
+            raise ConfigError(where, f"{name!r} stands alone, not in a list of regions")
+        if name in known:
+            continue
+        other = _partition_of(name)
+        if other is not None:
+            raise ConfigError(
+                where, f"{name!r} is in partition {other!r}, not {config.partition!r}"
+            )
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+        raise ConfigError(
+            where,
+            f"{_show(name)} is not a region where Storage Gateway is offered in partition "
+            f"{config.partition!r}; {hint}",
+        )
+    _set(config, "regions", tuple(dict.fromkeys(names)))
+
+
+def _check_tuning(config: ScanConfig) -> None:
+    _check_int(config, "concurrency", 1, MAX_CONCURRENCY)
+    _check_positive(config, "rate")
+    _check_int(config, "burst", 1)
+    _check_int(config, "max_attempts", 1, MAX_ATTEMPTS)
+    _check_positive(config, "retry_budget_ratio", allow_zero=True)
+    _check_positive(config, "connect_timeout")
+    _check_positive(config, "read_timeout")
+
+
+def _check_output(config: ScanConfig) -> None:
+    if config.compress not in ("none", "gzip"):
+        raise ConfigError("compress", f"{_show(config.compress)} is not 'none' or 'gzip'")
+    size = _check_int(config, "max_object_bytes", 1)
+    if size < MIN_OBJECT_BYTES:
+        raise ConfigError(
+            "max_object_bytes", f"is {size}; the minimum is {MIN_OBJECT_BYTES} (5 MiB)"
+        )
+    output: object = config.output
+    if output is None:
+        if not config.dry_run:
+            raise ConfigError(
+                "output",
+                "where should records go? Set output (--output DIR, or - for stdout), "
+                "or dry_run (--dry-run) to plan only",
+            )
+    elif isinstance(output, os.PathLike):
+        _set(config, "output", os.fspath(output))
+    elif not isinstance(output, str):
+        raise ConfigError("output", f"must be a path, not {_type_name(output)}")
+    destination = config.output
+    if destination is not None and destination != "-":
+        if not destination:
+            raise ConfigError("output", "is empty: give a directory, or - for stdout")
+        if destination.startswith("s3://"):
+            if not _S3_URL.fullmatch(destination):
+                raise ConfigError(
+                    "output", f"{_show(destination)} is not s3://BUCKET/PREFIX with a valid bucket"
+                )
+        elif Path(destination).exists() and not Path(destination).is_dir():
+            raise ConfigError("output", f"{_show(destination)} exists and is not a directory")
+    run_id = _check_optional_str(config, "run_id")
+    if run_id is not None and not _RUN_ID.fullmatch(run_id):
+        raise ConfigError(
+            "run_id",
+            f"{_show(run_id)} must be 1-128 of A-Za-z0-9._- starting with a letter or digit "
+            "(it becomes part of file names)",
+        )
+
+
+# -- loaders ----------------------------------------------------------------------------------
+
+
+def _is_skipped(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#")
+
+
+def load_accounts_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Account ids from a file: one a line (``#`` comments), or CSV with an ``account_id`` column.
+
+    The format is told by the first line that is not blank or a comment: a header naming
+    ``account_id`` (or any line with a comma) means CSV, so a spreadsheet export with extra
+    columns works as is. Each id appears once in the result, in file order.
+    """
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("accounts_file", f"{source}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError("accounts_file", f"cannot read {source}: {exc.strerror}") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if not _is_skipped(line)]
+    if not lines:
+        raise ConfigError("accounts_file", f"{source}: no account ids in the file")
+    first = lines[0][1].strip()
+    if "," in first or first.lower() == "account_id":
+        ids = _csv_account_ids(source, lines)
+    else:
+        ids = []
+        for number, line in lines:
+            value = line.split("#", 1)[0].strip()
+            ids.append(_file_account_id(value, source, number))
+    return tuple(dict.fromkeys(ids))
+
+
+def _file_account_id(value: str, source: Path, number: int) -> str:
+    try:
+        return check_account_id(value, "accounts_file")
+    except ConfigError as exc:
+        raise ConfigError("accounts_file", f"{source}:{number}: {exc.problem}") from None
+
+
+def _csv_account_ids(source: Path, lines: list[tuple[int, str]]) -> list[str]:
+    header_number, header_line = lines[0]
+    header = [cell.strip().lower() for cell in next(csv.reader([header_line]))]
+    if "account_id" not in header:
+        raise ConfigError(
+            "accounts_file",
+            f"{source}:{header_number}: CSV header has no account_id column "
+            f"(columns: {', '.join(header) or 'none'})",
+        )
+    column = header.index("account_id")
+    ids = []
+    for number, line in lines[1:]:
+        row = next(csv.reader([line]))
+        value = row[column].strip() if column < len(row) else ""
+        ids.append(_file_account_id(value, source, number))
+    if not ids:
+        raise ConfigError("accounts_file", f"{source}: a CSV header but no account ids")
+    return ids
+
+
+# How each TOML key is read: what TOML type it takes, and how it becomes a ScanConfig value.
+_BOOL_KEYS = frozenset({"org", "include_inactive", "assume_role", "dry_run"})
+_INT_KEYS = frozenset(
+    {"role_duration_seconds", "concurrency", "burst", "max_attempts", "max_object_bytes"}
+)
+_FLOAT_KEYS = frozenset({"rate", "retry_budget_ratio", "connect_timeout", "read_timeout"})
+_STR_KEYS = frozenset(
+    {
+        "role_name",
+        "role_arn_template",
+        "external_id",
+        "role_session_name",
+        "hub_role_arn",
+        "profile",
+        "partition",
+        "output",
+        "compress",
+        "run_id",
+    }
+)
+_ACCOUNT_LIST_KEYS = frozenset({"accounts", "exclude_accounts"})
+_SPECIAL_KEYS = frozenset({"ous", "accounts_file", "regions"})
+assert CONFIG_KEYS == (
+    _BOOL_KEYS | _INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _ACCOUNT_LIST_KEYS | _SPECIAL_KEYS
+), "every ScanConfig field needs a TOML reading rule"
+
+
+def _wrong_type(key: str, expected: str, value: object, source: Path) -> ConfigError:
+    return ConfigError(key, f"must be {expected}, not {_type_name(value)} (in {source})")
+
+
+def _string_list(key: str, value: object, source: Path, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _wrong_type(key, f"a list of {what}", value, source)
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(f"{key}[{i}]", f"must be a string, not {_type_name(item)}")
+    return tuple(value)
+
+
+def _read_value(key: str, value: object, source: Path) -> object:
+    if key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise _wrong_type(key, "true or false", value, source)
+        return value
+    if key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _wrong_type(key, "an integer", value, source)
+        return value
+    if key in _FLOAT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _wrong_type(key, "a number", value, source)
+        return float(value)
+    if key in _STR_KEYS:
+        if not isinstance(value, str):
+            raise _wrong_type(key, "a string", value, source)
+        return value
+    if key in _ACCOUNT_LIST_KEYS:
+        if not isinstance(value, list):
+            raise _wrong_type(key, "a list of account ids", value, source)
+        return tuple(check_account_id(item, f"{key}[{i}]") for i, item in enumerate(value))
+    if key == "ous":
+        return _string_list(key, value, source, "OU ids")
+    if key == "accounts_file":
+        if not isinstance(value, str):
+            raise _wrong_type(key, "a path string", value, source)
+        # Relative to the config file, so a config and its account list travel together.
+        return source.parent / value
+    # regions: "all" | "enabled" | a list of names (a lone name or "a,b" is read as a list too).
+    if isinstance(value, str):
+        if value in _REGION_KEYWORDS:
+            return value
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return _string_list(key, value, source, "region names")
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML config into ScanConfig keyword arguments; refuse what ScanConfig cannot take.
+
+    Types are checked here, against what TOML says the user wrote; values are checked by
+    ScanConfig once flags are merged in. ``accounts_file`` is resolved against the file's folder.
+    """
+    source = Path(path)
+    try:
+        with source.open("rb") as stream:
+            document = tomllib.load(stream)
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {source}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{source}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        # The message ends with "(at line N, column M)".
+        raise ConfigError("config", f"{source}: invalid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        if key not in CONFIG_KEYS:
+            close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(key, f"unknown key in {source}{hint}")
+        values[key] = _read_value(key, value, source)
+    return values
+
+
+#: Settings that only make sense when roles are assumed (refused with assume_role = false).
+_ASSUME_ROLE_ONLY: Final = (
+    "org",
+    "ous",
+    "accounts",
+    "accounts_file",
+    "role_name",
+    "role_arn_template",
+    "external_id",
+    "hub_role_arn",
+)
+
+
+def build_config(file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> ScanConfig:
+    """Merge a config file's values with flags: a flag replaces what the file says.
+
+    Where settings are alternatives, a flag for one drops the file's others, as a user expects:
+    ``--accounts`` (or ``--org`` / ``--accounts-file``) replaces the file's account sources,
+    ``--role-name`` replaces its ``role_arn_template`` and vice versa, and ``--no-assume-role``
+    drops the file's accounts and roles.
+    """
+    for values in (file_values, overrides):
+        _refuse_unknown(values.keys())
+    merged = dict(file_values)
+    given = overrides.keys()
+    if given & {"org", "accounts", "accounts_file"}:
+        for key in ("org", "ous", "accounts", "accounts_file"):
+            merged.pop(key, None)
+    if given & {"role_name", "role_arn_template"}:
+        merged.pop("role_name", None)
+        merged.pop("role_arn_template", None)
+    if overrides.get("assume_role") is False:
+        for key in _ASSUME_ROLE_ONLY:
+            merged.pop(key, None)
+    merged.update(overrides)
+    return ScanConfig(**merged)
+
+
+def _refuse_unknown(keys: Iterable[str]) -> None:
+    for key in keys:
+        if key not in CONFIG_KEYS:
+            raise ConfigError(key, "unknown setting")

@@ -18,7 +18,7 @@ from ._run import run_scan_command
 
 def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
     try:
-        from .emulator import Fleet, FleetSpec, start_stack
+        from .emulator import FleetSpec, start_stack
         from .emulator._faults import FaultRule, Faults
     except ImportError as exc:  # the emulator extra brings moto and trustme
         say(f"the demo needs the emulator extra: pip install 'fleetscan[emulator]' ({exc})", "text")

@@ -21,7 +21,7 @@ class ConfigError(FleetscanError):
 
 
 class DiscoveryError(FleetscanError):
-    """The set of accounts or regions to scan could not be established (e.g. ListAccounts denied)."""
+    """The accounts to scan could not be established (e.g. ListAccounts was denied)."""
 
 
 class SinkError(FleetscanError):

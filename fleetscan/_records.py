@@ -7,6 +7,8 @@ field order here *is* the column order of the NDJSON files and the JSON Schemas 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -123,3 +125,19 @@ def record_fields(record_type: type[Record]) -> tuple[str, ...]:
 
 def to_json_dict(record: Record) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record_fields(type(record))}
+
+
+#: The JSON Schemas shipped in ``fleetscan/schemas/``: one per dataset, and the run manifest.
+SCHEMA_NAMES: tuple[str, ...] = (*DATASETS, "manifest")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a dataset or of the manifest, as shipped in the package.
+
+    Read from package data, so an installed fleetscan (wheel, zip) documents itself.
+    """
+    if name not in SCHEMA_NAMES:
+        raise ValueError(f"no schema named {name!r}; expected one of {', '.join(SCHEMA_NAMES)}")
+    resource = importlib.resources.files("fleetscan") / "schemas" / f"{name}.schema.json"
+    schema: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
+    return schema

@@ -90,7 +90,9 @@ def classify(exc: BaseException) -> Failure:
             str(gateway_code) if gateway_code else None,
             status if isinstance(status, int) else None,
         )
-    if isinstance(exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
+    if isinstance(
+        exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError
+    ):
         return Failure("Timeout", _botocore_message(exc), True)
     if isinstance(
         exc,

@@ -19,7 +19,7 @@ from . import _progress
 from ._config import ScanConfig
 from ._exceptions import ConfigError, FleetscanError
 from ._records import Record
-from ._scan import DiscoveryFailed, Engine, ScanStats, new_run_id
+from ._scan import Engine, ScanStats, new_run_id
 from ._sinks import RunInfo, open_sink
 
 EXIT_OK = 0
@@ -118,7 +118,7 @@ async def run_scan(
             await sink.abort(status, _summary(config, engine.stats))
         if isinstance(exc, BaseExceptionGroup):
             cause = _first_leaf(exc)
-            if isinstance(cause, DiscoveryFailed | FleetscanError):
+            if isinstance(cause, FleetscanError):
                 raise cause from None
         raise
     stats = engine.stats
@@ -144,20 +144,13 @@ def run_scan_command(config: ScanConfig, *, quiet: bool = False, log_format: str
     """``fleetscan scan``: run, show progress and a summary, return the exit code."""
     if config.dry_run:
         return _progress.print_plan(anyio.run(_plan, config, backend="asyncio"), log_format)
-    display = _progress.Display(
-        enabled=not quiet and log_format == "text" and sys.stderr.isatty()
-    )
+    display = _progress.Display(enabled=not quiet and log_format == "text" and sys.stderr.isatty())
     try:
         with display:
-            result = anyio.run(
-                lambda: run_scan(config, on_stats=display.update), backend="asyncio"
-            )
+            result = anyio.run(lambda: run_scan(config, on_stats=display.update), backend="asyncio")
     except KeyboardInterrupt:
         _progress.say("interrupted; the manifest records the run as interrupted", log_format)
         return 130
-    except DiscoveryFailed as exc:
-        _progress.say(f"cannot list the accounts to scan: {exc}", log_format, error=True)
-        return EXIT_FATAL
     except FleetscanError as exc:
         _progress.say(str(exc), log_format, error=True)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FATAL
@@ -183,12 +176,12 @@ async def _plan(config: ScanConfig) -> dict[str, Any]:
     if config.regions == "all":
         regions: list[str] | str = list(service_regions(config.partition))
     elif config.regions == "enabled":
-        regions = "enabled (resolved per account; up to %d)" % len(
-            service_regions(config.partition)
-        )
+        regions = f"enabled (resolved per account; up to {len(service_regions(config.partition))})"
     else:
         regions = list(config.regions)
-    n_regions = len(regions) if isinstance(regions, list) else len(service_regions(config.partition))
+    n_regions = (
+        len(regions) if isinstance(regions, list) else len(service_regions(config.partition))
+    )
     return {
         "accounts": [{"id": a.id, "name": a.name, "status": a.status} for a in accounts],
         "regions": regions,

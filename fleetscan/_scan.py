@@ -27,7 +27,13 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectSendStream
 
-from ._aws import AmbientCredentials, AwsClients, FrozenCredentialSource, acting_as
+from ._aws import (
+    AmbientCredentials,
+    AwsClients,
+    FrozenCredentialSource,
+    acting_as,
+    refresh_current,
+)
 from ._config import ScanConfig
 from ._credentials import AssumedRoleCredentials, RoleAssumer
 from ._discovery import (
@@ -37,6 +43,7 @@ from ._discovery import (
     enabled_regions,
     service_regions,
 )
+from ._exceptions import DiscoveryError
 from ._ratelimit import AdaptiveBucket, RateLimiter
 from ._records import (
     SCHEMA_VERSION,
@@ -168,9 +175,14 @@ class Engine:
         stats = self.stats
         while True:
             attempt += 1
+            await refresh_current()
             if bucket is not None:
                 await bucket.acquire()
-            async with self._calls_in_flight:
+            # A token per call, not per task: a call made while signing another (a hub's
+            # refresh) must not count as the same borrower.
+            slot = object()
+            await self._calls_in_flight.acquire_on_behalf_of(slot)
+            try:
                 stats.calls[operation] += 1
                 self._budget.record_call()
                 stats.in_flight += 1
@@ -184,6 +196,8 @@ class Engine:
                     failure = classify(exc)
                 finally:
                     stats.in_flight -= 1
+            finally:
+                self._calls_in_flight.release_on_behalf_of(slot)
             if failure.throttled:
                 stats.throttles += 1
                 if bucket is not None:
@@ -260,7 +274,7 @@ class Engine:
                         )
                     except CallFailed as exc:
                         await self._error(exc, account_id=None, region=None)
-                        raise DiscoveryFailed(exc) from None
+                        raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
                 self.stats.accounts = len(accounts)
                 assumer = RoleAssumer(
                     clients,
@@ -450,14 +464,6 @@ class Engine:
                 error_code=error_code,
             )
         )
-
-
-class DiscoveryFailed(Exception):
-    """The accounts could not be listed: nothing can be scanned (a fatal error)."""
-
-    def __init__(self, cause: CallFailed) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 def _gateway_list(page: dict[str, Any]) -> list[dict[str, Any]]:

@@ -75,16 +75,22 @@ def _assert_matches_truth(
         if keep(g.account_id, g.region)
     }
     gw_rows = _read(output, result, "gateways")
-    got_gws = {g["gateway_arn"]: (g["status"], g["recovery_point_count"], g["error_code"]) for g in gw_rows}
+    got_gws = {
+        g["gateway_arn"]: (g["status"], g["recovery_point_count"], g["error_code"]) for g in gw_rows
+    }
     assert len(gw_rows) == len(got_gws), "a gateway was written twice"
     assert got_gws == want_gws
 
     errors = _read(output, result, "errors")
     offline = {e["gateway_arn"] for e in errors if e["gateway_error_code"] == "GatewayNotConnected"}
-    assert offline == {arn for (account, region, arn, _) in truth.gateway_errors if keep(account, region)}
+    assert offline == {
+        arn for (account, region, arn, _) in truth.gateway_errors if keep(account, region)
+    }
 
 
-def test_fault_free_scan_equals_ground_truth_with_minimum_calls(stack: Any, stack_env: None, tmp_path: Path) -> None:
+def test_fault_free_scan_equals_ground_truth_with_minimum_calls(
+    stack: Any, stack_env: None, tmp_path: Path
+) -> None:
     fleet: Fleet = stack.fleet
     result = fleetscan_run(_config(stack, tmp_path))
 
@@ -98,7 +104,9 @@ def test_fault_free_scan_equals_ground_truth_with_minimum_calls(stack: Any, stac
     minimum = fleet.minimum_calls(active, fleet.spec.regions)
     counters = stack.emulator.counters
     assert counters.calls(operation="ListGateways") == minimum["ListGateways"]
-    assert counters.calls(operation="ListVolumeRecoveryPoints") == minimum["ListVolumeRecoveryPoints"]
+    assert (
+        counters.calls(operation="ListVolumeRecoveryPoints") == minimum["ListVolumeRecoveryPoints"]
+    )
     manifest = read_manifest(_manifest_path(tmp_path))
     assert manifest["status"] == "complete"
     assert manifest["summary"]["api_calls"]["AssumeRole"] == len(active)
@@ -110,11 +118,18 @@ def test_fault_free_scan_equals_ground_truth_with_minimum_calls(stack: Any, stac
         assert row["account_name"] == names[row["account_id"]]
 
 
-def test_scan_under_faults_still_equals_ground_truth(stack: Any, stack_env: None, tmp_path: Path) -> None:
+def test_scan_under_faults_still_equals_ground_truth(
+    stack: Any, stack_env: None, tmp_path: Path
+) -> None:
     fleet: Fleet = stack.fleet
     stack.emulator.faults = Faults(
         [
-            FaultRule(internal_error_rate=0.15, internal_error_status=400, throttle_rate=30, throttle_burst=5),
+            FaultRule(
+                internal_error_rate=0.15,
+                internal_error_status=400,
+                throttle_rate=30,
+                throttle_burst=5,
+            ),
             FaultRule(
                 operation="ListVolumeRecoveryPoints",
                 internal_error_rate=0.15,

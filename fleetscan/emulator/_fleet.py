@@ -257,9 +257,7 @@ class Fleet:
             # Exactly one suspended member (the second), when there are at least two.
             status = "SUSPENDED" if index == 1 and self.spec.accounts >= 2 else "ACTIVE"
             name = f"{ou.name.lower()}-{index:05d}"
-            accounts.append(
-                Account(account_id, name, f"aws+{name}@example.com", ou.id, status)
-            )
+            accounts.append(Account(account_id, name, f"aws+{name}@example.com", ou.id, status))
         return tuple(accounts)
 
     def account(self, account_id: str) -> Account | None:
@@ -298,7 +296,7 @@ class Fleet:
         return self.pairs.get((account_id, region), 0)
 
     def gateways(self, account_id: str, region: str) -> tuple[Gateway, ...]:
-        """The gateways of a pair, in the stable order ListGateways returns them."""
+        """The gateways of a pair, in generation order (the emulator pages them sorted by ARN)."""
         count = self.pairs.get((account_id, region), 0)
         if not count:
             return ()
@@ -388,9 +386,7 @@ class Fleet:
         then its role cannot be assumed, so it yields no gateway either way.
         """
         wanted = set(accounts) if accounts is not None else {a.id for a in self.accounts}
-        skipped = tuple(
-            sorted(a.id for a in self.accounts if a.id in wanted and not a.active)
-        )
+        skipped = tuple(sorted(a.id for a in self.accounts if a.id in wanted and not a.active))
         rps: list[ExpectedRecoveryPoint] = []
         gws: list[ExpectedGateway] = []
         errors: list[tuple[str, str, str, str]] = []

@@ -1,0 +1,383 @@
+"""The ``fleetscan`` command: flags and a TOML file in, a validated ScanConfig out.
+
+The CLI is a thin layer: it validates everything before importing the scan engine, so bad input
+costs no AWS call and no import of aiobotocore, and it imports the emulator only for
+``fleetscan emulator`` (the scanner itself never depends on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from ._config import CONFIG_KEYS, MIN_OBJECT_BYTES, build_config, load_config_file
+from ._exceptions import ConfigError, FleetscanError
+
+#: Read when --external-id is not given: keeps the value out of the process list and shell history.
+EXTERNAL_ID_ENV = "FLEETSCAN_EXTERNAL_ID"
+#: Exit codes of the scan command (issue 3): 0 complete, 3 partial, 1 fatal, 2 usage.
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_SCAN_EPILOG = """\
+A TOML file (--config) can set every option; a flag given on the command line replaces the
+file's value. Alternatives replace each other: --org, --accounts or --accounts-file replace the
+file's account sources; --role-name replaces its role_arn_template and vice versa;
+--no-assume-role drops its accounts and roles. Examples are in the configs/ folder.
+
+examples:
+  fleetscan scan --org --role-name FleetscanReader --output ./out
+  fleetscan scan --accounts 111122223333,444455556666 \\
+      --role-arn-template 'arn:{partition}:iam::{account_id}:role/FleetscanReader' \\
+      --regions us-east-1,eu-west-1 --output - > recovery_points.ndjson
+  fleetscan scan --config configs/organization.toml --regions all --dry-run
+
+exit codes: 0 complete, 3 partial (data written, the manifest lists what failed), 1 fatal,
+2 bad input (nothing was called), 130 interrupted.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages kept free of values that may be secrets."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_redact(message)}\n")
+
+
+def _redact(message: str) -> str:
+    """Hide the values after unrecognized options: a mistyped ``--external-id`` is still secret."""
+    prefix = "unrecognized arguments: "
+    if not message.startswith(prefix):
+        return message
+    shown: list[str] = []
+    after_option = False
+    for token in message[len(prefix) :].split(" "):
+        if token.startswith("-"):
+            name, equals, _ = token.partition("=")
+            shown.append(f"{name}=<hidden>" if equals else token)
+            after_option = not equals
+        elif after_option:
+            shown.append("<hidden>")
+            after_option = False
+        else:
+            shown.append(token)
+    return prefix + " ".join(shown)
+
+
+def _comma_list(text: str) -> list[str]:
+    """``a, b,c,`` -> [a, b, c]: spaces and a trailing comma are harmless in a pasted list."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+_DURATION = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>[smh]?)", re.IGNORECASE)
+_SIZE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>(?:[kmg]i?b?)?)", re.IGNORECASE)
+
+
+def _duration(text: str) -> int:
+    """Seconds, or with a unit: ``3600``, ``3600s``, ``60m``, ``1h``."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 3600, 60m, 1h)")
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600}[match["unit"].lower()]
+    return int(match["number"]) * factor
+
+
+def _size(text: str) -> int:
+    """Bytes, or with a binary unit: ``134217728``, ``128MiB``, ``128M``, ``1GiB``."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 134217728, 128MiB, 1GiB)")
+    unit = match["unit"].lower()[:1]
+    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+    return int(match["number"]) * factor
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_scan_parser(subparsers: Any) -> None:
+    scan: argparse.ArgumentParser = subparsers.add_parser(
+        "scan",
+        help="scan every cached volume's recovery points across accounts and regions",
+        description="Scan the recovery points of every Storage Gateway cached volume across "
+        "accounts and regions, into NDJSON datasets and a manifest.",
+        epilog=_SCAN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
+    )
+    scan.add_argument("--config", metavar="PATH", type=Path, help="TOML file with any option")
+
+    accounts = scan.add_argument_group("accounts")
+    accounts.add_argument(
+        "--org",
+        action=argparse.BooleanOptionalAction,
+        help="every account of the organization (ListAccounts with the ambient credentials)",
+    )
+    accounts.add_argument(
+        "--ou",
+        dest="ous",
+        metavar="ID",
+        action="append",
+        help="with --org: only accounts under this OU, recursively (repeatable)",
+    )
+    accounts.add_argument(
+        "--accounts",
+        metavar="IDS",
+        type=_comma_list,
+        action="extend",
+        help="comma-separated 12-digit account ids",
+    )
+    accounts.add_argument(
+        "--accounts-file",
+        metavar="PATH",
+        type=Path,
+        help="one account id a line (# comments), or CSV with an account_id column",
+    )
+    accounts.add_argument(
+        "--exclude-accounts",
+        metavar="IDS",
+        type=_comma_list,
+        action="extend",
+        help="comma-separated account ids to skip",
+    )
+    accounts.add_argument(
+        "--include-inactive",
+        action=argparse.BooleanOptionalAction,
+        help="also scan SUSPENDED / PENDING_CLOSURE accounts of the organization",
+    )
+
+    roles = scan.add_argument_group("roles and credentials")
+    roles.add_argument("--role-name", metavar="NAME", help="role to assume in each account")
+    roles.add_argument(
+        "--role-arn-template",
+        metavar="TEMPLATE",
+        help="instead of --role-name: 'arn:{partition}:iam::{account_id}:role/NAME'",
+    )
+    roles.add_argument(
+        "--external-id",
+        metavar="VALUE",
+        help=f"external id for AssumeRole (or set {EXTERNAL_ID_ENV}, which keeps it out of ps)",
+    )
+    roles.add_argument("--role-session-name", metavar="NAME", help="default: fleetscan")
+    roles.add_argument(
+        "--role-duration",
+        dest="role_duration_seconds",
+        metavar="SECONDS",
+        type=_duration,
+        help="assumed session length, 900-43200 s or e.g. 1h (default 3600)",
+    )
+    roles.add_argument(
+        "--hub-role-arn",
+        metavar="ARN",
+        help="assume this role first and chain into every account (sessions capped at 1 hour)",
+    )
+    roles.add_argument(
+        "--assume-role",
+        action=argparse.BooleanOptionalAction,
+        help="--no-assume-role scans only the ambient account with the ambient credentials",
+    )
+    roles.add_argument("--profile", metavar="NAME", help="AWS profile for the ambient credentials")
+    roles.add_argument("--partition", metavar="NAME", help="aws (default), aws-cn or aws-us-gov")
+
+    where = scan.add_argument_group("regions")
+    where.add_argument(
+        "--regions",
+        metavar="LIST",
+        help="comma-separated names, 'all' (every Storage Gateway region of the partition) or "
+        "'enabled' (default: those enabled in each account)",
+    )
+
+    tuning = scan.add_argument_group("pace")
+    tuning.add_argument(
+        "--concurrency", type=int, metavar="N", help="calls in flight (default 256)"
+    )
+    tuning.add_argument(
+        "--rate", type=float, metavar="N", help="requests/s per account and region (default 20)"
+    )
+    tuning.add_argument("--burst", type=int, metavar="N", help="token bucket burst (default 20)")
+    tuning.add_argument(
+        "--max-attempts", type=int, metavar="N", help="attempts per call, 1-20 (default 8)"
+    )
+    tuning.add_argument("--connect-timeout", type=float, metavar="SECONDS", help="default 10")
+    tuning.add_argument("--read-timeout", type=float, metavar="SECONDS", help="default 30")
+
+    output = scan.add_argument_group("output")
+    output.add_argument(
+        "--output", metavar="DEST", help="a directory, or - for recovery points on stdout"
+    )
+    output.add_argument("--compress", choices=("none", "gzip"), help="default: none")
+    output.add_argument(
+        "--max-object-bytes",
+        type=_size,
+        metavar="SIZE",
+        help=f"roll files over at this size, at least {MIN_OBJECT_BYTES >> 20}MiB (default 128MiB)",
+    )
+    output.add_argument("--run-id", metavar="ID", help="default: a fresh, sortable id")
+    output.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        help="print the plan (accounts x regions, expected calls); call no Storage Gateway API",
+    )
+    output.add_argument(
+        "--quiet", action="store_true", default=False, help="no progress display or summary"
+    )
+    output.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="default: text"
+    )
+
+
+def _add_demo_parser(subparsers: Any) -> None:
+    demo: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="scan an emulated organization, started for the run (no AWS account needed)",
+        description="Start the emulated AWS fleet on loopback and scan it, with progress and "
+        "a summary. Needs the 'emulator' extra.",
+        allow_abbrev=False,
+    )
+    demo.add_argument(
+        "--output",
+        metavar="DIR",
+        type=Path,
+        default=Path("fleetscan-demo"),
+        help="where the datasets go (default: ./fleetscan-demo)",
+    )
+    demo.add_argument(
+        "--accounts",
+        metavar="N",
+        type=_positive_int,
+        default=24,
+        help="member accounts in the emulated organization (default 24)",
+    )
+    demo.add_argument(
+        "--seed", metavar="N", type=int, default=2026, help="fleet seed (default 2026)"
+    )
+    demo.add_argument("--quiet", action="store_true", help="no progress display or summary")
+
+
+def _add_emulator_placeholder(subparsers: Any) -> None:
+    """List ``emulator`` in ``--help`` without importing it; main() routes it before parsing."""
+    subparsers.add_parser(
+        "emulator",
+        help="serve the emulated AWS fleet on loopback (needs the 'emulator' extra)",
+        add_help=False,
+    )
+
+
+def build_parser(
+    add_emulator_parser: Callable[[Any], None] = _add_emulator_placeholder,
+) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="fleetscan",
+        description="Recovery points of every AWS Storage Gateway cached volume across an "
+        "organization, as NDJSON.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"fleetscan {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_scan_parser(subparsers)
+    _add_demo_parser(subparsers)
+    add_emulator_parser(subparsers)
+    return parser
+
+
+def scan_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ScanConfig values the user gave as flags (argparse.SUPPRESS leaves out the others)."""
+    overrides = {key: value for key, value in vars(args).items() if key in CONFIG_KEYS}
+    for key in ("ous", "accounts", "exclude_accounts"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+    if "regions" in overrides:
+        text = overrides["regions"].strip()
+        overrides["regions"] = text if text in ("all", "enabled") else tuple(_comma_list(text))
+    if (
+        "external_id" not in overrides
+        and overrides.get("assume_role") is not False
+        and os.environ.get(EXTERNAL_ID_ENV)
+    ):
+        overrides["external_id"] = os.environ[EXTERNAL_ID_ENV]
+    return overrides
+
+
+def _scan(args: argparse.Namespace) -> int:
+    file_values = load_config_file(args.config) if "config" in args else {}
+    config = build_config(file_values, scan_overrides(args))
+    # Only now, with the input known good, is the engine looked up and asked for anything.
+    engine = importlib.import_module("fleetscan._run")
+    code: int = engine.run_scan_command(config, quiet=args.quiet, log_format=args.log_format)
+    return code
+
+
+def _demo(args: argparse.Namespace) -> int:
+    engine = importlib.import_module("fleetscan._run")
+    code: int = engine.run_demo_command(args)
+    return code
+
+
+def _emulator(argv: list[str]) -> int:
+    try:
+        emulator_cli = importlib.import_module("fleetscan.emulator._cli")
+    except ImportError as exc:
+        if (exc.name or "").startswith("fleetscan"):
+            print(
+                f"fleetscan: error: the emulator is missing from this install: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"fleetscan: error: the emulator needs the 'emulator' extra ({exc.name or exc} is "
+            "missing): pip install 'fleetscan[emulator]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    args = build_parser(emulator_cli.add_emulator_parser).parse_args(argv)
+    code: int = emulator_cli.run_emulator_command(args)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fleetscan`` command; return its exit code (argparse's own exits included)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if arguments[:1] == ["emulator"]:
+            return _emulator(arguments)
+        args = build_parser().parse_args(arguments)
+        if args.command == "scan":
+            return _scan(args)
+        return _demo(args)
+    except SystemExit as exit_:
+        # argparse's --help, --version and usage errors: give main()'s callers the code.
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        problem = " ".join(exc.problem.splitlines())
+        print(f"fleetscan: error: {exc.field}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except FleetscanError as exc:
+        print(f"fleetscan: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of --output - went away (e.g. `| head`): stop quietly, as Unix tools do.
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

@@ -1,0 +1,182 @@
+"""What every destination shares: the run's identity, the layout, the encoding and the manifest.
+
+The layout and the manifest are the contract with readers (Athena, DuckDB, ``fleetscan audit``),
+so they are defined once here and every destination (local directory, stdout, S3) builds on them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from .._exceptions import ConfigError
+from .._records import DATASETS, SCHEMA_VERSION, Dataset, Record, format_time
+
+Compression = Literal["none", "gzip"]
+
+MANIFEST_VERSION = 1
+#: Records are gathered up to about this many bytes per dataset before a write: few, large
+#: writes keep the event loop free, and memory stays bounded whatever the record count.
+BUFFER_BYTES = 1 << 20
+#: Athena reads files of this size efficiently (and S3 multipart parts add up to it easily).
+DEFAULT_MAX_OBJECT_BYTES = 128 << 20
+RUN_STATUSES = ("complete", "partial", "failed", "interrupted")
+ABORT_STATUSES = ("failed", "interrupted")
+#: gzip's own default: the ratio users expect from ``.gz`` files.
+GZIP_LEVEL = 6
+
+# The run id becomes part of every file name, so it must not be able to name another path.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The identity of one scan, stamped on its file names and its manifest."""
+
+    run_id: str
+    #: Timezone-aware; its UTC date is the ``dt=`` partition of every file of the run.
+    started_at: dt.datetime
+    #: fleetscan's version, recorded in the manifest.
+    version: str
+
+    def __post_init__(self) -> None:
+        if not _RUN_ID.fullmatch(self.run_id):
+            raise ConfigError(
+                "run_id",
+                f"{self.run_id!r} cannot be used in file names: use 1-128 letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit",
+            )
+        if self.started_at.tzinfo is None:
+            raise ValueError("RunInfo.started_at must be timezone-aware")
+
+    @property
+    def partition(self) -> str:
+        """The ``dt=YYYY-MM-DD`` partition (UTC start date): one run never spans two."""
+        return "dt=" + self.started_at.astimezone(dt.UTC).strftime("%Y-%m-%d")
+
+
+def object_relpath(dataset: Dataset, run: RunInfo, seq: int, compress: Compression) -> str:
+    """Where the ``seq``-th file of a dataset goes, relative to the destination."""
+    suffix = ".ndjson.gz" if compress == "gzip" else ".ndjson"
+    return f"{dataset}/{run.partition}/{run.run_id}-{seq:05d}{suffix}"
+
+
+def manifest_relpath(run: RunInfo) -> str:
+    return f"manifests/{run.partition}/{run.run_id}.json"
+
+
+class Sink(Protocol):
+    """A destination for one run's records.
+
+    ``write`` is called from a single writer task; ``finish`` or ``abort`` is called once at the
+    end. Only the manifest, written last, marks a run as complete.
+    """
+
+    async def write(self, record: Record) -> None: ...
+
+    async def finish(self, status: str, summary: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def abort(self, status: str, summary: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+def check_status(status: str, allowed: tuple[str, ...] = RUN_STATUSES) -> None:
+    if status not in allowed:
+        raise ValueError(f"run status must be one of {', '.join(allowed)}, not {status!r}")
+
+
+class Encoder:
+    """Turns NDJSON lines into the bytes stored for one file, and counts what the manifest reports.
+
+    gzip goes through zlib directly: a streaming compressor with bounded memory, and a header
+    without timestamp or file name, so the same records always give the same bytes.
+    """
+
+    __slots__ = ("_sha", "_zlib", "raw_bytes", "records", "stored_bytes")
+
+    def __init__(self, compress: Compression) -> None:
+        self._zlib = (
+            zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            if compress == "gzip"
+            else None
+        )
+        self._sha = hashlib.sha256()
+        self.records = 0
+        self.raw_bytes = 0
+        self.stored_bytes = 0
+
+    def encode(self, lines: list[bytes]) -> bytes:
+        data = b"".join(lines)
+        self.records += len(lines)
+        self.raw_bytes += len(data)
+        if self._zlib is not None:
+            data = self._zlib.compress(data)
+        return self._stored(data)
+
+    def finish(self) -> bytes:
+        """The last bytes of the file (the gzip trailer); the encoder is spent afterwards."""
+        return self._stored(self._zlib.flush() if self._zlib is not None else b"")
+
+    def _stored(self, data: bytes) -> bytes:
+        self._sha.update(data)
+        self.stored_bytes += len(data)
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One complete file of a run, as the manifest lists it."""
+
+    dataset: Dataset
+    #: Relative to the destination, ``/``-separated.
+    path: str
+    records: int
+    #: As stored (after compression).
+    bytes: int
+    #: Of the stored bytes.
+    sha256: str
+
+
+def build_manifest(
+    *,
+    run: RunInfo,
+    status: str,
+    destination: str,
+    compression: Compression,
+    summary: Mapping[str, Any],
+    records: Mapping[Dataset, int],
+    files: Iterable[FileEntry],
+) -> dict[str, Any]:
+    order = {name: index for index, name in enumerate(DATASETS)}
+    listed = sorted(files, key=lambda f: (order[f.dataset], f.path))
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "run_id": run.run_id,
+        "status": status,
+        "started_at": format_time(run.started_at),
+        "ended_at": format_time(dt.datetime.now(dt.UTC)),
+        "fleetscan_version": run.version,
+        "schema_version": SCHEMA_VERSION,
+        "destination": destination,
+        "compression": compression,
+        "records": {name: records.get(name, 0) for name in DATASETS},
+        "summary": dict(summary),
+        "files": [
+            {
+                "dataset": f.dataset,
+                "path": f.path,
+                "records": f.records,
+                "bytes": f.bytes,
+                "sha256": f.sha256,
+            }
+            for f in listed
+        ],
+    }

@@ -1,0 +1,281 @@
+"""``fleetscan emulator serve``: the whole emulated stack on loopback, until interrupted.
+
+It prints the environment an AWS SDK or the AWS CLI needs, as shell ``export`` lines, so a user
+can point existing tools at the emulated fleet without changing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, TextIO
+
+from .._exceptions import ConfigError
+from ._faults import FaultRule, Faults
+from ._fleet import DEFAULT_REGIONS, STORAGE_GATEWAY_REGIONS, FleetSpec
+from ._stack import DEFAULT_ROLE_NAME, Stack, check_loopback_host, start_stack
+
+__all__ = ["add_emulator_parser", "build_parser", "run_emulator_command"]
+
+
+def _bounded(
+    kind: Callable[[str], Any], name: str, low: float | None = None, high: float | None = None
+) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            if high is None:
+                raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {text}")
+            raise argparse.ArgumentTypeError(f"{name} must be between {low} and {high}, got {text}")
+        return value
+
+    return parse
+
+
+def _host(text: str) -> str:
+    try:
+        check_loopback_host(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+    return text
+
+
+def _regions(text: str) -> list[str]:
+    regions = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in regions if r not in STORAGE_GATEWAY_REGIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"not Storage Gateway regions: {', '.join(unknown)} "
+            "(see botocore's get_available_regions('storagegateway'))"
+        )
+    if not regions:
+        raise argparse.ArgumentTypeError("expected at least one region")
+    return regions
+
+
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    """The ``serve`` flags, shared by ``fleetscan emulator serve`` and ``python -m``."""
+    fleet = serve.add_argument_group("fleet")
+    fleet.add_argument(
+        "--accounts",
+        type=_bounded(int, "--accounts", 1),
+        default=12,
+        metavar="N",
+        help="member accounts in the organization (default: 12)",
+    )
+    fleet.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="S",
+        help="the fleet's seed: equal seeds give equal fleets (default: 1)",
+    )
+    fleet.add_argument(
+        "--regions",
+        type=_regions,
+        action="extend",
+        metavar="REGION[,REGION...]",
+        help="regions that may hold gateways (default: the 16 regions enabled by default)",
+    )
+    fleet.add_argument(
+        "--role-name",
+        default=DEFAULT_ROLE_NAME,
+        metavar="NAME",
+        help=f"the reader role in every member account (default: {DEFAULT_ROLE_NAME})",
+    )
+    faults = serve.add_argument_group("faults (Storage Gateway)")
+    faults.add_argument(
+        "--latency-ms",
+        type=_bounded(float, "--latency-ms", 0),
+        default=0.0,
+        metavar="X",
+        help="added to every response",
+    )
+    faults.add_argument(
+        "--jitter-ms",
+        type=_bounded(float, "--jitter-ms", 0),
+        default=0.0,
+        metavar="Y",
+        help="plus a uniform random delay up to this",
+    )
+    faults.add_argument(
+        "--error-rate",
+        type=_bounded(float, "--error-rate", 0, 1),
+        default=0.0,
+        metavar="P",
+        help="probability of InternalServerError",
+    )
+    faults.add_argument(
+        "--error-status",
+        type=int,
+        choices=(400, 500),
+        default=500,
+        help="HTTP status of InternalServerError: AWS's pages say 400, its older guide 500 "
+        "(default: 500)",
+    )
+    faults.add_argument(
+        "--throttle-rate",
+        type=_bounded(float, "--throttle-rate", 0.001),
+        metavar="R",
+        help="ThrottlingException beyond R calls/s per account and region (token bucket)",
+    )
+    faults.add_argument(
+        "--throttle-burst",
+        type=_bounded(int, "--throttle-burst", 1),
+        default=10,
+        metavar="B",
+        help="token bucket size (default: 10)",
+    )
+    network = serve.add_argument_group("network (loopback only)")
+    network.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve Storage Gateway over HTTPS with a throwaway CA (exported as AWS_CA_BUNDLE)",
+    )
+    network.add_argument(
+        "--host",
+        type=_host,
+        default="127.0.0.1",
+        help="address to bind: 127.0.0.0/8, ::1 or localhost (default: 127.0.0.1)",
+    )
+    network.add_argument(
+        "--port",
+        type=_bounded(int, "--port", 0, 65535),
+        default=0,
+        metavar="P",
+        help="Storage Gateway port (default: 0, any free port)",
+    )
+    network.add_argument(
+        "--moto-port",
+        type=_bounded(int, "--moto-port", 0, 65535),
+        default=0,
+        metavar="P",
+        help="moto's port, for STS, Organizations, IAM, EC2 and S3 (default: 0, any free port)",
+    )
+
+
+def add_emulator_commands(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="emulator_command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run moto and the Storage Gateway emulator on loopback until interrupted",
+        description="Start moto (STS, Organizations, IAM, EC2, S3) and the Storage Gateway "
+        "emulator for a seeded fleet, print the environment to export, and serve until "
+        "Ctrl-C or SIGTERM.",
+    )
+    add_serve_arguments(serve)
+
+
+def add_emulator_parser(subparsers: Any) -> None:
+    """Add ``emulator`` (with ``serve``) to the main CLI's subcommands."""
+    emulator = subparsers.add_parser(
+        "emulator",
+        help="an emulated AWS organization with Storage Gateway, on loopback",
+        description="An emulated AWS organization: moto plus a Storage Gateway emulator.",
+    )
+    add_emulator_commands(emulator)
+
+
+def build_parser(prog: str = "python -m fleetscan.emulator") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="An emulated AWS organization: moto plus a Storage Gateway emulator."
+    )
+    add_emulator_commands(parser)
+    return parser
+
+
+def faults_from_args(args: argparse.Namespace) -> Faults:
+    rule = FaultRule(
+        internal_error_rate=args.error_rate,
+        internal_error_status=args.error_status,
+        throttle_rate=args.throttle_rate,
+        throttle_burst=args.throttle_burst,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+    )
+    return Faults([rule])
+
+
+def export_lines(stack: Stack) -> list[str]:
+    """What ``serve`` prints: sourceable by a POSIX shell, comments included."""
+    spec = stack.fleet.spec
+    lines = [
+        f"# fleetscan emulator: {spec.accounts} member accounts (seed {spec.seed}), "
+        f"{len(spec.regions)} regions; Storage Gateway at {stack.endpoint_url}, "
+        f"moto at {stack.moto_endpoint_url}",
+    ]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in stack.env().items()]
+    lines.append("unset AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_PROFILE AWS_ENDPOINT_URL")
+    lines.append(
+        f"# role {stack.role_name} in every member account; "
+        f"management account {stack.management_account_id}"
+    )
+    return lines
+
+
+def serve(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    try:
+        spec = FleetSpec(
+            seed=args.seed,
+            accounts=args.accounts,
+            regions=tuple(dict.fromkeys(args.regions)) if args.regions else DEFAULT_REGIONS,
+        )
+        faults = faults_from_args(args)
+    except ValueError as exc:
+        raise ConfigError("serve", str(exc)) from None
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with start_stack(
+            spec,
+            faults=faults,
+            tls=args.tls,
+            role_name=args.role_name,
+            host=args.host,
+            port=args.port,
+            moto_port=args.moto_port,
+        ) as stack:
+            if not stop.is_set():
+                for line in export_lines(stack):
+                    print(line, file=out)
+                out.flush()
+                print("Serving; Ctrl-C (or SIGTERM) stops.", file=err, flush=True)
+            # A timed wait keeps the main thread responsive to signals on every platform.
+            while not stop.wait(0.5):
+                pass
+        print("Stopped.", file=err, flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_emulator_command(args: argparse.Namespace) -> int:
+    """Run the ``emulator`` subcommand chosen in ``args``; returns the exit code."""
+    try:
+        if args.emulator_command == "serve":
+            return serve(args)
+    except ConfigError as exc:
+        print(f"fleetscan emulator {args.emulator_command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"fleetscan emulator: unknown command {args.emulator_command!r}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_emulator_command(args)

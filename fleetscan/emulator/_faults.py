@@ -1,0 +1,339 @@
+"""Fault injection for the Storage Gateway emulator.
+
+A scanner is only as good as its behaviour on a bad day, so the emulator can misbehave the ways
+AWS does: InternalServerError (sent with HTTP 400 or 500: the API pages and the older user guide
+disagree, and both happen), ThrottlingException from a token bucket per (account, region),
+latency, connection resets, responses slower than any sane client timeout, malformed bodies and
+AccessDenied. Rules are scoped globally or to an account, a region, an operation, or any
+combination, and can be changed while the server runs (from Python, over HTTP, from the CLI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+#: The Storage Gateway operations the emulator answers.
+OPERATIONS: tuple[str, ...] = (
+    "ListGateways",
+    "ListVolumeRecoveryPoints",
+    "DescribeGatewayInformation",
+    "ListVolumes",
+)
+
+#: Field groups: a rule overrides a broader rule group by group, never field by field, so a
+#: specific rule that sets an error rate also brings its own status code.
+FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    "internal_error": ("internal_error_rate", "internal_error_status"),
+    "throttle": ("throttle_rate", "throttle_burst"),
+    "latency": ("latency_ms", "jitter_ms"),
+    "reset": ("reset_rate",),
+    "slow": ("slow_rate", "slow_seconds"),
+    "malformed": ("malformed_rate",),
+    "access_denied": ("access_denied",),
+}
+
+#: The fields that switch a group on; the others in the group (status, burst, slow_seconds) only
+#: qualify it, so a rule that sets only ``internal_error_status`` does not override anything.
+_PRIMARY_FIELDS: dict[str, tuple[str, ...]] = {
+    "internal_error": ("internal_error_rate",),
+    "throttle": ("throttle_rate",),
+    "latency": ("latency_ms", "jitter_ms"),
+    "reset": ("reset_rate",),
+    "slow": ("slow_rate",),
+    "malformed": ("malformed_rate",),
+    "access_denied": ("access_denied",),
+}
+
+_SCOPE_FIELDS = ("account_id", "region", "operation")
+
+
+@dataclass(frozen=True)
+class FaultRule:
+    """One fault rule. Scope fields left as None match any call.
+
+    The four response faults (reset, slow, internal error, malformed) are drawn from one random
+    number per call, so each happens at its own configured rate as long as their sum is at most 1.
+    """
+
+    account_id: str | None = None
+    region: str | None = None
+    operation: str | None = None
+    #: Probability of InternalServerError.
+    internal_error_rate: float = 0.0
+    #: 400 (the API pages) or 500 (the older user guide); botocore retries only the 500.
+    internal_error_status: int = 500
+    #: Token bucket per (account, region), in requests per second; None disables throttling.
+    throttle_rate: float | None = None
+    throttle_burst: int = 10
+    #: Added delay: ``latency_ms + uniform(0, jitter_ms)``.
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    #: Probability of aborting the TCP connection (RST) without a response.
+    reset_rate: float = 0.0
+    #: Probability of answering only after ``slow_seconds`` (beyond a client's read timeout).
+    slow_rate: float = 0.0
+    slow_seconds: float = 60.0
+    #: Probability of an HTTP 200 whose body is truncated, hence not JSON.
+    malformed_rate: float = 0.0
+    #: Every matching call answers AccessDeniedException (HTTP 400).
+    access_denied: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("internal_error_rate", "reset_rate", "slow_rate", "malformed_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"fault rule {name}: expected a number, got {value!r}")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"fault rule {name}: must be between 0 and 1, got {value}")
+        total = self.reset_rate + self.slow_rate + self.internal_error_rate + self.malformed_rate
+        if total > 1.0 + 1e-9:
+            raise ValueError(
+                "fault rule: reset_rate + slow_rate + internal_error_rate + malformed_rate "
+                f"must not exceed 1, got {total:g}"
+            )
+        if self.internal_error_status not in (400, 500):
+            raise ValueError(
+                f"fault rule internal_error_status: must be 400 or 500, "
+                f"got {self.internal_error_status!r}"
+            )
+        if self.throttle_rate is not None and not (
+            isinstance(self.throttle_rate, int | float)
+            and not isinstance(self.throttle_rate, bool)
+            and math.isfinite(self.throttle_rate)
+            and self.throttle_rate > 0
+        ):
+            raise ValueError(
+                "fault rule throttle_rate: must be a positive number of requests per second "
+                f"or null, got {self.throttle_rate!r}"
+            )
+        if (
+            isinstance(self.throttle_burst, bool)
+            or not isinstance(self.throttle_burst, int)
+            or self.throttle_burst < 1
+        ):
+            raise ValueError(
+                f"fault rule throttle_burst: must be an integer >= 1, got {self.throttle_burst!r}"
+            )
+        for name in ("latency_ms", "jitter_ms", "slow_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"fault rule {name}: expected a number, got {value!r}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"fault rule {name}: must be >= 0, got {value}")
+        if not isinstance(self.access_denied, bool):
+            raise ValueError(
+                f"fault rule access_denied: expected true or false, got {self.access_denied!r}"
+            )
+        if self.operation is not None and self.operation not in OPERATIONS:
+            raise ValueError(
+                f"fault rule operation: unknown operation {self.operation!r} "
+                f"(one of {', '.join(OPERATIONS)})"
+            )
+        for name in ("account_id", "region"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"fault rule {name}: expected a non-empty string, got {value!r}")
+        if self.account_id is not None and not (
+            len(self.account_id) == 12 and self.account_id.isdigit()
+        ):
+            raise ValueError(f"fault rule account_id: expected 12 digits, got {self.account_id!r}")
+
+    @property
+    def specificity(self) -> int:
+        """How many scope fields are set: the more, the narrower the rule."""
+        return sum(getattr(self, name) is not None for name in _SCOPE_FIELDS)
+
+    @property
+    def is_noop(self) -> bool:
+        """True when the rule injects nothing, whatever its scope."""
+        return not any(self.sets(group) for group in FIELD_GROUPS)
+
+    def sets(self, group: str) -> bool:
+        """Whether this rule switches ``group`` on (and so overrides broader rules for it).
+
+        A rule can only add faults to a scope, not exempt it from a broader rule: a group left
+        off is taken from the next most specific rule that switches it on.
+        """
+        return any(getattr(self, name) != _DEFAULT_VALUES[name] for name in _PRIMARY_FIELDS[group])
+
+    def matches(self, account_id: str, region: str, operation: str) -> bool:
+        return (
+            (self.account_id is None or self.account_id == account_id)
+            and (self.region is None or self.region == region)
+            and (self.operation is None or self.operation == operation)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule's non-default fields: short, and stable as defaults evolve."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != _DEFAULT_VALUES[f.name]
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FaultRule:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"fault rule: expected an object, got {type(data).__name__}")
+        unknown = sorted(set(data) - _FIELD_NAMES)
+        if unknown:
+            raise ValueError(
+                f"fault rule: unknown field(s) {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(sorted(_FIELD_NAMES))})"
+            )
+        return cls(**dict(data))
+
+
+_DEFAULT_VALUES: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(FaultRule)}
+_FIELD_NAMES = frozenset(_DEFAULT_VALUES)
+
+#: What a call gets when no rule injects anything.
+NO_FAULT = FaultRule()
+
+
+class Faults:
+    """An ordered set of rules. For a call, the most specific matching rule wins per field group.
+
+    Specificity is the number of scope fields a rule sets (account, region, operation); between
+    equally specific rules the later one wins, so appending a rule overrides earlier ones.
+    Instances are immutable: to change faults at runtime, assign a new :class:`Faults`.
+    """
+
+    _CACHE_LIMIT = 65_536
+
+    def __init__(self, rules: Sequence[FaultRule] = ()) -> None:
+        for rule in rules:
+            if not isinstance(rule, FaultRule):
+                raise TypeError(f"Faults takes FaultRule objects, got {type(rule).__name__}")
+        self._rules: tuple[FaultRule, ...] = tuple(rules)
+        self._active = tuple(rule for rule in self._rules if not rule.is_noop)
+        self._cache: dict[tuple[str, str, str], FaultRule] = {}
+
+    @property
+    def rules(self) -> tuple[FaultRule, ...]:
+        return self._rules
+
+    def __bool__(self) -> bool:
+        return bool(self._active)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Faults) and other._rules == self._rules
+
+    def __hash__(self) -> int:
+        return hash(self._rules)
+
+    def __repr__(self) -> str:
+        return f"Faults({list(self._rules)!r})"
+
+    def for_call(self, account_id: str, region: str, operation: str) -> FaultRule:
+        """The effective rule for one call. Returns :data:`NO_FAULT` itself when nothing applies,
+        so the server's fast path is an identity check."""
+        if not self._active:
+            return NO_FAULT
+        key = (account_id, region, operation)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        rule = self._resolve(account_id, region, operation)
+        if len(self._cache) >= self._CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = rule
+        return rule
+
+    def _resolve(self, account_id: str, region: str, operation: str) -> FaultRule:
+        matching = [
+            (rule.specificity, index, rule)
+            for index, rule in enumerate(self._active)
+            if rule.matches(account_id, region, operation)
+        ]
+        if not matching:
+            return NO_FAULT
+        matching.sort(key=lambda item: (item[0], item[1]))
+        values: dict[str, Any] = {}
+        for group, names in FIELD_GROUPS.items():
+            for _, _, rule in reversed(matching):
+                if rule.sets(group):
+                    values.update({name: getattr(rule, name) for name in names})
+                    break
+        if not values:
+            return NO_FAULT
+        return FaultRule(account_id=account_id, region=region, operation=operation, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rules": [rule.to_dict() for rule in self._rules]}
+
+    def to_json(self) -> str:
+        """``{"rules": [...]}`` with each rule's non-default fields; :meth:`from_json` reads it."""
+        return orjson.dumps(self.to_dict()).decode()
+
+    @classmethod
+    def from_json(cls, data: str | bytes | Mapping[str, Any] | Sequence[Any]) -> Faults:
+        """Faults from JSON text or already-parsed JSON: ``{"rules": [...]}`` or a bare list.
+
+        Raises ValueError naming what is wrong, so the CLI and the HTTP admin endpoint can
+        report it as a usage error.
+        """
+        parsed: Any = data
+        if isinstance(data, str | bytes | bytearray):
+            try:
+                parsed = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"faults: not valid JSON ({exc})") from None
+        if isinstance(parsed, Mapping):
+            unknown = sorted(set(parsed) - {"rules"})
+            if unknown:
+                raise ValueError(
+                    f"faults: unknown key(s) {', '.join(map(repr, unknown))} (expected 'rules')"
+                )
+            parsed = parsed.get("rules", [])
+        if isinstance(parsed, str | bytes) or not isinstance(parsed, Sequence):
+            raise ValueError('faults: expected {"rules": [...]} or a list of rules')
+        rules = []
+        for index, item in enumerate(parsed):
+            try:
+                rules.append(FaultRule.from_dict(item))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"faults: rule {index}: {exc}") from None
+        return cls(rules)
+
+
+class TokenBucket:
+    """A classic token bucket: ``burst`` tokens, refilled at ``rate`` per second.
+
+    Not thread-safe; the server uses its buckets from its event loop only.
+    """
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def reconfigure(self, rate: float, burst: int) -> None:
+        if rate != self.rate or burst != self.burst:
+            self._refill()
+            self.rate = rate
+            self.burst = burst
+            self._tokens = min(self._tokens, float(burst))
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+
+    def take(self) -> bool:
+        """Take one token; False means the call is throttled."""
+        self._refill()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
