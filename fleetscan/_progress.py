@@ -77,7 +77,8 @@ def say(message: str, log_format: str, *, error: bool = False) -> None:
         level = "error" if error else "info"
         sys.stderr.write(orjson.dumps({"level": level, "message": message}).decode() + "\n")
     else:
-        _console.print(f"fleetscan: {'error: ' if error else ''}{message}", markup=False)
+        prefix = "fleetscan: error: " if error else "fleetscan: "
+        _console.print(prefix + message, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_summary(manifest: dict[str, Any], stats: ScanStats, log_format: str) -> None:

@@ -290,7 +290,10 @@ class Engine:
                     for account in accounts:
                         await self._account_slots.acquire()
                         tg.start_soon(self._account, account, assumer, ambient)
-                self.stats.credential_refreshes = sum(c.refreshes for c in self._credentials)
+                # The first AssumeRole of each account is not a refresh.
+                self.stats.credential_refreshes = sum(
+                    max(0, c.refreshes - 1) for c in self._credentials
+                )
                 self.stats.open_clients = clients.open_clients
 
     async def _account(

@@ -599,3 +599,46 @@ def test_rollover_holds_for_any_record_and_limit_sizes(
         got = read_back(Path(dest), manifest, max_bytes)
         assert got["errors"] == [as_stored(r) for r in records]
         assert list(iter_records(dest, RUN_ID, "errors")) == got["errors"]
+
+
+# -- reading a run back ----------------------------------------------------------------------
+
+
+async def test_reading_back_checks_the_files_against_the_manifest(tmp_path: Path) -> None:
+    sink = open_sink(str(tmp_path), RUN, compress="gzip", max_object_bytes=4096)
+    await write_all(sink, RECORDS[:300])
+    manifest = await sink.finish("complete", SUMMARY)
+    want = by_dataset(RECORDS[:300])["recovery_points"]
+    entry = next(e for e in manifest["files"] if e["dataset"] == "recovery_points")
+    path = tmp_path / entry["path"]
+    # Replace the file with other valid records: it reads fine, but is not what was written.
+    other = gzip.compress(orjson.dumps(RECORDS[-1]) + b"\n")
+    path.write_bytes(other)
+    with pytest.raises(ValueError, match=f"{path}: bytes is {len(other)}, the manifest says"):
+        list(iter_records(tmp_path, RUN_ID, "recovery_points"))
+    unverified = list(iter_records(tmp_path, RUN_ID, "recovery_points", verify=False))
+    assert unverified[0] == as_stored(RECORDS[-1])
+    assert unverified[1:] == want[entry["records"] :]
+
+
+def test_reading_a_run_that_never_finished_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no manifest for run 'nope'"):
+        list(iter_records(tmp_path, "nope", "recovery_points"))
+    assert latest_run(tmp_path) is None
+    not_ours = tmp_path / "notes.json"
+    not_ours.write_text('{"hello": 1}')
+    with pytest.raises(ValueError, match="not a fleetscan manifest"):
+        read_manifest(not_ours)
+    with pytest.raises(ValueError, match="unknown dataset 'volumes'"):
+        list(iter_records(tmp_path, RUN_ID, "volumes"))
+
+
+async def test_latest_run_is_the_one_that_started_last(tmp_path: Path) -> None:
+    runs = [
+        RunInfo(run_id=f"run-{n}", started_at=STARTED + dt.timedelta(days=days), version="0.1.0")
+        for n, days in (("b", 0), ("a", 2), ("c", 1))
+    ]
+    for run in runs:
+        await open_sink(str(tmp_path), run).finish("complete", SUMMARY)
+    (tmp_path / "manifests" / DT / "someone-elses.json").write_text("[]")
+    assert latest_run(tmp_path) == "run-a"

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from .._records import DATASETS
+from ._common import MANIFEST_VERSION
 
 _CHUNK = 1 << 20
 
@@ -38,8 +39,8 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         manifest = orjson.loads(Path(path).read_bytes())
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("manifest_version") != 1:
-        raise ValueError(f"{path} is not a fleetscan manifest (version 1)")
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise ValueError(f"{path} is not a fleetscan manifest (version {MANIFEST_VERSION})")
     return manifest
 
 

@@ -6,6 +6,7 @@ Gateways and errors are still counted, so the returned manifest accounts for the
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -57,11 +58,8 @@ class StdoutSink:
         check_status(status, ABORT_STATUSES)
         if self._manifest is None:
             self._closed = True
-            with anyio.CancelScope(shield=True):
-                try:
-                    await anyio.to_thread.run_sync(self._flush)
-                except SinkError:
-                    self._lines = []
+            with anyio.CancelScope(shield=True), contextlib.suppress(SinkError):
+                await anyio.to_thread.run_sync(self._flush)
             self._manifest = self._build(status, summary)
         return self._manifest
 

@@ -623,6 +623,9 @@ async def test_in_flight_calls_are_counted(
 
 
 async def test_the_server_is_an_async_context_manager_on_loopback(fleet: Fleet) -> None:
+    for host in ("0.0.0.0", "10.1.2.3", "example.com"):
+        with pytest.raises(ValueError, match=r"loopback|IP address"):
+            EmulatorServer(fleet, host=host)
     server = EmulatorServer(fleet)
     with pytest.raises(RuntimeError):
         _ = server.endpoint_url
