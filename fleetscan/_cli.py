@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from ._config import CONFIG_KEYS, MIN_OBJECT_BYTES, build_config, load_config_file
+from ._config import (
+    CHECKSUM_ALGORITHMS,
+    CONFIG_KEYS,
+    MIN_OBJECT_BYTES,
+    SSE_MODES,
+    build_config,
+    load_config_file,
+)
 from ._exceptions import ConfigError, FleetscanError
 
 #: Read when --external-id is not given: keeps the value out of the process list and shell history.
@@ -121,6 +128,11 @@ def _add_scan_parser(subparsers: Any) -> None:
         argument_default=argparse.SUPPRESS,
         allow_abbrev=False,
     )
+    _add_scan_options(scan)
+
+
+def _add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) -> None:
+    """The scan's options; ``fleetscan audit`` takes the same ones to scan before it audits."""
     scan.add_argument("--config", metavar="PATH", type=Path, help="TOML file with any option")
 
     accounts = scan.add_argument_group("accounts")
@@ -219,7 +231,9 @@ def _add_scan_parser(subparsers: Any) -> None:
 
     output = scan.add_argument_group("output")
     output.add_argument(
-        "--output", metavar="DEST", help="a directory, or - for recovery points on stdout"
+        "--output",
+        metavar="DEST",
+        help="a directory, s3://BUCKET/PREFIX/, or - for recovery points on stdout",
     )
     output.add_argument("--compress", choices=("none", "gzip"), help="default: none")
     output.add_argument(
@@ -229,11 +243,56 @@ def _add_scan_parser(subparsers: Any) -> None:
         help=f"roll files over at this size, at least {MIN_OBJECT_BYTES >> 20}MiB (default 128MiB)",
     )
     output.add_argument("--run-id", metavar="ID", help="default: a fresh, sortable id")
-    output.add_argument(
-        "--dry-run",
-        action=argparse.BooleanOptionalAction,
-        help="print the plan (accounts x regions, expected calls); call no Storage Gateway API",
+    s3 = scan.add_argument_group("S3 output (with --output s3://BUCKET/PREFIX/)")
+    s3.add_argument(
+        "--sse",
+        choices=SSE_MODES,
+        help="server-side encryption of every object (default: the bucket's own)",
     )
+    s3.add_argument(
+        "--sse-kms-key-id",
+        metavar="KEY",
+        help="with --sse aws:kms: key id, key ARN or alias (default: the aws/s3 key)",
+    )
+    s3.add_argument(
+        "--bucket-key",
+        action=argparse.BooleanOptionalAction,
+        help="with --sse aws:kms: use an S3 Bucket Key (fewer KMS requests)",
+    )
+    s3.add_argument(
+        "--expected-bucket-owner",
+        metavar="ACCOUNT",
+        help="12-digit account that must own the bucket; S3 refuses every request otherwise",
+    )
+    s3.add_argument(
+        "--checksum-algorithm",
+        choices=CHECKSUM_ALGORITHMS,
+        help="checksum S3 verifies on every part and object (default: CRC32)",
+    )
+    output.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue an interrupted run ('latest' or its id) in the same --output directory: "
+        "finished units are skipped, nothing is written twice",
+    )
+    output.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often finished units are made durable and checkpointed (default 30)",
+    )
+    output.add_argument(
+        "--stop-grace-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, time calls in flight get to finish (default 10)",
+    )
+    if not for_audit:
+        output.add_argument(
+            "--dry-run",
+            action=argparse.BooleanOptionalAction,
+            help="print the plan (accounts x regions, expected calls); call no Storage Gateway API",
+        )
     output.add_argument(
         "--quiet", action="store_true", default=False, help="no progress display or summary"
     )
@@ -270,6 +329,90 @@ def _add_demo_parser(subparsers: Any) -> None:
     demo.add_argument("--quiet", action="store_true", help="no progress display or summary")
 
 
+def _max_age(text: str) -> str:
+    from ._audit._policy import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+_AUDIT_EPILOG = """\
+Audit an existing run (a local directory or s3://bucket/prefix/; the latest complete run unless
+--run names one, even a partial one), or give scan flags and --output to scan first and audit the
+fresh run. A volume is stale when its recovery point is older than its objective, measured at the
+time it was scanned; a gateway or an account/region that could not be read is unknown.
+
+examples:
+  fleetscan audit --input ./inventory --max-age 24h --report-dir ./audit
+  fleetscan audit --input s3://bucket/fleetscan/ --policy audit-policy.toml --fail-on stale
+  fleetscan audit --org --role-name FleetscanReader --output ./inventory --max-age 1d
+
+exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
+(--fail-on stale: only stale fails; none: always 0), 2 bad input; when it scans first, a scan
+that fails outright exits with the scan's code (1 fatal, 130 interrupted).
+"""
+
+
+def _add_audit_parser(subparsers: Any) -> None:
+    audit: argparse.ArgumentParser = subparsers.add_parser(
+        "audit",
+        help="which cached volumes are past their recovery-point objective",
+        description="Judge every cached volume of a run against its recovery-point objective: "
+        "compliant, stale or unknown; write findings, Markdown, HTML and JUnit reports.",
+        epilog=_AUDIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
+    )
+    what = audit.add_argument_group("audit")
+    what.add_argument(
+        "--input",
+        metavar="DEST",
+        default=None,
+        help="the scan's output to audit: a directory or s3://bucket/prefix/",
+    )
+    what.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        default=None,
+        help="audit this run, whatever its status (default: the latest complete run)",
+    )
+    objectives = what.add_mutually_exclusive_group(required=True)
+    objectives.add_argument(
+        "--max-age",
+        metavar="DURATION",
+        type=_max_age,
+        default=None,
+        help="one objective for every volume: 90s, 30m, 24h, 7d",
+    )
+    objectives.add_argument(
+        "--policy",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="TOML policy: a default objective and overrides by OU, account, region and "
+        "gateway name (configs/audit-policy.example.toml)",
+    )
+    what.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="write findings.ndjson, report.md, report.html and junit.xml here",
+    )
+    what.add_argument(
+        "--fail-on",
+        choices=("stale", "unknown", "none"),
+        default="unknown",
+        help="unknown (default): exit 4 on stale, 5 on unknown; stale: only stale fails; "
+        "none: exit 0 whatever was found",
+    )
+    _add_scan_options(audit, for_audit=True)
+
+
 def _add_emulator_placeholder(subparsers: Any) -> None:
     """List ``emulator`` in ``--help`` without importing it; main() routes it before parsing."""
     subparsers.add_parser(
@@ -292,6 +435,7 @@ def build_parser(
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_scan_parser(subparsers)
     _add_demo_parser(subparsers)
+    _add_audit_parser(subparsers)
     add_emulator_parser(subparsers)
     return parser
 
@@ -320,6 +464,48 @@ def _scan(args: argparse.Namespace) -> int:
     # Only now, with the input known good, is the engine looked up and asked for anything.
     engine = importlib.import_module("fleetscan._run")
     code: int = engine.run_scan_command(config, quiet=args.quiet, log_format=args.log_format)
+    return code
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """``fleetscan audit``: check every input first (exit 2 naming it), then scan and/or audit."""
+    audit = importlib.import_module("fleetscan._audit")
+    policy = audit.load_policy(args.policy) if args.policy else audit.Policy.single(args.max_age)
+    scan_flags = sorted(key for key in vars(args) if key in CONFIG_KEYS or key == "config")
+    scan = None
+    if args.input is not None:
+        if scan_flags:
+            shown = ", ".join("--" + key.replace("_", "-") for key in scan_flags)
+            raise ConfigError(
+                "--input", f"audits a run already written; drop the scan flags ({shown})"
+            )
+    else:
+        if not scan_flags:
+            raise ConfigError(
+                "--input",
+                "give --input DEST to audit a run, or scan flags (e.g. --org --role-name NAME) "
+                "and --output DEST to scan first",
+            )
+        if args.run is not None:
+            raise ConfigError("--run", "names a run under --input; a fresh scan is audited as is")
+        file_values = load_config_file(args.config) if "config" in args else {}
+        scan = build_config(file_values, scan_overrides(args))
+        if getattr(scan, "resume", None):
+            raise ConfigError(
+                "--resume",
+                "finish the run with fleetscan scan --resume, then audit it with --input",
+            )
+    request = audit.AuditRequest(
+        policy=policy,
+        source=args.input,
+        run_id=args.run,
+        scan=scan,
+        report_dir=args.report_dir,
+        fail_on=args.fail_on,
+        quiet=args.quiet,
+        log_format=args.log_format,
+    )
+    code: int = audit.run_audit_command(request)
     return code
 
 
@@ -359,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(arguments)
         if args.command == "scan":
             return _scan(args)
+        if args.command == "audit":
+            return _audit(args)
         return _demo(args)
     except SystemExit as exit_:
         # argparse's --help, --version and usage errors: give main()'s callers the code.

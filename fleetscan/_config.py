@@ -49,7 +49,13 @@ _ROLE_ARN = re.compile(
 _OU_OR_ROOT_ID = re.compile(r"ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32}")
 # A run id becomes part of every output file name: no separators, no leading dot.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_S3_URL = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/.*)?", re.ASCII)
+_S3_URL = re.compile(
+    r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?", re.ASCII | re.DOTALL
+)
+#: S3 server-side encryption fleetscan can ask for (``None``: the bucket's default encryption).
+SSE_MODES: Final[tuple[str, ...]] = ("AES256", "aws:kms")
+#: Integrity checksums S3 verifies on every part (and stores, composite, for the object).
+CHECKSUM_ALGORITHMS: Final[tuple[str, ...]] = ("CRC32", "SHA256")
 _TEMPLATE_FIELDS: Final = frozenset({"account_id", "partition"})
 _REGION_KEYWORDS: Final = ("all", "enabled")
 
@@ -105,7 +111,7 @@ class ScanConfig:
     read_timeout: float = 30.0
 
     # -- output --------------------------------------------------------------------------------
-    #: A local directory, ``s3://bucket/prefix/`` (later), or "-" for recovery points on stdout.
+    #: A local directory, ``s3://bucket/prefix/``, or "-" for recovery points on stdout.
     output: str | None = None
     compress: Compression = "none"
     #: Roll an output file over at this size (uncompressed bytes written).
@@ -114,6 +120,27 @@ class ScanConfig:
     run_id: str | None = None
     #: Plan only: list accounts x regions and the expected calls; no Storage Gateway call.
     dry_run: bool = False
+    #: Permission bits of every output file.
+    file_mode: int = 0o600
+    #: Continue an interrupted run (a run id, or "latest") in the same output directory.
+    resume: str | None = None
+    #: Seconds between checkpoints (a commit makes files durable and records finished units).
+    checkpoint_interval: float = 30.0
+    #: On SIGINT/SIGTERM, how long calls in flight may take to finish before they are cut.
+    stop_grace_seconds: float = 10.0
+
+    # -- S3 output (only with an s3:// output) ---------------------------------------------------
+    #: Server-side encryption of every object: "AES256" (SSE-S3) or "aws:kms" (SSE-KMS); None
+    #: leaves it to the bucket's default encryption.
+    sse: str | None = None
+    #: The KMS key for "aws:kms" (key id, key ARN or alias); None: the account's aws/s3 key.
+    sse_kms_key_id: str | None = None
+    #: S3 Bucket Key for SSE-KMS: fewer KMS requests (and KMS charges) per object.
+    bucket_key: bool = False
+    #: 12-digit account that must own the bucket; S3 refuses every request otherwise.
+    expected_bucket_owner: str | None = None
+    #: Checksum sent with every part and object and verified by S3: "CRC32" or "SHA256".
+    checksum_algorithm: str = "CRC32"
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -243,6 +270,70 @@ def _validate(config: ScanConfig) -> None:
     _check_regions(config)
     _check_tuning(config)
     _check_output(config)
+    _check_s3_output(config)
+
+
+def parse_s3_url(url: str, field: str = "output") -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> ``("bucket", "a/b/")``; the prefix is "" or ends with ``/``.
+
+    Refuses what would make the layout ambiguous for S3 consoles and Athena (empty, ``.`` or
+    ``..`` path segments, control characters), naming ``field``.
+    """
+    match = _S3_URL.fullmatch(url)
+    if match is None or ".." in match["bucket"]:
+        raise ConfigError(
+            field, f"{_show(url)} is not s3://BUCKET/PREFIX/ with a valid bucket name"
+        )
+    prefix = match["prefix"] or ""
+    segments = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ConfigError(field, f"{_show(url)}: the prefix has an empty, '.' or '..' segment")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in prefix):
+        raise ConfigError(field, f"{_show(url)}: the prefix has a control character")
+    if len(prefix) > 512:
+        raise ConfigError(field, "the S3 prefix is longer than 512 characters")
+    return match["bucket"], "/".join(segments) + "/" if segments else ""
+
+
+def _check_s3_output(config: ScanConfig) -> None:
+    _check_bool(config, "bucket_key")
+    sse = _check_optional_str(config, "sse")
+    key_id = _check_optional_str(config, "sse_kms_key_id")
+    owner = config.expected_bucket_owner
+    if owner is not None:
+        check_account_id(owner, "expected_bucket_owner")
+    checksum: object = config.checksum_algorithm
+    if checksum not in CHECKSUM_ALGORITHMS:
+        raise ConfigError(
+            "checksum_algorithm",
+            f"{_show(checksum)} is not one of {', '.join(CHECKSUM_ALGORITHMS)}",
+        )
+    if sse is not None and sse not in SSE_MODES:
+        raise ConfigError("sse", f"{_show(sse)} is not one of {', '.join(SSE_MODES)}")
+    if key_id is not None:
+        if sse != "aws:kms":
+            raise ConfigError("sse_kms_key_id", "needs sse = 'aws:kms' (--sse aws:kms)")
+        if len(key_id) > 2048 or any(char.isspace() for char in key_id):
+            raise ConfigError(
+                "sse_kms_key_id", "must be a KMS key id, key ARN or alias, without spaces"
+            )
+    if config.bucket_key and sse != "aws:kms":
+        raise ConfigError(
+            "bucket_key", "S3 Bucket Keys are for SSE-KMS: also set sse = 'aws:kms' (--sse aws:kms)"
+        )
+    destination = config.output
+    if destination is None or destination.startswith("s3://"):
+        return
+    given = {
+        "sse": sse is not None,
+        "sse_kms_key_id": key_id is not None,
+        "bucket_key": config.bucket_key,
+        "expected_bucket_owner": owner is not None,
+        "checksum_algorithm": checksum != "CRC32",
+    }
+    for name, set_ in given.items():
+        if set_:
+            raise ConfigError(name, "applies only to S3 output (--output s3://BUCKET/PREFIX/)")
 
 
 def _account_tuple(value: object, name: str) -> tuple[str, ...]:
@@ -481,6 +572,8 @@ def _check_tuning(config: ScanConfig) -> None:
     _check_positive(config, "retry_budget_ratio", allow_zero=True)
     _check_positive(config, "connect_timeout")
     _check_positive(config, "read_timeout")
+    _check_positive(config, "checkpoint_interval")
+    _check_positive(config, "stop_grace_seconds", allow_zero=True)
 
 
 def _check_output(config: ScanConfig) -> None:
@@ -508,12 +601,18 @@ def _check_output(config: ScanConfig) -> None:
         if not destination:
             raise ConfigError("output", "is empty: give a directory, or - for stdout")
         if destination.startswith("s3://"):
-            if not _S3_URL.fullmatch(destination):
-                raise ConfigError(
-                    "output", f"{_show(destination)} is not s3://BUCKET/PREFIX with a valid bucket"
-                )
+            parse_s3_url(destination)
         elif Path(destination).exists() and not Path(destination).is_dir():
             raise ConfigError("output", f"{_show(destination)} exists and is not a directory")
+    mode = _check_int(config, "file_mode", 0, 0o777)
+    if not mode & 0o600 == 0o600:
+        raise ConfigError("file_mode", f"{mode:o} would not let fleetscan read its own files")
+    resume = _check_optional_str(config, "resume")
+    if resume is not None:
+        if destination is None or destination == "-":
+            raise ConfigError("resume", "needs the output directory the run was written to")
+        if resume != "latest" and not _RUN_ID.fullmatch(resume):
+            raise ConfigError("resume", f"{_show(resume)} is neither a run id nor 'latest'")
     run_id = _check_optional_str(config, "run_id")
     if run_id is not None and not _RUN_ID.fullmatch(run_id):
         raise ConfigError(
@@ -587,11 +686,27 @@ def _csv_account_ids(source: Path, lines: list[tuple[int, str]]) -> list[str]:
 
 
 # How each TOML key is read: what TOML type it takes, and how it becomes a ScanConfig value.
-_BOOL_KEYS = frozenset({"org", "include_inactive", "assume_role", "dry_run"})
+_BOOL_KEYS = frozenset({"org", "include_inactive", "assume_role", "dry_run", "bucket_key"})
 _INT_KEYS = frozenset(
-    {"role_duration_seconds", "concurrency", "burst", "max_attempts", "max_object_bytes"}
+    {
+        "role_duration_seconds",
+        "concurrency",
+        "burst",
+        "max_attempts",
+        "max_object_bytes",
+        "file_mode",
+    }
 )
-_FLOAT_KEYS = frozenset({"rate", "retry_budget_ratio", "connect_timeout", "read_timeout"})
+_FLOAT_KEYS = frozenset(
+    {
+        "rate",
+        "retry_budget_ratio",
+        "connect_timeout",
+        "read_timeout",
+        "checkpoint_interval",
+        "stop_grace_seconds",
+    }
+)
 _STR_KEYS = frozenset(
     {
         "role_name",
@@ -604,6 +719,11 @@ _STR_KEYS = frozenset(
         "output",
         "compress",
         "run_id",
+        "resume",
+        "sse",
+        "sse_kms_key_id",
+        "expected_bucket_owner",
+        "checksum_algorithm",
     }
 )
 _ACCOUNT_LIST_KEYS = frozenset({"accounts", "exclude_accounts"})

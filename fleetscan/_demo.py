@@ -72,6 +72,7 @@ def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
             os.environ.update(saved)
         if not quiet:
             _check(stack.fleet, output)
+            _audit_summary(output)
     return code
 
 
@@ -93,5 +94,30 @@ def _check(fleet: object, output: str) -> None:
     say(
         f"{len(got)} recovery points written; the result {verdict} the emulated fleet's ground "
         f"truth ({len(want)} expected, {missing} missing, {extra} unexpected)",
+        "text",
+    )
+
+
+#: The demo fleet's recovery points are either hours old or more than a day old.
+DEMO_MAX_AGE = "24h"
+
+
+def _audit_summary(output: str) -> None:
+    """End the demo with what compliance teams want: ``fleetscan audit`` of the run just made."""
+    import anyio
+
+    from ._audit import Policy, audit, print_summary
+    from ._sinks import latest_run
+
+    run_id = latest_run(output)
+    if run_id is None:
+        return
+    result = anyio.run(
+        lambda: audit(output, Policy.single(DEMO_MAX_AGE), run_id=run_id), backend="asyncio"
+    )
+    print_summary(result, None, None)
+    say(
+        f"reports: fleetscan audit --input {output} --max-age {DEMO_MAX_AGE} "
+        "--report-dir fleetscan-audit",
         "text",
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import botocore.session
@@ -28,6 +28,19 @@ class AccountTarget:
     id: str
     name: str | None
     status: str  # ACTIVE | SUSPENDED | PENDING_CLOSURE | UNKNOWN (static list, no organization)
+    #: The account's place in the organization, root first ("r-..", "ou-..", ...): audit
+    #: policies by OU match on it. Empty when the account did not come from Organizations.
+    ou_ids: tuple[str, ...] = ()
+    ou_path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "ou_ids": list(self.ou_ids),
+            "ou_path": self.ou_path,
+        }
 
 
 @functools.cache
@@ -62,6 +75,12 @@ async def discover_accounts(
                 if not token:  # a page may be empty while NextToken is still set
                     break
                 params["NextToken"] = token
+    if config.org and found:
+        placement = await _placement(org, call)
+        for account_id, account in found.items():
+            if account_id in placement:
+                ou_ids, ou_path = placement[account_id]
+                found[account_id] = replace(account, ou_ids=ou_ids, ou_path=ou_path)
     for account_id in static_accounts:
         if account_id not in found:
             if config.org:
@@ -88,24 +107,51 @@ async def _accounts_under(org: Any, call: Call, ou_id: str) -> list[AccountTarge
     pending = [ou_id]
     while pending:
         parent = pending.pop()
-        for operation, key in (
-            ("ListAccountsForParent", "Accounts"),
-            ("ListOrganizationalUnitsForParent", "OrganizationalUnits"),
+        for item in await _children(org, call, "ListAccountsForParent", "Accounts", parent):
+            accounts.append(_target(item))
+        for item in await _children(
+            org, call, "ListOrganizationalUnitsForParent", "OrganizationalUnits", parent
         ):
-            method = getattr(org, _snake(operation))
-            params: dict[str, Any] = {"ParentId": parent}
-            while True:
-                page = await call(functools.partial(method, **params), operation)
-                for item in page.get(key, []):
-                    if key == "Accounts":
-                        accounts.append(_target(item))
-                    else:
-                        pending.append(item["Id"])
-                token = page.get("NextToken")
-                if not token:
-                    break
-                params["NextToken"] = token
+            pending.append(str(item["Id"]))
     return accounts
+
+
+async def _placement(org: Any, call: Call) -> dict[str, tuple[tuple[str, ...], str]]:
+    """Every account's OU chain from the root, by walking the tree once (a few calls per OU).
+
+    Records stay schema v1 (no OU field); the manifest carries this map, so an audit of old data
+    judges each account by the OU it was in when it was scanned.
+    """
+    roots = await call(org.list_roots, "ListRoots")
+    placement: dict[str, tuple[tuple[str, ...], str]] = {}
+    pending: list[tuple[tuple[str, ...], str]] = [
+        ((str(r["Id"]),), str(r.get("Name") or "Root")) for r in roots.get("Roots", [])
+    ]
+    while pending:
+        chain, path = pending.pop()
+        parent = chain[-1]
+        for item in await _children(org, call, "ListAccountsForParent", "Accounts", parent):
+            placement[str(item["Id"])] = (chain, path)
+        for item in await _children(
+            org, call, "ListOrganizationalUnitsForParent", "OrganizationalUnits", parent
+        ):
+            pending.append(((*chain, str(item["Id"])), f"{path}/{item.get('Name', item['Id'])}"))
+    return placement
+
+
+async def _children(
+    org: Any, call: Call, operation: str, key: str, parent: str
+) -> list[dict[str, Any]]:
+    method = getattr(org, _snake(operation))
+    params: dict[str, Any] = {"ParentId": parent}
+    items: list[dict[str, Any]] = []
+    while True:
+        page = await call(functools.partial(method, **params), operation)
+        items.extend(page.get(key, []))
+        token = page.get("NextToken")
+        if not token:
+            return items
+        params["NextToken"] = token
 
 
 def _target(item: dict[str, Any]) -> AccountTarget:

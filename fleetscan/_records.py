@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib.resources
 import json
+import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeGuard
 
 SCHEMA_VERSION = 1
 
@@ -18,14 +19,40 @@ Dataset = Literal["recovery_points", "gateways", "errors"]
 DATASETS: tuple[Dataset, ...] = ("recovery_points", "gateways", "errors")
 
 
+#: ``VolumeSizeInBytes`` and ``VolumeUsageInBytes`` are longs in the API model; a larger number
+#: is not a size, and would not fit the 64-bit integers of orjson, Athena or DuckDB either.
+MAX_LONG = 2**63 - 1
+
+#: The ARNs a record may carry: the JSON Schemas' patterns (tests keep the two identical), so an
+#: answer's ARN is either written as sent or not written at all, never written garbled.
+GATEWAY_ARN_PATTERN = (
+    r"^arn:aws(-[a-z]+)*:storagegateway:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}"
+    r":gateway/sgw-[0-9A-Za-z]+$"
+)
+VOLUME_ARN_PATTERN = GATEWAY_ARN_PATTERN[:-1] + "/volume/vol-[0-9A-Za-z]+$"
+_GATEWAY_ARN = re.compile(GATEWAY_ARN_PATTERN, re.ASCII)
+_VOLUME_ARN = re.compile(VOLUME_ARN_PATTERN, re.ASCII)
+_ARN_LENGTH = range(50, 501)
+
+
 def format_time(value: dt.datetime) -> str:
-    """UTC RFC 3339 with milliseconds and ``Z`` (the spelling Storage Gateway itself uses)."""
-    value = value.astimezone(dt.UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """UTC RFC 3339 with milliseconds and ``Z`` (the spelling Storage Gateway itself uses).
+
+    Built field by field: ``strftime("%Y")`` does not pad years before 1000 on every platform.
+    """
+    v = value.astimezone(dt.UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}."
+        f"{v.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_time(value: object) -> dt.datetime | None:
-    """Storage Gateway sends ``VolumeRecoveryPointTime`` as a string; be liberal in what we read."""
+    """Storage Gateway sends ``VolumeRecoveryPointTime`` as a string; be liberal in what we read.
+
+    Anything that is not a readable ISO 8601 time, or names an instant outside what a datetime
+    holds in UTC (``0001-01-01T00:00:00+14:00``), is None: an unreadable time is a missing one.
+    """
     if isinstance(value, dt.datetime):
         parsed = value
     elif isinstance(value, str) and value:
@@ -37,20 +64,65 @@ def parse_time(value: object) -> dt.datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 def parse_bytes(value: object) -> int | None:
-    """Sizes are longs in the model but the API page's own sample sends a JSON string."""
+    """Sizes are longs in the model but the API page's own sample sends a JSON string.
+
+    Only what is unambiguously a byte count is read: a whole number from 0 to :data:`MAX_LONG`,
+    as a JSON number or a string of ASCII digits. Anything else ("abc", "-5", "1.5", "²",
+    Arabic-Indic digits, a 5,000-digit string, 1e300) is None, never an exception.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():  # also NaN and the infinities
+            return None
+        number = int(value)
+    elif isinstance(value, str):
+        digits = value.strip()
+        if not (digits.isascii() and digits.isdigit()):
+            return None
+        digits = digits.lstrip("0") or "0"
+        if len(digits) > len(str(MAX_LONG)):  # int() refuses very long strings anyway
+            return None
+        number = int(digits)
+    else:
+        return None
+    return number if 0 <= number <= MAX_LONG else None
+
+
+def text_or_none(value: object) -> str | None:
+    """A string field of an API answer as sent, or None when the answer put something else there.
+
+    A record's string column must hold a string or null: a number or an object sent in its place
+    is unreadable, so it is dropped rather than written in another type or as its repr.
+    """
+    return value if isinstance(value, str) else None
+
+
+def is_gateway_arn(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a gateway ARN as the record schemas accept it."""
+    return (
+        isinstance(value, str)
+        and len(value) in _ARN_LENGTH
+        and _GATEWAY_ARN.fullmatch(value) is not None
+    )
+
+
+def is_volume_arn(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a cached volume's ARN as the record schemas accept it."""
+    return (
+        isinstance(value, str)
+        and len(value) in _ARN_LENGTH
+        and _VOLUME_ARN.fullmatch(value) is not None
+    )
 
 
 @dataclass(slots=True)

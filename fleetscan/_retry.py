@@ -10,10 +10,15 @@ from multiplying the load: once retries exceed a fraction of all calls, failures
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
+import anyio
 import botocore.exceptions
+import botocore.parsers
+
+T = TypeVar("T")
 
 #: Error codes that mean "slow down"; they also slow the (account, region) rate limiter.
 THROTTLE_CODES = frozenset(
@@ -61,25 +66,45 @@ class Failure:
     http_status: int | None = None
 
 
+#: Longest error code and message an error record keeps: an answer is not a place to store data.
+MAX_CODE_CHARS = 200
+MAX_MESSAGE_CHARS = 500
+#: Modules whose frames in a traceback mean "botocore could not read the answer".
+_PARSER_MODULES = frozenset({"botocore.parsers", "aiobotocore.parsers"})
+#: Where the endpoint uses the parsed answer: a JSON ``null`` body parses to None and fails here.
+_ANSWER_HANDLERS = frozenset(
+    {("botocore.endpoint", "_do_get_response"), ("aiobotocore.endpoint", "_do_get_response")}
+)
+
+
 def classify(exc: BaseException) -> Failure:
     """Map any exception from an AWS call to a :class:`Failure` (never raises).
 
     Messages come from the service or from botocore's exception text, which names the endpoint
-    and operation but never credentials.
+    and operation but never credentials. An answer botocore cannot even parse (invalid UTF-8,
+    JSON nested too deep, a list where an object belongs, ``__type`` that is not a string) is a
+    ``MalformedResponse``, retried like a truncated body, whatever exception the parser hit.
     """
     if isinstance(exc, botocore.exceptions.ClientError):
         response: dict[str, Any] = exc.response or {}
         error = response.get("Error") or {}
-        code = str(error.get("Code") or "Unknown")
-        message = str(error.get("Message") or "")
+        raw_code = error.get("Code")
+        raw_message = error.get("Message")
+        message = _clip(raw_message if isinstance(raw_message, str) else "", MAX_MESSAGE_CHARS)
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        if not isinstance(status, int):
+            status = None
+        if raw_code is not None and not isinstance(raw_code, str):
+            # botocore copies a non-string __type through; such an answer says nothing usable.
+            return Failure("MalformedResponse", "error answer with an unreadable code", True)
+        code = _clip(raw_code or "Unknown", MAX_CODE_CHARS)
         sgw = response.get("error")
         gateway_code = sgw.get("errorCode") if isinstance(sgw, dict) else None
         throttled = code in THROTTLE_CODES
         retryable = (
             throttled
             or code in TRANSIENT_CODES
-            or (isinstance(status, int) and status >= 500)
+            or (status is not None and status >= 500)
             or code == "ExpiredToken"  # credentials are refreshed before the next attempt
         )
         return Failure(
@@ -87,8 +112,10 @@ def classify(exc: BaseException) -> Failure:
             message,
             retryable,
             throttled,
-            str(gateway_code) if gateway_code else None,
-            status if isinstance(status, int) else None,
+            _clip(gateway_code, MAX_CODE_CHARS)
+            if isinstance(gateway_code, str) and gateway_code
+            else None,
+            status,
         )
     if isinstance(
         exc, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError
@@ -103,12 +130,38 @@ def classify(exc: BaseException) -> Failure:
     ):
         return Failure("ConnectionError", _botocore_message(exc), True)
     if isinstance(exc, MalformedResponse):
-        return Failure("MalformedResponse", str(exc), True)
+        return Failure("MalformedResponse", _clip(str(exc), MAX_MESSAGE_CHARS), True)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return Failure("NoCredentials", "no AWS credentials found", False)
+    if _raised_while_parsing(exc):
+        kind = type(exc).__name__
+        return Failure(
+            "MalformedResponse",
+            _clip(f"the answer could not be read ({kind}: {exc})", MAX_MESSAGE_CHARS),
+            True,
+        )
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return Failure(type(exc).__name__, _botocore_message(exc), True)
-    return Failure(type(exc).__name__, str(exc)[:500], False)
+    return Failure(type(exc).__name__, _clip(str(exc), MAX_MESSAGE_CHARS), False)
+
+
+def _raised_while_parsing(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside botocore's response parsers (or is their own error)."""
+    if isinstance(exc, botocore.parsers.ResponseParserError):
+        return True
+    tb = exc.__traceback__
+    innermost = None
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__")
+        if module in _PARSER_MODULES:
+            return True
+        innermost = (module, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return isinstance(exc, AttributeError | TypeError) and innermost in _ANSWER_HANDLERS
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class MalformedResponse(Exception):
@@ -116,7 +169,7 @@ class MalformedResponse(Exception):
 
 
 def _botocore_message(exc: BaseException) -> str:
-    return str(exc)[:500]
+    return _clip(str(exc), MAX_MESSAGE_CHARS)
 
 
 class Backoff:
@@ -154,3 +207,57 @@ class RetryBudget:
             return True
         self.denied += 1
         return False
+
+
+class RetryFailed(Exception):
+    """A call that failed for good (not retryable, out of attempts or out of budget).
+
+    The last exception is the ``__cause__``; ``failure`` is what :func:`classify` made of it.
+    """
+
+    def __init__(self, operation: str, failure: Failure, attempts: int) -> None:
+        super().__init__(f"{operation} failed after {attempts} attempt(s): {failure.error_code}")
+        self.operation = operation
+        self.failure = failure
+        self.attempts = attempts
+
+
+async def retry_call(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    operation: str,
+    max_attempts: int,
+    backoff: Backoff,
+    budget: RetryBudget | None = None,
+    retryable_codes: Collection[str] = (),
+    on_failure: Callable[[Failure], None] | None = None,
+) -> T:
+    """Call ``fn`` until it succeeds, with fleetscan's policy: :func:`classify` decides what is
+    worth another attempt, :class:`Backoff` how long to wait, ``budget`` (if any) whether the run
+    may still spend a retry.
+
+    ``retryable_codes`` adds error codes a caller knows to be transient for its service (S3's
+    ``BadDigest``: the bytes were damaged on the way). ``on_failure`` sees every failed attempt
+    (to count throttles, say) before the decision. Raises :class:`RetryFailed` from the last
+    exception; cancellation is never caught.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        if budget is not None:
+            budget.record_call()
+        try:
+            return await fn()
+        except Exception as exc:  # classified below; cancellation is a BaseException
+            failure = classify(exc)
+            if not failure.retryable and failure.error_code in retryable_codes:
+                failure = replace(failure, retryable=True)
+            if on_failure is not None:
+                on_failure(failure)
+            if (
+                not failure.retryable
+                or attempt >= max_attempts
+                or (budget is not None and not budget.try_spend())
+            ):
+                raise RetryFailed(operation, failure, attempt) from exc
+        await anyio.sleep(backoff.delay(attempt))

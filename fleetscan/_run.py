@@ -8,6 +8,7 @@ terminal around it (progress, summary, exit codes).
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,9 +19,8 @@ import anyio
 from . import _progress
 from ._config import ScanConfig
 from ._exceptions import ConfigError, FleetscanError
-from ._records import Record
-from ._scan import Engine, ScanStats, new_run_id
-from ._sinks import RunInfo, open_sink
+from ._scan import Engine, ScanStats, UnitBatch, new_run_id
+from ._sinks import RunInfo, S3Options, S3Sink, load_checkpoint, open_sink
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -34,13 +34,17 @@ class ScanResult:
     status: str  # complete | partial | failed | interrupted
     manifest: dict[str, Any]
     stats: ScanStats
+    #: The signal that stopped the run (SIGINT, SIGTERM), if one did.
+    signal: int | None = None
 
     @property
     def exit_code(self) -> int:
+        if self.signal is not None:
+            return 128 + self.signal  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
         return {"complete": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FATAL)
 
 
-def _summary(config: ScanConfig, stats: ScanStats) -> dict[str, Any]:
+def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
     """What the manifest records about the run: counts, and the config without secrets."""
     echo = {
         "org": config.org,
@@ -58,7 +62,13 @@ def _summary(config: ScanConfig, stats: ScanStats) -> dict[str, Any]:
         "burst": config.burst,
         "max_attempts": config.max_attempts,
     }
-    return {**stats.as_dict(), "config": echo}
+    return {
+        **engine.stats.as_dict(),
+        "config": echo,
+        # One entry per account: id, name, status, ou_ids (root first), ou_path. Audit policies
+        # by OU read it, so old data is judged by the OU each account was in when scanned.
+        "accounts_scanned": [a.as_dict() for a in engine.accounts],
+    }
 
 
 async def run_scan(
@@ -66,35 +76,60 @@ async def run_scan(
     *,
     stdout: IO[bytes] | None = None,
     on_stats: Callable[[ScanStats], None] | None = None,
+    handle_signals: bool = False,
 ) -> ScanResult:
     """Scan and write to ``config.output``; the manifest is written last, whatever happens.
 
     ``on_stats`` is called about four times a second with the live counters (for a progress
     display). Cancellation or an error mid-run still finalises what was written and records the
     run as ``interrupted`` or ``failed`` before the exception propagates.
+
+    With ``handle_signals`` (the CLI), SIGINT and SIGTERM stop the scan gracefully: no new call
+    starts, calls in flight get ``config.stop_grace_seconds`` to finish, every finished unit is
+    written and checkpointed, and the run ends ``interrupted`` (exit code 130 or 143), resumable.
     """
     if not config.output:
         raise ConfigError("output", "an output destination is required (a directory or '-')")
-    started = dt.datetime.now(dt.UTC)
-    run_id = config.run_id or new_run_id(started)
+    checkpoint = load_checkpoint(config.output, config.resume) if config.resume else None
+    if checkpoint is not None:
+        started, run_id = checkpoint.started_at, checkpoint.run_id
+    else:
+        started = dt.datetime.now(dt.UTC)
+        run_id = config.run_id or new_run_id(started)
     from . import __version__
 
     sink = open_sink(
         config.output,
         RunInfo(run_id=run_id, started_at=started, version=__version__),
-        compress=config.compress,
+        compress=checkpoint.compression if checkpoint else config.compress,
         max_object_bytes=config.max_object_bytes,
+        file_mode=config.file_mode,
         stdout=stdout,
+        resume=checkpoint,
+        s3=S3Options.from_config(config),
     )
-    engine = Engine(replace(config, run_id=run_id), run_id=run_id)
-    send, receive = anyio.create_memory_object_stream[Record](1024)
+    if isinstance(sink, S3Sink):
+        # Credentials, bucket, write and KMS access: checked before the scan spends a call.
+        await sink.start()
+    engine = Engine(
+        replace(config, run_id=run_id),
+        run_id=run_id,
+        done_units=frozenset(checkpoint.units) if checkpoint else frozenset(),
+    )
+    send, receive = anyio.create_memory_object_stream[UnitBatch](64)
+    finished = anyio.Event()
+    stopped_by: list[int] = []
 
     async def write_all() -> None:
+        last_commit = anyio.current_time()
         async with receive:
-            async for record in receive:
-                await sink.write(record)
-
-    finished = anyio.Event()
+            async for batch in receive:
+                for record in batch.records:
+                    await sink.write(record)
+                sink.unit_done(batch.key)
+                if anyio.current_time() - last_commit >= config.checkpoint_interval:
+                    await sink.commit()
+                    last_commit = anyio.current_time()
 
     async def report() -> None:
         assert on_stats is not None
@@ -103,30 +138,54 @@ async def run_scan(
             with anyio.move_on_after(0.25):
                 await finished.wait()
 
+    async def watch_signals(scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if stopped_by:  # a second signal: stop waiting for calls in flight
+                    scope.cancel()
+                    return
+                stopped_by.append(signum)
+                engine.request_stop()
+                with anyio.move_on_after(config.stop_grace_seconds):
+                    await finished.wait()
+                scope.cancel()
+                return
+
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(write_all)
             if on_stats is not None:
                 tg.start_soon(report)
-            try:
-                await engine.run(send)
-            finally:
-                finished.set()
+            async with anyio.create_task_group() as watchers:
+                with anyio.CancelScope() as engine_scope:
+                    if handle_signals:
+                        watchers.start_soon(watch_signals, engine_scope)
+                    try:
+                        await engine.run(send)
+                    finally:
+                        finished.set()
+                        send.close()  # the writer drains what finished units sent, then ends
+                watchers.cancel_scope.cancel()
     except BaseException as exc:
         status = "interrupted" if _is_interruption(exc) else "failed"
         with anyio.CancelScope(shield=True):
-            await sink.abort(status, _summary(config, engine.stats))
+            await sink.abort(status, _summary(config, engine))
         if isinstance(exc, BaseExceptionGroup):
             cause = _first_leaf(exc)
             if isinstance(cause, FleetscanError):
                 raise cause from None
         raise
     stats = engine.stats
-    status = "complete" if stats.units_failed == 0 and stats.accounts_failed == 0 else "partial"
+    if stopped_by:
+        status = "interrupted"
+    elif stats.units_failed == 0 and stats.accounts_failed == 0:
+        status = "complete"
+    else:
+        status = "partial"
     if on_stats is not None:
         on_stats(stats)
-    manifest = await sink.finish(status, _summary(config, stats))
-    return ScanResult(run_id, status, manifest, stats)
+    manifest = await sink.finish(status, _summary(config, engine))
+    return ScanResult(run_id, status, manifest, stats, stopped_by[0] if stopped_by else None)
 
 
 def _is_interruption(exc: BaseException) -> bool:
@@ -147,15 +206,24 @@ def run_scan_command(config: ScanConfig, *, quiet: bool = False, log_format: str
     display = _progress.Display(enabled=not quiet and log_format == "text" and sys.stderr.isatty())
     try:
         with display:
-            result = anyio.run(lambda: run_scan(config, on_stats=display.update), backend="asyncio")
-    except KeyboardInterrupt:
-        _progress.say("interrupted; the manifest records the run as interrupted", log_format)
+            result = anyio.run(
+                lambda: run_scan(config, on_stats=display.update, handle_signals=True),
+                backend="asyncio",
+            )
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        _progress.say("interrupted before the scan started", log_format)
         return 130
     except FleetscanError as exc:
         _progress.say(str(exc), log_format, error=True)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FATAL
     if not quiet:
         _progress.print_summary(result.manifest, result.stats, log_format)
+    if result.status == "interrupted":
+        _progress.say(
+            f"interrupted: finished units are saved; resume with: fleetscan scan <same flags> "
+            f"--output {config.output} --resume {result.run_id}",
+            log_format,
+        )
     return result.exit_code
 
 

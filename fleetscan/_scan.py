@@ -71,6 +71,29 @@ class CallFailed(Exception):
         self.attempts = attempts
 
 
+class Stopped(Exception):
+    """The scan was asked to stop (a signal): no new call starts, the unit is abandoned."""
+
+
+#: A unit of work and of resumption: (account_id, region), or (account_id, "*") for the account
+#: itself (its AssumeRole and region lookup, and the marker that all its regions are done).
+UnitKey = tuple[str, str]
+ACCOUNT_UNIT = "*"
+
+
+@dataclass(slots=True)
+class UnitBatch:
+    """Every record of one finished unit, sent together.
+
+    A unit's records reach the writer all at once or not at all, so a checkpoint can say "these
+    units are durably written" and a resumed run can skip exactly those: nothing lost, nothing
+    written twice.
+    """
+
+    key: UnitKey
+    records: list[Record]
+
+
 @dataclass
 class ScanStats:
     """Live counters of a scan: the progress display reads them, the manifest stores them."""
@@ -86,6 +109,7 @@ class ScanStats:
     calls: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     retries_denied: int = 0
+    units_skipped: int = 0
     throttles: int = 0
     credential_refreshes: int = 0
     in_flight: int = 0
@@ -103,6 +127,7 @@ class ScanStats:
             "units_planned": self.units_planned,
             "units_done": self.units_done,
             "units_failed": self.units_failed,
+            "units_skipped_as_done": self.units_skipped,
             "gateways_by_type": dict(sorted(self.gateways.items())),
             "recovery_points": self.recovery_points,
             "errors": self.errors,
@@ -138,8 +163,12 @@ class Engine:
         *,
         run_id: str,
         static_accounts: tuple[str, ...] = (),
+        done_units: frozenset[UnitKey] = frozenset(),
     ) -> None:
         self.config = config
+        #: Units a previous session of this run already wrote (resume skips them).
+        self.done_units = done_units
+        self._stopping = False
         self.run_id = run_id
         self.static_accounts = static_accounts or config.accounts
         self.stats = ScanStats()
@@ -150,7 +179,9 @@ class Engine:
         self._limiter = RateLimiter(config.rate, config.burst)
         self._backoff = Backoff()
         self._budget = RetryBudget(config.retry_budget_ratio)
-        self._send: ObjectSendStream[Record] | None = None
+        self._send: ObjectSendStream[UnitBatch] | None = None
+        #: The accounts discovered (the manifest lists them, with their OU placement).
+        self.accounts: list[AccountTarget] = []
         self._credentials: list[AssumedRoleCredentials] = []
         #: Gateway failures per unit that were not about the gateway's own state.
         self._unit_failures: Counter[tuple[str, str]] = Counter()
@@ -175,6 +206,8 @@ class Engine:
         stats = self.stats
         while True:
             attempt += 1
+            if self._stopping:
+                raise Stopped
             await refresh_current()
             if bucket is not None:
                 await bucket.acquire()
@@ -221,41 +254,43 @@ class Engine:
 
     # -- records -------------------------------------------------------------------------------
 
-    async def _emit(self, record: Record) -> None:
-        assert self._send is not None
-        await self._send.send(record)
+    def request_stop(self) -> None:
+        """Start no new call; units still running are abandoned (and rescanned on resume)."""
+        self._stopping = True
 
-    async def _error(
+    async def _send_batch(self, key: UnitKey, records: list[Record]) -> None:
+        assert self._send is not None
+        await self._send.send(UnitBatch(key, records))
+
+    def _error(
         self,
         exc: CallFailed,
         *,
         account_id: str | None,
         region: str | None,
         gateway_arn: str | None = None,
-    ) -> None:
+    ) -> ErrorRecord:
         self.stats.errors += 1
         f = exc.failure
-        await self._emit(
-            ErrorRecord(
-                schema_version=SCHEMA_VERSION,
-                run_id=self.run_id,
-                at=format_time(dt.datetime.now(dt.UTC)),
-                account_id=account_id,
-                region=region,
-                gateway_arn=gateway_arn,
-                operation=exc.operation,
-                error_code=f.error_code,
-                gateway_error_code=f.gateway_error_code,
-                message=f.message,
-                attempts=exc.attempts,
-                retryable=f.retryable,
-            )
+        return ErrorRecord(
+            schema_version=SCHEMA_VERSION,
+            run_id=self.run_id,
+            at=format_time(dt.datetime.now(dt.UTC)),
+            account_id=account_id,
+            region=region,
+            gateway_arn=gateway_arn,
+            operation=exc.operation,
+            error_code=f.error_code,
+            gateway_error_code=f.gateway_error_code,
+            message=f.message,
+            attempts=exc.attempts,
+            retryable=f.retryable,
         )
 
     # -- the scan ------------------------------------------------------------------------------
 
-    async def run(self, send: ObjectSendStream[Record]) -> None:
-        """Scan everything, sending records to ``send``; closes ``send`` when done."""
+    async def run(self, send: ObjectSendStream[UnitBatch]) -> None:
+        """Scan everything; each finished unit's records go to ``send``, closed at the end."""
         self._send = send
         async with send:
             clients = AwsClients(
@@ -273,8 +308,8 @@ class Engine:
                             self.config, clients, self._plain_call, self.static_accounts
                         )
                     except CallFailed as exc:
-                        await self._error(exc, account_id=None, region=None)
                         raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
+                self.accounts = accounts
                 self.stats.accounts = len(accounts)
                 assumer = RoleAssumer(
                     clients,
@@ -288,7 +323,13 @@ class Engine:
                 )
                 async with anyio.create_task_group() as tg:
                     for account in accounts:
+                        if (account.id, ACCOUNT_UNIT) in self.done_units:
+                            self.stats.units_skipped += 1
+                            continue
                         await self._account_slots.acquire()
+                        if self._stopping:
+                            self._account_slots.release()
+                            break
                         tg.start_soon(self._account, account, assumer, ambient)
                 # The first AssumeRole of each account is not a refresh.
                 self.stats.credential_refreshes = sum(
@@ -313,12 +354,21 @@ class Engine:
                     self.stats.accounts_failed += 1
                     self.stats.units_planned += 1
                     self.stats.units_failed += 1
-                    await self._error(exc, account_id=account.id, region=None)
+                    error = self._error(exc, account_id=account.id, region=None)
+                    await self._send_batch((account.id, ACCOUNT_UNIT), [error])
                     return
                 self.stats.units_planned += len(regions)
                 async with anyio.create_task_group() as tg:
                     for region in regions:
+                        if (account.id, region) in self.done_units:
+                            self.stats.units_skipped += 1
+                            continue
                         tg.start_soon(self._unit, account, region, credentials)
+            if not self._stopping:
+                # Every region is written: a resumed run need not even assume the role.
+                await self._send_batch((account.id, ACCOUNT_UNIT), [])
+        except Stopped:
+            pass
         finally:
             self._account_slots.release()
 
@@ -335,6 +385,7 @@ class Engine:
     ) -> None:
         key = (account.id, region)
         bucket = self._limiter.bucket(key)
+        batch: list[Record] = []
         failed = False
         try:
             sgw = await self._clients.client("storagegateway", region)
@@ -349,30 +400,48 @@ class Engine:
                             credentials=credentials,
                             check=_gateway_list,
                         )
-                        gateways = _gateway_list(page)
                     except CallFailed as exc:
                         failed = True
-                        await self._error(exc, account_id=account.id, region=region)
+                        batch.append(self._error(exc, account_id=account.id, region=region))
                         break
-                    for gateway in gateways:
+                    except Stopped:
+                        break  # noticed below, once the gateway tasks have ended
+                    for gateway in _gateway_list(page):
                         if gateway.get("GatewayType") == "CACHED":
                             tg.start_soon(
-                                self._gateway, account, region, gateway, sgw, bucket, credentials
+                                self._gateway,
+                                account,
+                                region,
+                                gateway,
+                                sgw,
+                                bucket,
+                                credentials,
+                                batch,
                             )
                         else:
-                            await self._gateway_record(account, region, gateway, "not_cached")
+                            batch.append(
+                                self._gateway_record(account, region, gateway, "not_cached")
+                            )
                     marker = page.get("Marker")
                     if not marker:
                         break
                     params["Marker"] = marker
+            if self._stopping:
+                # Some gateway task may have been stopped before its call: the batch could be
+                # incomplete, so none of it is sent (a resumed run scans the unit again).
+                raise Stopped
             # Gateways that failed for a reason other than their own state fail the unit too.
             failed = failed or self._unit_failures.pop(key, 0) > 0
+            await self._send_batch(key, batch)
+        except Stopped:
+            return  # abandoned: nothing of it is written, a resumed run scans it again
         finally:
             self._limiter.release(key)
-            if failed:
-                self.stats.units_failed += 1
-            else:
-                self.stats.units_done += 1
+            self._unit_failures.pop(key, None)
+        if failed:
+            self.stats.units_failed += 1
+        else:
+            self.stats.units_done += 1
 
     async def _gateway(
         self,
@@ -382,6 +451,7 @@ class Engine:
         sgw: Any,
         bucket: AdaptiveBucket,
         credentials: FrozenCredentialSource,
+        batch: list[Record],
     ) -> None:
         arn = gateway["GatewayARN"]
         try:
@@ -393,12 +463,14 @@ class Engine:
                 check=_recovery_point_list,
             )
             infos = _recovery_point_list(answer)
+        except Stopped:
+            return  # the unit notices the stop and abandons its batch
         except CallFailed as exc:
-            await self._error(exc, account_id=account.id, region=region, gateway_arn=arn)
+            batch.append(self._error(exc, account_id=account.id, region=region, gateway_arn=arn))
             if exc.failure.error_code not in GATEWAY_STATE_ERRORS:
                 self._unit_failures[(account.id, region)] += 1
             code = exc.failure.gateway_error_code or exc.failure.error_code
-            await self._gateway_record(account, region, gateway, "error", error_code=code)
+            batch.append(self._gateway_record(account, region, gateway, "error", error_code=code))
             return
         now = dt.datetime.now(dt.UTC)
         scanned_at = format_time(now)
@@ -407,7 +479,7 @@ class Engine:
         for info in infos:
             volume_arn = str(info["VolumeARN"])
             point = parse_time(info.get("VolumeRecoveryPointTime"))
-            await self._emit(
+            batch.append(
                 RecoveryPointRecord(
                     schema_version=SCHEMA_VERSION,
                     run_id=self.run_id,
@@ -430,11 +502,13 @@ class Engine:
                 )
             )
         self.stats.recovery_points += len(infos)
-        await self._gateway_record(
-            account, region, gateway, "scanned", recovery_point_count=len(infos)
+        batch.append(
+            self._gateway_record(
+                account, region, gateway, "scanned", recovery_point_count=len(infos)
+            )
         )
 
-    async def _gateway_record(
+    def _gateway_record(
         self,
         account: AccountTarget,
         region: str,
@@ -443,29 +517,27 @@ class Engine:
         *,
         recovery_point_count: int | None = None,
         error_code: str | None = None,
-    ) -> None:
+    ) -> GatewayRecord:
         gateway_type = gateway.get("GatewayType")
         self.stats.gateways[str(gateway_type)] += 1
         arn = str(gateway["GatewayARN"])
-        await self._emit(
-            GatewayRecord(
-                schema_version=SCHEMA_VERSION,
-                run_id=self.run_id,
-                scanned_at=format_time(dt.datetime.now(dt.UTC)),
-                partition=self.config.partition,
-                account_id=account.id,
-                account_name=account.name,
-                region=region,
-                gateway_arn=arn,
-                gateway_id=str(gateway.get("GatewayId") or arn.rsplit("/", 1)[-1]),
-                gateway_name=gateway.get("GatewayName"),
-                gateway_type=gateway_type,
-                gateway_operational_state=gateway.get("GatewayOperationalState"),
-                host_environment=gateway.get("HostEnvironment"),
-                status=status,
-                recovery_point_count=recovery_point_count,
-                error_code=error_code,
-            )
+        return GatewayRecord(
+            schema_version=SCHEMA_VERSION,
+            run_id=self.run_id,
+            scanned_at=format_time(dt.datetime.now(dt.UTC)),
+            partition=self.config.partition,
+            account_id=account.id,
+            account_name=account.name,
+            region=region,
+            gateway_arn=arn,
+            gateway_id=str(gateway.get("GatewayId") or arn.rsplit("/", 1)[-1]),
+            gateway_name=gateway.get("GatewayName"),
+            gateway_type=gateway_type,
+            gateway_operational_state=gateway.get("GatewayOperationalState"),
+            host_environment=gateway.get("HostEnvironment"),
+            status=status,
+            recovery_point_count=recovery_point_count,
+            error_code=error_code,
         )
 
 
@@ -495,13 +567,14 @@ async def scan(config: ScanConfig, *, run_id: str | None = None) -> AsyncIterato
             async for record in records: ...
     """
     engine = Engine(config, run_id=run_id or config.run_id or new_run_id())
-    send, receive = anyio.create_memory_object_stream[Record](1024)
+    send, receive = anyio.create_memory_object_stream[UnitBatch](64)
     async with anyio.create_task_group() as tg:
         tg.start_soon(engine.run, send)
         async with receive:
-            async for record in receive:
+            async for batch in receive:
                 try:
-                    yield record
+                    for record in batch.records:
+                        yield record
                 except GeneratorExit:
                     # The consumer stopped early (aclose): stop the scan, then end quietly.
                     tg.cancel_scope.cancel()

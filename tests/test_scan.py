@@ -206,3 +206,29 @@ async def test_library_scan_can_stop_early(stack: Any, stack_env: None, stop_aft
             if seen == stop_after:
                 break
     assert seen == stop_after
+
+
+def test_ou_scope_is_recursive_and_the_manifest_places_each_account(
+    stack: Any, stack_env: None, tmp_path: Path
+) -> None:
+    fleet: Fleet = stack.fleet
+    production = next(ou for ou in fleet.ous if ou.name == "Production")
+    nested = next(ou for ou in fleet.ous if ou.parent_id == production.id)
+    result = fleetscan_run(_config(stack, tmp_path, ous=(production.id,)))
+
+    expected = {a.id for a in fleet.ou_accounts(production.id) if a.active}
+    assert any(a.ou_id == nested.id for a in fleet.accounts if a.id in expected)
+    gateway_accounts = {g["account_id"] for g in _read(tmp_path, result, "gateways")}
+    truth_accounts = {g.account_id for g in fleet.ground_truth(accounts=sorted(expected)).gateways}
+    assert gateway_accounts == truth_accounts
+
+    manifest = read_manifest(_manifest_path(tmp_path))
+    placed = {a["id"]: a for a in manifest["summary"]["accounts_scanned"]}
+    assert set(placed) == expected
+    for account in fleet.accounts:
+        if account.id in expected:
+            entry = placed[account.id]
+            assert entry["ou_ids"][0] == fleet.root_id
+            assert entry["ou_ids"][-1] == account.ou_id
+            if account.ou_id == nested.id:
+                assert entry["ou_path"] == "Root/Production/Production-EU"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from .._exceptions import ConfigError
+from ._checkpoint import Checkpoint, load_checkpoint
 from ._common import (
     BUFFER_BYTES,
     DEFAULT_MAX_OBJECT_BYTES,
@@ -28,19 +29,24 @@ from ._common import (
 )
 from ._local import LocalSink
 from ._read import find_manifest, iter_records, latest_run, read_manifest
+from ._s3 import S3Options, S3Sink
 from ._stdout import StdoutSink
 
 __all__ = [
     "DEFAULT_MAX_OBJECT_BYTES",
     "MANIFEST_VERSION",
     "RUN_STATUSES",
+    "Checkpoint",
     "LocalSink",
     "RunInfo",
+    "S3Options",
+    "S3Sink",
     "Sink",
     "StdoutSink",
     "find_manifest",
     "iter_records",
     "latest_run",
+    "load_checkpoint",
     "manifest_relpath",
     "object_relpath",
     "open_sink",
@@ -59,11 +65,14 @@ def open_sink(
     file_mode: int = 0o600,
     stdout: IO[bytes] | None = None,
     buffer_bytes: int = BUFFER_BYTES,
+    resume: Checkpoint | None = None,
+    s3: S3Options | None = None,
 ) -> Sink:
-    """The sink for ``--output DEST``: a local directory, ``-`` (stdout), or later ``s3://``.
+    """The sink for ``--output DEST``: a local directory, ``s3://bucket/prefix/``, or ``-``.
 
     Checks the destination now (a read-only directory raises :class:`SinkError` naming it) so
-    that a scan never spends API calls on results it cannot keep.
+    that a scan never spends API calls on results it cannot keep; an S3 destination is checked
+    by :meth:`S3Sink.start`, which needs the event loop. ``s3`` applies to S3 only.
     """
     if compress not in ("none", "gzip"):
         raise ConfigError("compress", f"must be 'none' or 'gzip', not {compress!r}")
@@ -74,13 +83,21 @@ def open_sink(
     if not destination:
         raise ConfigError("output", "is empty: give a directory, or '-' for stdout")
     if destination == "-":
+        if resume is not None:
+            raise ConfigError("resume", "a run written to stdout keeps no checkpoint")
         if compress != "none":
             raise ConfigError("compress", "stdout output is plain NDJSON; pipe it to gzip instead")
         return StdoutSink(run, stdout or sys.stdout.buffer, buffer_bytes=buffer_bytes)
     if destination.startswith("s3://"):
-        raise ConfigError(
-            "output",
-            "S3 output is not available yet: write to a local directory and copy it to S3",
+        if resume is not None:
+            raise ConfigError("resume", "resuming needs the local directory the run was written to")
+        return S3Sink(
+            destination,
+            run,
+            compress=compress,
+            max_object_bytes=max_object_bytes,
+            buffer_bytes=buffer_bytes,
+            options=s3,
         )
     if _URL.match(destination):
         scheme = destination.split("://", 1)[0]
@@ -92,4 +109,5 @@ def open_sink(
         max_object_bytes=max_object_bytes,
         file_mode=file_mode,
         buffer_bytes=buffer_bytes,
+        resume=resume,
     )

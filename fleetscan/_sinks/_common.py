@@ -79,6 +79,12 @@ class Sink(Protocol):
 
     async def write(self, record: Record) -> None: ...
 
+    def unit_done(self, key: tuple[str, str]) -> None:
+        """All records of unit ``key`` (account, region) have been written."""
+
+    async def commit(self) -> None:
+        """Make everything written durable and checkpoint the units it completes."""
+
     async def finish(self, status: str, summary: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def abort(self, status: str, summary: Mapping[str, Any]) -> dict[str, Any]: ...

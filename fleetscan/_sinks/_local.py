@@ -22,6 +22,16 @@ import orjson
 
 from .._exceptions import ConfigError, SinkError
 from .._records import DATASETS, Dataset, Record
+from ._checkpoint import (
+    Checkpoint,
+    UnitKey,
+    append_durably,
+    checkpoint_relpath,
+    commit_line,
+    header_line,
+    session_line,
+    stray_files,
+)
 from ._common import (
     ABORT_STATUSES,
     BUFFER_BYTES,
@@ -135,6 +145,7 @@ class LocalSink:
         max_object_bytes: int,
         file_mode: int,
         buffer_bytes: int = BUFFER_BYTES,
+        resume: Checkpoint | None = None,
     ) -> None:
         self._root = root
         self._run = run
@@ -148,7 +159,14 @@ class LocalSink:
         self._closed = False
         self._manifest: dict[str, Any] | None = None
         self._manifest_path = root / manifest_relpath(run)
+        self._checkpoint_path = root / checkpoint_relpath(run)
+        #: Units whose records are written but not yet covered by a checkpoint line.
+        self._pending_units: list[UnitKey] = []
+        #: self._files[:_checkpointed] are named by the checkpoint.
+        self._checkpointed = 0
+        self._resume = resume
         self._probe()
+        self._start_checkpoint()
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -166,6 +184,19 @@ class LocalSink:
         if stream.buffered >= self._buffer_bytes:
             await anyio.to_thread.run_sync(self._flush, stream)
 
+    def unit_done(self, key: UnitKey) -> None:
+        """Every record of ``key`` has been passed to :meth:`write`."""
+        self._pending_units.append(key)
+
+    async def commit(self) -> None:
+        """Make every record written so far durable, and checkpoint the units it completes."""
+        if self._closed:
+            raise RuntimeError("commit() after finish() or abort()")
+        for stream in self._streams.values():
+            if stream.object_bytes:
+                await anyio.to_thread.run_sync(self._close_file, stream)
+        await anyio.to_thread.run_sync(self._append_checkpoint)
+
     # -- the end of a run --------------------------------------------------------------------
 
     async def finish(self, status: str, summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,6 +213,7 @@ class LocalSink:
             for stream in self._streams.values():
                 if stream.object_bytes:
                     await anyio.to_thread.run_sync(self._close_file, stream)
+            await anyio.to_thread.run_sync(self._append_checkpoint)
             return await anyio.to_thread.run_sync(self._write_manifest, status, summary)
         except BaseException as exc:
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
@@ -203,11 +235,16 @@ class LocalSink:
         with anyio.CancelScope(shield=True):
             for stream in self._streams.values():
                 if stream.failure is None and stream.object_bytes:
-                    # A failure is recorded in stream.failure, and the file dropped below.
+                    # A failure is recorded in stream.failure, and handled below.
                     with contextlib.suppress(SinkError):
                         await anyio.to_thread.run_sync(self._close_file, stream)
-                if stream.failure is not None:
-                    await anyio.to_thread.run_sync(self._discard, stream)
+            if any(stream.failure is not None for stream in self._streams.values()):
+                # Some pending unit lost records: keep only what a checkpoint covers, so a
+                # resumed run rescans those units without writing anything twice.
+                await anyio.to_thread.run_sync(self._drop_uncheckpointed)
+            else:
+                with contextlib.suppress(SinkError, OSError):
+                    await anyio.to_thread.run_sync(self._append_checkpoint)
             manifest = await anyio.to_thread.run_sync(self._write_manifest, status, summary)
         return manifest
 
@@ -221,7 +258,7 @@ class LocalSink:
         except OSError as exc:
             path = Path(exc.filename) if exc.filename else directory
             raise _os_problem("create directory", path, exc) from exc
-        if self._manifest_path.exists():
+        if self._manifest_path.exists() and self._resume is None:
             raise ConfigError(
                 "run_id",
                 f"run {self._run.run_id} already has a manifest at {self._manifest_path}; "
@@ -233,6 +270,48 @@ class LocalSink:
             os.unlink(probe)
         except OSError as exc:
             raise _os_problem("write to directory", directory, exc) from exc
+
+    def _start_checkpoint(self) -> None:
+        """A new run writes the checkpoint's header; a resumed one drops what was not committed."""
+        try:
+            _make_directories(self._checkpoint_path.parent, self._dir_mode)
+            if self._resume is None:
+                append_durably(
+                    self._checkpoint_path, header_line(self._run, self._compress), self._file_mode
+                )
+                return
+            for path in stray_files(self._root, self._run, self._resume.files):
+                path.unlink(missing_ok=True)
+            self._files = list(self._resume.files)
+            self._checkpointed = len(self._files)
+            for name, stream in self._streams.items():
+                stream.seq = self._resume.next_seq.get(name, 0)
+            append_durably(self._checkpoint_path, session_line(), self._file_mode)
+        except OSError as exc:
+            raise _os_problem("write the checkpoint", self._checkpoint_path, exc) from exc
+
+    def _append_checkpoint(self) -> None:
+        files = self._files[self._checkpointed :]
+        if not files and not self._pending_units:
+            return
+        next_seq: dict[str, int] = {name: stream.seq for name, stream in self._streams.items()}
+        line = commit_line(files, self._pending_units, next_seq)
+        try:
+            _make_directories(self._checkpoint_path.parent, self._dir_mode)
+            append_durably(self._checkpoint_path, line, self._file_mode)
+        except OSError as exc:
+            raise _os_problem("write the checkpoint", self._checkpoint_path, exc) from exc
+        self._checkpointed = len(self._files)
+        self._pending_units = []
+
+    def _drop_uncheckpointed(self) -> None:
+        for stream in self._streams.values():
+            self._discard(stream)
+        for entry in self._files[self._checkpointed :]:
+            with contextlib.suppress(OSError):
+                (self._root / entry.path).unlink(missing_ok=True)
+        del self._files[self._checkpointed :]
+        self._pending_units = []
 
     def _create(self, partial: Path) -> int:
         _make_directories(partial.parent, self._dir_mode)

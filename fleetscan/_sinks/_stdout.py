@@ -45,6 +45,13 @@ class StdoutSink:
             # A slow reader blocks the pipe: block a worker thread, never the event loop.
             await anyio.to_thread.run_sync(self._flush)
 
+    def unit_done(self, key: tuple[str, str]) -> None:
+        """stdout keeps no checkpoint: a run to stdout cannot be resumed."""
+
+    async def commit(self) -> None:
+        if self._lines:
+            await anyio.to_thread.run_sync(self._flush)
+
     async def finish(self, status: str, summary: Mapping[str, Any]) -> dict[str, Any]:
         check_status(status)
         if self._manifest is None:

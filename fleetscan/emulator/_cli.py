@@ -88,6 +88,30 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         help="regions that may hold gateways (default: the 16 regions enabled by default)",
     )
     fleet.add_argument(
+        "--populated-fraction",
+        type=_bounded(float, "--populated-fraction", 0, 1),
+        default=FleetSpec.populated_fraction,
+        metavar="F",
+        help="fraction of member accounts that hold any gateway "
+        f"(default: {FleetSpec.populated_fraction:g})",
+    )
+    fleet.add_argument(
+        "--max-gateways-per-pair",
+        type=_bounded(int, "--max-gateways-per-pair", 1),
+        default=FleetSpec.max_gateways_per_pair,
+        metavar="N",
+        help="cap on the heavy tail of gateways per (account, region) "
+        f"(default: {FleetSpec.max_gateways_per_pair})",
+    )
+    fleet.add_argument(
+        "--max-volumes-per-gateway",
+        type=_bounded(int, "--max-volumes-per-gateway", 0),
+        default=FleetSpec.max_volumes_per_gateway,
+        metavar="N",
+        help="volumes per cached or stored gateway are drawn from 0..N "
+        f"(default: {FleetSpec.max_volumes_per_gateway})",
+    )
+    fleet.add_argument(
         "--role-name",
         default=DEFAULT_ROLE_NAME,
         metavar="NAME",
@@ -234,6 +258,9 @@ def serve(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.
             seed=args.seed,
             accounts=args.accounts,
             regions=tuple(dict.fromkeys(args.regions)) if args.regions else DEFAULT_REGIONS,
+            populated_fraction=args.populated_fraction,
+            max_gateways_per_pair=args.max_gateways_per_pair,
+            max_volumes_per_gateway=args.max_volumes_per_gateway,
         )
         faults = faults_from_args(args)
     except ValueError as exc:

@@ -1,0 +1,1 @@
+"""Benchmarks of fleetscan and its emulator: ``make bench`` runs ``python -m benchmarks``."""

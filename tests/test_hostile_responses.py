@@ -1,0 +1,808 @@
+"""Storage Gateway answers nobody should send: property-based scans against a hostile endpoint.
+
+Storage Gateway is served here by :mod:`hostile_gateway`, which answers with whatever hypothesis
+generates (wrong types, strings for numbers, negative and huge numbers, missing, extra and
+duplicate fields, unknown gateway types, invalid UTF-8, JSON nested 10,000 deep, non-JSON, empty
+bodies, wrong content types, bad timestamps, error answers with hostile fields); STS is the
+emulated stack's moto. Every example is a real scan (``fleetscan.run_scan``, one member account,
+one region) whose output is then read back byte by byte.
+
+The properties, for every answer: the scan ends; it returns a ScanResult (never raises); the
+manifest is valid and lists every file with its true sha256; every line validates against the
+shipped schema; and each answer shows up either as sane records (each value as sent, or null
+when what was sent is unreadable: a size sent as "abc" is null, never "abc") or as an error
+record naming the call, never as a garbled record, and never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hostile_gateway import JSON_CONTENT_TYPE, Answer, HostileGateway, Request, json_answer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from output_checks import check_run_output
+
+import fleetscan
+from fleetscan._records import MAX_LONG, is_gateway_arn, is_volume_arn
+from fleetscan.emulator import FleetSpec, Stack, start_stack
+
+REGION = "us-east-1"
+SPEC = FleetSpec(seed=31, accounts=2, regions=(REGION,))
+#: A scan of one account and region takes well under a second here; this only catches hangs.
+HANG_GUARD_SECONDS = 60
+SETTINGS = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+GATEWAY_TYPES = ("STORED", "VTL", "FILE_S3", "FILE_FSX_SMB", "TAPE_NEXTGEN", "cached", "CACHED ")
+INVALID_MARKER = json_answer(
+    {
+        "__type": "InvalidGatewayRequestException",
+        "message": "The specified marker is not valid.",
+        "error": {"errorCode": "InvalidParameters"},
+    },
+    400,
+)
+
+
+# -- the harness: one stack and one hostile endpoint for the module, a real scan per example ----
+
+
+@dataclass
+class Outcome:
+    result: fleetscan.ScanResult
+    manifest: dict[str, Any]
+    records: dict[str, list[dict[str, Any]]]
+    requests: list[Request]
+
+    def errors(self, operation: str, gateway_arn: str | None = None) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.records["errors"]
+            if e["operation"] == operation
+            and (gateway_arn is None or e["gateway_arn"] == gateway_arn)
+        ]
+
+
+@dataclass
+class Harness:
+    stack: Stack
+    gateway: HostileGateway
+    env: dict[str, str]
+    account: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.account = next(a.id for a in self.stack.fleet.accounts if a.active)
+
+    def gateway_arn(self, index: int) -> str:
+        return f"arn:aws:storagegateway:{REGION}:{self.account}:gateway/sgw-{index:08X}"
+
+    def scan(
+        self, responder: Any, *, hang_guard: float = HANG_GUARD_SECONDS, **overrides: Any
+    ) -> Outcome:
+        self.gateway.reset(responder)
+        with tempfile.TemporaryDirectory() as folder, _environment(self.env):
+            values: dict[str, Any] = {
+                "accounts": (self.account,),
+                "role_name": self.stack.role_name,
+                "regions": (REGION,),
+                "output": folder,
+                "max_attempts": 2,
+                "rate": 5000.0,
+                "burst": 5000,
+                "concurrency": 32,
+                "read_timeout": 20.0,
+            }
+            values.update(overrides)
+            config = fleetscan.ScanConfig(**values)
+            result = anyio.run(_guarded_scan, config, hang_guard, backend="asyncio")
+            assert isinstance(result, fleetscan.ScanResult)
+            manifest, records = check_run_output(Path(folder), result.run_id)
+        assert result.status in ("complete", "partial")
+        assert manifest["status"] == result.status
+        return Outcome(result, manifest, records, list(self.gateway.requests))
+
+
+async def _guarded_scan(config: fleetscan.ScanConfig, hang_guard: float) -> fleetscan.ScanResult:
+    with anyio.fail_after(hang_guard):
+        return await fleetscan.run_scan(config)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` as ``env`` (and no other AWS_* setting) for one example, then as it was."""
+    saved = dict(os.environ)
+    try:
+        for key in list(os.environ):
+            if key.startswith("AWS_"):
+                del os.environ[key]
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """moto for STS (one stack for the whole module: per example it would be far too slow) and
+    the hostile Storage Gateway endpoint in its place."""
+    home = tmp_path_factory.mktemp("aws-home")
+    with start_stack(SPEC) as stack, HostileGateway() as gateway:
+        env = stack.env()
+        env["AWS_ENDPOINT_URL_STORAGE_GATEWAY"] = gateway.url
+        env["AWS_CONFIG_FILE"] = str(home / "no-aws-config")
+        env["AWS_SHARED_CREDENTIALS_FILE"] = str(home / "no-aws-credentials")
+        yield Harness(stack, gateway, env)
+
+
+# -- JSON the way a hostile server writes it: duplicate keys, NaN, integers beyond 64 bits -------
+
+
+@dataclass(frozen=True)
+class Obj:
+    """A JSON object as key/value pairs, so that a key can appear twice (the last one wins)."""
+
+    pairs: tuple[tuple[str, Any], ...]
+
+    def effective(self) -> dict[str, Any]:
+        return {key: _effective(value) for key, value in self.pairs}
+
+
+def _effective(value: Any) -> Any:
+    """What a JSON parser makes of ``value`` (Python's, as botocore uses: the last key wins)."""
+    if isinstance(value, Obj):
+        return value.effective()
+    if isinstance(value, list):
+        return [_effective(v) for v in value]
+    return value
+
+
+def encode(value: Any) -> str:
+    if isinstance(value, Obj):
+        return "{" + ",".join(f"{json.dumps(k)}:{encode(v)}" for k, v in value.pairs) + "}"
+    if isinstance(value, dict):
+        return encode(Obj(tuple(value.items())))
+    if isinstance(value, list):
+        return "[" + ",".join(encode(v) for v in value) + "]"
+    return json.dumps(value)  # NaN and Infinity as Python's json writes (and reads) them
+
+
+def answer(value: Any, status: int = 200, content_type: str | None = JSON_CONTENT_TYPE) -> Answer:
+    return Answer(encode(value).encode(), status, content_type)
+
+
+ABSENT = object()
+SCALARS = (
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
+)
+JUNK = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+NOT_A_STRING = JUNK.filter(lambda v: not isinstance(v, str))
+TEXT = st.text(max_size=40) | st.just("x" * 10_000) | st.just("line\nbreak\x00\u2028")
+CONTENT_TYPES = st.sampled_from(
+    [
+        "application/x-amz-json-1.1",
+        "application/json",
+        "text/html",
+        "text/plain; charset=latin-1",
+        None,
+    ]
+)
+DEEP_DEPTHS = st.sampled_from([10_000, 100_000])
+
+
+def _deep(depth: int, kind: str) -> str:
+    return "[" * depth + "]" * depth if kind == "list" else '{"a":' * depth + "1" + "}" * depth
+
+
+def _fields(
+    draw: st.DrawFn, spec: dict[str, st.SearchStrategy[Any]], reserved: str
+) -> list[tuple[str, Any]]:
+    """Known fields, each present or not, with extra unknown fields and duplicate keys."""
+    pairs: list[tuple[str, Any]] = []
+    for key, values in spec.items():
+        if draw(st.booleans()):  # an earlier duplicate of the key, which the later one overrides
+            pairs.append((key, draw(JUNK)))
+        value = draw(st.one_of(st.just(ABSENT), values))
+        if value is not ABSENT:
+            pairs.append((key, value))
+    extras = draw(st.dictionaries(st.text(min_size=1, max_size=10), JUNK, max_size=2))
+    pairs.extend((k, v) for k, v in extras.items() if k not in spec and k != reserved)
+    return pairs
+
+
+# -- what a correct scan must make of a value ---------------------------------------------------
+
+
+def expected_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def expected_bytes(value: Any) -> int | None:
+    """A byte count: a whole number from 0 to 2**63-1 as a JSON number or ASCII digits."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")) or value != int(value):
+            return None
+        number = int(value)
+    elif isinstance(value, str):
+        digits = value.strip()
+        if not digits or any(c not in "0123456789" for c in digits):
+            return None
+        digits = digits.lstrip("0") or "0"
+        if len(digits) > 19:
+            return None
+        number = int(digits)
+    else:
+        return None
+    return number if 0 <= number <= MAX_LONG else None
+
+
+def expected_time(value: Any) -> str | None:
+    """ISO 8601 read liberally, normalised to UTC milliseconds; an unreadable time is null."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        utc = parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return None
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
+
+
+SIZES = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, MAX_LONG, MAX_LONG + 1, -1, 2**64]),
+    st.floats(),
+    st.from_regex(r"\s?[0-9]{1,22}\s?", fullmatch=True),
+    st.sampled_from(["abc", "", "²", "١٢٣", "1e3", "-5", "+5", "1.0", " 42 ", "0x10", "9" * 5000]),
+    JUNK,
+)
+
+
+@st.composite
+def times(draw: st.DrawFn) -> Any:
+    """Recovery point times in every spelling, and not: offsets, naive, garbage, extremes."""
+    kind = draw(st.sampled_from(["instant", "instant", "garbage", "extreme", "junk"]))
+    if kind == "instant":
+        offset = dt.timezone(dt.timedelta(minutes=draw(st.integers(-14 * 60, 14 * 60))))
+        moment = draw(
+            st.datetimes(
+                dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1), timezones=st.just(offset)
+            )
+        )
+        spelling = draw(st.sampled_from(["iso", "ms", "z", "naive", "seconds"]))
+        if spelling == "z":
+            return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat() + "Z"
+        if spelling == "naive":
+            return moment.replace(tzinfo=None).isoformat()
+        timespec = {"iso": "auto", "ms": "milliseconds", "seconds": "seconds"}[spelling]
+        return moment.isoformat(timespec=timespec)
+    if kind == "garbage":
+        return draw(
+            st.sampled_from(
+                ["", "yesterday", "2024-13-01T00:00:00Z", "2024-02-30T00:00:00Z", "1700000000",
+                 "2024-01-01T25:00:00Z", "2024-01-01T00:00:00+99:00"]
+            )
+            | st.text(max_size=30)
+        )  # fmt: skip
+    if kind == "extreme":
+        return draw(
+            st.sampled_from(
+                ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "0005-01-01T00:00:00Z",
+                 "9999-12-31T23:59:59.999999Z", "2024-01-01"]
+            )
+        )  # fmt: skip
+    return draw(JUNK)
+
+
+# -- ListGateways: pages of hostile gateways ----------------------------------------------------
+
+
+@dataclass
+class Page:
+    """One ListGateways answer; ``items`` is what a parser sees if the page is readable."""
+
+    answer: Answer
+    items: list[Any] | None  # None: not a usable page at all
+    follows: str  # "end", "next" (the following page), or "bad" (a marker the server refuses)
+
+
+@st.composite
+def gateway_item(draw: st.DrawFn, harness: Harness, index: int) -> Any:
+    kind = draw(st.sampled_from(["good"] * 8 + ["bad_arn", "junk"]))
+    if kind == "junk":
+        return draw(st.none() | st.integers() | st.text(max_size=5) | st.lists(SCALARS, max_size=2))
+    arn: Any = harness.gateway_arn(index)
+    if kind == "bad_arn":
+        arn = draw(
+            st.sampled_from(
+                [
+                    "",
+                    "x",
+                    arn + "\n",
+                    arn.replace("sgw-", "sgw-" + "A" * 30),
+                    arn + "/volume/vol-0123456789AB",
+                    arn.replace(harness.account, "12345"),
+                    arn.replace("storagegateway", "ec2"),
+                ]
+            )
+            | NOT_A_STRING
+            | st.just(ABSENT)
+        )
+    spec = {
+        "GatewayType": st.just("CACHED") | st.sampled_from(GATEWAY_TYPES) | NOT_A_STRING,
+        "GatewayName": TEXT | NOT_A_STRING,
+        "GatewayId": st.just(f"sgw-{index:08X}") | TEXT | NOT_A_STRING,
+        "GatewayOperationalState": st.sampled_from(["ACTIVE", "DISABLED"]) | TEXT | NOT_A_STRING,
+        "HostEnvironment": st.sampled_from(["VMWARE", "EC2", "KVM"]) | TEXT | NOT_A_STRING,
+    }
+    pairs = _fields(draw, spec, "GatewayARN")
+    if arn is not ABSENT:
+        pairs.insert(draw(st.integers(0, len(pairs))), ("GatewayARN", arn))
+    return Obj(tuple(pairs))
+
+
+def bad_body(draw: st.DrawFn, list_key: str) -> Answer:
+    """An answer that is not a usable page of anything, in one of many ways."""
+    kind = draw(
+        st.sampled_from(
+            ["not_json", "invalid_utf8", "deep", "deep_field", "empty", "not_object", "no_list",
+             "list_not_a_list", "error", "error_junk", "html_5xx"]
+        )
+    )  # fmt: skip
+    if kind == "not_json":
+        return Answer(("<" + draw(st.text(max_size=50))).encode(), 200, draw(CONTENT_TYPES))
+    if kind == "invalid_utf8":
+        prefix = draw(st.binary(max_size=20))
+        return Answer(b'{"' + list_key.encode() + b'": [{"x": "' + prefix + b'\xff\xfe"}]}')
+    if kind == "deep":
+        return Answer(_deep(draw(DEEP_DEPTHS), draw(st.sampled_from(["list", "object"]))).encode())
+    if kind == "deep_field":
+        nested = _deep(draw(DEEP_DEPTHS), "list")
+        return Answer(f'{{"{list_key}": [{{"GatewayName": {nested}}}]}}'.encode())
+    if kind == "empty":
+        return Answer(b"", draw(st.sampled_from([200, 204])), draw(CONTENT_TYPES))
+    if kind == "not_object":
+        return answer(draw(JUNK.filter(lambda v: not isinstance(v, dict))))
+    if kind == "no_list":
+        junk = draw(st.dictionaries(st.text(max_size=8), JUNK, max_size=3))
+        return answer({k: v for k, v in junk.items() if k not in (list_key, "GatewayARN")})
+    if kind == "list_not_a_list":
+        # "" and {} are left out: botocore reads both as an empty list, as any SDK user gets.
+        value = draw(
+            st.text(min_size=1, max_size=8)
+            | st.integers()
+            | st.booleans()
+            | st.dictionaries(st.text(max_size=4), SCALARS, min_size=1, max_size=2)
+        )
+        return answer({list_key: value, "GatewayARN": "arn:aws:storagegateway:x"})
+    if kind == "error":
+        code = draw(
+            st.sampled_from(
+                ["InternalServerError", "ThrottlingException", "AccessDeniedException",
+                 "InvalidGatewayRequestException", "com.amazon.coral#ServiceUnavailable", "x" * 500]
+            )
+        )  # fmt: skip
+        body = {"__type": code, "message": draw(TEXT), "error": {"errorCode": draw(TEXT)}}
+        return answer(body, draw(st.sampled_from([400, 403, 429, 500, 503])))
+    if kind == "error_junk":
+        body = {"__type": draw(JUNK), "message": draw(JUNK), "error": draw(JUNK)}
+        return answer(body, draw(st.sampled_from([400, 500])))
+    return Answer(b"<html><body>502 Bad Gateway</body></html>", 502, "text/html")
+
+
+@st.composite
+def listings(draw: st.DrawFn, harness: Harness) -> list[Page]:
+    """One to three ListGateways pages; gateway indexes are unique across them."""
+    count = draw(st.integers(1, 3))
+    pages: list[Page] = []
+    index = 0
+    for number in range(count):
+        last = number == count - 1
+        if draw(st.integers(0, 4)) == 0:
+            pages.append(Page(bad_body(draw, "Gateways"), None, "end"))
+            continue
+        items = []
+        for _ in range(draw(st.integers(0, 5))):
+            items.append(draw(gateway_item(harness, index)))
+            index += 1
+        top: list[tuple[str, Any]] = []
+        if draw(st.booleans()):  # an earlier duplicate "Gateways" key, which the real one overrides
+            top.append(("Gateways", draw(JUNK)))
+        top.append(("Gateways", items))
+        follows = "next"
+        if last:
+            marker = draw(
+                st.sampled_from(
+                    [ABSENT, ABSENT, "", None, "zz-unknown", 5, [1], {"a": 1}, "m" * 3000]
+                )
+            )
+            follows = "end" if marker in (ABSENT, "", None) else "bad"
+            if marker is not ABSENT:
+                top.append(("Marker", marker))
+        else:
+            top.append(("Marker", f"page-{number + 1}"))
+        extras = draw(st.dictionaries(st.text(min_size=1, max_size=8), JUNK, max_size=2))
+        top.extend((k, v) for k, v in extras.items() if k not in ("Gateways", "Marker"))
+        pages.append(
+            Page(
+                answer(Obj(tuple(top)), content_type=draw(CONTENT_TYPES)),
+                [_effective(item) for item in items],
+                follows,
+            )
+        )
+    return pages
+
+
+def usable_gateway(item: Any) -> bool:
+    return isinstance(item, dict) and is_gateway_arn(item.get("GatewayARN"))
+
+
+def volume_of(gateway_arn: str) -> str:
+    return f"{gateway_arn}/volume/vol-{gateway_arn[-8:]}0000"
+
+
+GOOD_POINT = "2026-01-02T03:04:05.678Z"
+
+
+def _listing_responder(pages: list[Page]) -> Any:
+    def respond(request: Request) -> Answer:
+        params = request.params if isinstance(request.params, dict) else {}
+        if request.operation == "ListGateways":
+            marker = params.get("Marker")
+            if marker is None:
+                return pages[0].answer
+            if isinstance(marker, str) and marker.startswith("page-") and marker[5:].isdigit():
+                return pages[int(marker[5:])].answer
+            return INVALID_MARKER
+        arn = str(params.get("GatewayARN"))
+        infos = [{"VolumeARN": volume_of(arn), "VolumeRecoveryPointTime": GOOD_POINT,
+                  "VolumeSizeInBytes": 1024, "VolumeUsageInBytes": "512"}]  # fmt: skip
+        return json_answer({"GatewayARN": arn, "VolumeRecoveryPointInfos": infos})
+
+    return respond
+
+
+@SETTINGS
+@given(data=st.data())
+def test_hostile_gateway_listings_become_sane_records_or_error_records(
+    hostile: Harness, data: st.DataObject
+) -> None:
+    pages = data.draw(listings(hostile))
+    outcome = hostile.scan(_listing_responder(pages))
+
+    # What a correct scanner must write (required) and may write (allowed), walking the pages.
+    required: dict[str, dict[str, Any]] = {}
+    allowed: dict[str, dict[str, Any]] = {}
+    listing_error = False
+    for page in pages:
+        if page.items is None:
+            listing_error = True
+            break
+        usable = {item["GatewayARN"]: item for item in page.items if usable_gateway(item)}
+        allowed.update(usable)
+        if len(usable) < len(page.items):
+            listing_error = True  # a gateway that cannot be recorded must not vanish silently
+        elif not listing_error:
+            required.update(usable)
+        if page.follows != "next":
+            listing_error = listing_error or page.follows == "bad"
+            break
+
+    gateways = {g["gateway_arn"]: g for g in outcome.records["gateways"]}
+    assert len(gateways) == len(outcome.records["gateways"]), "a gateway was recorded twice"
+    assert set(required) <= set(gateways) <= set(allowed)
+    assert bool(outcome.errors("ListGateways")) == listing_error
+    assert all(e["operation"] == "ListGateways" for e in outcome.records["errors"])
+    assert outcome.result.status == ("partial" if listing_error else "complete")
+
+    scanned = set()
+    for arn, record in gateways.items():
+        sent = allowed[arn]
+        assert record["account_id"] == hostile.account
+        assert record["region"] == REGION
+        assert record["gateway_id"] == arn.rsplit("/", 1)[1]
+        assert record["gateway_name"] == expected_text(sent.get("GatewayName"))
+        assert record["gateway_type"] == expected_text(sent.get("GatewayType"))
+        assert record["gateway_operational_state"] == expected_text(
+            sent.get("GatewayOperationalState")
+        )
+        assert record["host_environment"] == expected_text(sent.get("HostEnvironment"))
+        if sent.get("GatewayType") == "CACHED":
+            assert (record["status"], record["recovery_point_count"]) == ("scanned", 1)
+            scanned.add(arn)
+        else:
+            assert (record["status"], record["recovery_point_count"]) == ("not_cached", None)
+    # A call for every cached gateway and for no other; its one volume recorded as sent.
+    asked = [r.params["GatewayARN"] for r in outcome.requests if r.operation != "ListGateways"]
+    assert sorted(asked) == sorted(scanned)
+    points = {(p["gateway_arn"], p["volume_arn"]): p for p in outcome.records["recovery_points"]}
+    assert set(points) == {(arn, volume_of(arn)) for arn in scanned}
+    for point in points.values():
+        assert point["recovery_point_time"] == GOOD_POINT
+        assert (point["volume_size_bytes"], point["volume_usage_bytes"]) == (1024, 512)
+
+
+# -- ListVolumeRecoveryPoints: hostile volumes --------------------------------------------------
+
+
+@st.composite
+def volume_item(draw: st.DrawFn, gateway_arn: str, index: int) -> Any:
+    kind = draw(st.sampled_from(["good"] * 8 + ["bad_arn", "null"]))
+    if kind == "null":
+        return None  # botocore keeps a null list item; nothing to record from it
+    arn: Any = f"{gateway_arn}/volume/vol-{index:012X}"
+    if kind == "bad_arn":
+        arn = draw(
+            st.sampled_from(
+                ["", "vol-1", gateway_arn, arn + " ", arn.replace("vol-", "vol-" + "F" * 30)]
+            )
+            | NOT_A_STRING
+            | st.just(ABSENT)
+        )
+    spec = {
+        "VolumeRecoveryPointTime": times(),
+        "VolumeSizeInBytes": SIZES,
+        "VolumeUsageInBytes": SIZES,
+    }
+    pairs = _fields(draw, spec, "VolumeARN")
+    if arn is not ABSENT:
+        pairs.insert(draw(st.integers(0, len(pairs))), ("VolumeARN", arn))
+    return Obj(tuple(pairs))
+
+
+@dataclass
+class PointsAnswer:
+    answer: Answer
+    items: list[Any] | None  # what a parser sees; None: not a usable answer
+
+
+@st.composite
+def points_answer(draw: st.DrawFn, gateway_arn: str, first: int) -> PointsAnswer:
+    if draw(st.integers(0, 3)) == 0:
+        return PointsAnswer(bad_body(draw, "VolumeRecoveryPointInfos"), None)
+    items = [draw(volume_item(gateway_arn, first + i)) for i in range(draw(st.integers(0, 5)))]
+    top: list[tuple[str, Any]] = [("GatewayARN", gateway_arn), ("VolumeRecoveryPointInfos", items)]
+    extras = draw(st.dictionaries(st.text(min_size=1, max_size=8), JUNK, max_size=2))
+    top.extend(
+        (k, v) for k, v in extras.items() if k not in ("GatewayARN", "VolumeRecoveryPointInfos")
+    )
+    return PointsAnswer(
+        answer(Obj(tuple(top)), content_type=draw(CONTENT_TYPES)), [_effective(i) for i in items]
+    )
+
+
+def usable_volume(item: Any) -> bool:
+    return isinstance(item, dict) and is_volume_arn(item.get("VolumeARN"))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_hostile_recovery_points_become_sane_records_or_error_records(
+    hostile: Harness, data: st.DataObject
+) -> None:
+    count = data.draw(st.integers(1, 3))
+    arns = [hostile.gateway_arn(0x100 + i) for i in range(count)]
+    answers = {arn: data.draw(points_answer(arn, i * 100)) for i, arn in enumerate(arns)}
+    listing = {
+        "Gateways": [
+            {
+                "GatewayARN": arn,
+                "GatewayId": arn[-12:],
+                "GatewayType": "CACHED",
+                "GatewayName": f"gw{i}",
+            }
+            for i, arn in enumerate(arns)
+        ]
+    }
+
+    def respond(request: Request) -> Answer:
+        if request.operation == "ListGateways":
+            return json_answer(listing)
+        return answers[request.params["GatewayARN"]].answer
+
+    outcome = hostile.scan(respond)
+
+    gateways = {g["gateway_arn"]: g for g in outcome.records["gateways"]}
+    assert sorted(gateways) == sorted(arns), "every listed gateway is recorded exactly once"
+    points: dict[str, dict[str, Any]] = {}
+    for point in outcome.records["recovery_points"]:
+        assert point["volume_arn"] not in points, "a recovery point was recorded twice"
+        points[point["volume_arn"]] = point
+    for arn, sent in answers.items():
+        record = gateways[arn]
+        errors = outcome.errors("ListVolumeRecoveryPoints", arn)
+        mine = {v: p for v, p in points.items() if p["gateway_arn"] == arn}
+        usable = {i["VolumeARN"]: i for i in sent.items or [] if usable_volume(i)}
+        assert set(mine) <= set(usable)
+        if sent.items is None:
+            assert errors, f"an unusable answer for {arn} left no error record"
+            assert (record["status"], mine) == ("error", {})
+        elif len(usable) == len(sent.items):
+            assert not errors
+            assert (record["status"], record["recovery_point_count"]) == ("scanned", len(usable))
+            assert set(mine) == set(usable)
+        else:
+            assert errors, f"a volume of {arn} that cannot be recorded vanished silently"
+        if record["status"] == "error":
+            assert errors
+            assert record["recovery_point_count"] is None
+            last = errors[-1]
+            assert record["error_code"] == (last["gateway_error_code"] or last["error_code"])
+        else:
+            assert record["status"] == "scanned"
+            assert record["recovery_point_count"] == len(mine)
+        for volume_arn, point in mine.items():
+            item = usable[volume_arn]
+            assert point["gateway_id"] == arn.rsplit("/", 1)[1]
+            assert point["volume_id"] == volume_arn.rsplit("/", 1)[1]
+            assert point["volume_size_bytes"] == expected_bytes(item.get("VolumeSizeInBytes"))
+            assert point["volume_usage_bytes"] == expected_bytes(item.get("VolumeUsageInBytes"))
+            when = expected_time(item.get("VolumeRecoveryPointTime"))
+            assert point["recovery_point_time"] == when
+            if when is None:
+                assert point["recovery_point_age_seconds"] is None
+            else:
+                scanned = dt.datetime.fromisoformat(point["scanned_at"].replace("Z", "+00:00"))
+                point_time = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+                age = (scanned - point_time).total_seconds()
+                assert abs(point["recovery_point_age_seconds"] - age) < 0.01
+    for error in outcome.records["errors"]:
+        assert error["operation"] == "ListVolumeRecoveryPoints"
+        assert len(error["error_code"]) <= 200
+        assert len(error["message"]) <= 500
+    state_only = all(
+        e["error_code"] == "InvalidGatewayRequestException" for e in outcome.records["errors"]
+    )
+    assert outcome.result.status == ("complete" if state_only else "partial")
+
+
+# -- shapes no generator draws often enough: huge pages, endless markers, duplicates ------------
+
+
+def test_huge_pages_of_thousands_of_gateways(hostile: Harness) -> None:
+    rng = random.Random(5)
+    per_page, pages = 2500, 3
+    kinds = ["CACHED"] + ["STORED", "VTL", "FILE_S3", "FILE_FSX_SMB"] * 20
+    listing = []
+    for number in range(pages):
+        gateways = []
+        for i in range(per_page):
+            index = number * per_page + i
+            gateways.append(
+                {
+                    "GatewayARN": hostile.gateway_arn(index),
+                    "GatewayType": kinds[index % len(kinds)],
+                    "GatewayName": "".join(rng.choices("abcdefgh é\u2028", k=12)),
+                    "Ec2InstanceId": f"i-{index:017x}",
+                    "SoftwareVersion": "2.9." + str(index),
+                }
+            )
+        page: dict[str, Any] = {"Gateways": gateways}
+        if number + 1 < pages:
+            page["Marker"] = f"page-{number + 1}"
+        listing.append(Page(json_answer(page), gateways, "next"))
+
+    outcome = hostile.scan(_listing_responder(listing))
+
+    assert outcome.result.status == "complete"
+    assert len(outcome.records["gateways"]) == per_page * pages
+    assert len({g["gateway_arn"] for g in outcome.records["gateways"]}) == per_page * pages
+    cached = [g for g in outcome.records["gateways"] if g["gateway_type"] == "CACHED"]
+    assert (
+        len(cached) == len(outcome.records["recovery_points"]) == per_page * pages // len(kinds) + 1
+    )
+    assert outcome.manifest["summary"]["api_calls"]["ListGateways"] == pages
+
+
+@pytest.mark.parametrize("cycle", [1, 3])
+def test_a_marker_that_never_ends_the_listing_ends_the_scan(hostile: Harness, cycle: int) -> None:
+    """A page whose Marker leads back to an earlier page: the listing would never end."""
+    arns = [hostile.gateway_arn(0x500 + i) for i in range(cycle)]
+
+    def respond(request: Request) -> Answer:
+        if request.operation != "ListGateways":
+            return INVALID_MARKER
+        marker = request.params.get("Marker") or "loop-0"
+        number = int(marker.removeprefix("loop-"))
+        gateway = {"GatewayARN": arns[number], "GatewayType": "STORED"}
+        return json_answer({"Gateways": [gateway], "Marker": f"loop-{(number + 1) % cycle}"})
+
+    outcome = hostile.scan(respond, hang_guard=20)
+
+    assert outcome.result.status == "partial"
+    assert outcome.errors("ListGateways"), "the endless listing must be reported"
+    assert sorted(g["gateway_arn"] for g in outcome.records["gateways"]) == sorted(arns)
+
+
+def test_a_gateway_or_volume_listed_twice_is_recorded_once(hostile: Harness) -> None:
+    """Paging is not atomic (a gateway added mid-listing shifts the next page): repeats happen."""
+    arn, other = hostile.gateway_arn(0x600), hostile.gateway_arn(0x601)
+    volume = volume_of(arn)
+    pages = [
+        {"Gateways": [{"GatewayARN": arn, "GatewayType": "CACHED"}], "Marker": "page-1"},
+        {"Gateways": [{"GatewayARN": other, "GatewayType": "VTL"},
+                      {"GatewayARN": arn, "GatewayType": "CACHED"}]},
+    ]  # fmt: skip
+
+    def respond(request: Request) -> Answer:
+        if request.operation == "ListGateways":
+            return json_answer(pages[1] if request.params.get("Marker") else pages[0])
+        info = {"VolumeARN": volume, "VolumeRecoveryPointTime": GOOD_POINT, "VolumeSizeInBytes": 1}
+        return json_answer({"GatewayARN": arn, "VolumeRecoveryPointInfos": [info, dict(info)]})
+
+    outcome = hostile.scan(respond)
+
+    assert sorted(g["gateway_arn"] for g in outcome.records["gateways"]) == sorted([arn, other])
+    assert [p["volume_arn"] for p in outcome.records["recovery_points"]] == [volume]
+    (cached,) = [g for g in outcome.records["gateways"] if g["gateway_arn"] == arn]
+    assert cached["recovery_point_count"] == 1
+
+
+# -- the readers of API values, on their own (fast, so many more examples) ----------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=SIZES)
+def test_sizes_are_read_as_byte_counts_or_null(value: Any) -> None:
+    from fleetscan._records import parse_bytes
+
+    assert parse_bytes(value) == expected_bytes(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    moment=st.datetimes(dt.datetime(1, 1, 2), dt.datetime(9999, 12, 30), timezones=st.just(dt.UTC)),
+    offset_minutes=st.integers(-14 * 60 + 1, 14 * 60 - 1),
+    timespec=st.sampled_from(["auto", "seconds", "milliseconds", "microseconds"]),
+)
+def test_every_iso_spelling_of_an_instant_reads_as_that_instant(
+    moment: dt.datetime, offset_minutes: int, timespec: str
+) -> None:
+    from fleetscan._records import format_time, parse_time
+
+    local = moment.astimezone(dt.timezone(dt.timedelta(minutes=offset_minutes)))
+    spelled = local.isoformat(timespec=timespec)
+    truncated = {"seconds": moment.replace(microsecond=0)}.get(timespec, moment)
+    if timespec == "milliseconds":
+        truncated = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    assert parse_time(spelled) == truncated
+    assert format_time(truncated) == expected_time(spelled)
+    assert format_time(truncated)[:4] == f"{truncated.year:04d}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=times())
+def test_any_recovery_point_time_reads_as_an_instant_or_null(value: Any) -> None:
+    from fleetscan._records import format_time, parse_time
+
+    parsed = parse_time(value)
+    assert (format_time(parsed) if parsed else None) == expected_time(value)
