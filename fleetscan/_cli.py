@@ -107,6 +107,19 @@ def _size(text: str) -> int:
     return int(match["number"]) * factor
 
 
+_FILE_MODE = re.compile(r"(?:0o?)?(?P<digits>[0-7]{1,3})", re.IGNORECASE)
+
+
+def _file_mode(text: str) -> int:
+    """Octal permission bits as ``chmod`` takes them: ``0640``, ``640`` or ``0o640``."""
+    match = _FILE_MODE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an octal permission mode from 000 to 777 (e.g. 0600, 0640)"
+        )
+    return int(match["digits"], 8)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -243,6 +256,12 @@ def _add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False)
         help=f"roll files over at this size, at least {MIN_OBJECT_BYTES >> 20}MiB (default 128MiB)",
     )
     output.add_argument("--run-id", metavar="ID", help="default: a fresh, sortable id")
+    output.add_argument(
+        "--file-mode",
+        type=_file_mode,
+        metavar="MODE",
+        help="permissions of every output file and its folders, in octal (default 0600)",
+    )
     s3 = scan.add_argument_group("S3 output (with --output s3://BUCKET/PREFIX/)")
     s3.add_argument(
         "--sse",
@@ -422,6 +441,34 @@ def _add_emulator_placeholder(subparsers: Any) -> None:
     )
 
 
+def _add_schema_parser(subparsers: Any) -> None:
+    schema: argparse.ArgumentParser = subparsers.add_parser(
+        "schema",
+        help="print the datasets' JSON Schemas, Athena DDL or Glue table definitions",
+        description="Print the record schema of the datasets as JSON Schema, Athena CREATE "
+        "EXTERNAL TABLE statements (Hive JSON SerDe, partition projection on dt) or Glue "
+        "TableInput JSON for `aws glue create-table --table-input`.",
+        allow_abbrev=False,
+    )
+    schema.add_argument("--format", required=True, choices=("json-schema", "athena", "glue"))
+    schema.add_argument(
+        "--dataset",
+        choices=("recovery_points", "gateways", "errors"),
+        help="one dataset (default: all three)",
+    )
+    schema.add_argument(
+        "--location",
+        metavar="S3_URL",
+        help="the scan's --output, s3://BUCKET/PREFIX/ (athena and glue; default: a placeholder)",
+    )
+
+
+def _schema(args: argparse.Namespace) -> int:
+    export = importlib.import_module("fleetscan._schema_export")
+    sys.stdout.write(export.render(args.format, args.dataset, args.location))
+    return 0
+
+
 def build_parser(
     add_emulator_parser: Callable[[Any], None] = _add_emulator_placeholder,
 ) -> argparse.ArgumentParser:
@@ -436,6 +483,7 @@ def build_parser(
     _add_scan_parser(subparsers)
     _add_demo_parser(subparsers)
     _add_audit_parser(subparsers)
+    _add_schema_parser(subparsers)
     add_emulator_parser(subparsers)
     return parser
 
@@ -547,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scan(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "schema":
+            return _schema(args)
         return _demo(args)
     except SystemExit as exit_:
         # argparse's --help, --version and usage errors: give main()'s callers the code.

@@ -644,6 +644,8 @@ def load_accounts_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
         raise ConfigError("accounts_file", f"{source}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError("accounts_file", f"cannot read {source}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte, which no file name can hold
+        raise ConfigError("accounts_file", f"{_show(str(source))} is not a usable path") from None
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if not _is_skipped(line)]
     if not lines:
         raise ConfigError("accounts_file", f"{source}: no account ids in the file")
@@ -790,10 +792,13 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     source = Path(path)
     try:
-        with source.open("rb") as stream:
-            document = tomllib.load(stream)
+        raw = source.read_bytes()
     except OSError as exc:
         raise ConfigError("config", f"cannot read {source}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte, which no file name can hold
+        raise ConfigError("config", f"{_show(str(source))} is not a usable path") from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError("config", f"{source}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

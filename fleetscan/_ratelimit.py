@@ -1,8 +1,10 @@
 """Adaptive rate limiting per (account, region): the scope at which Storage Gateway throttles.
 
-Each bucket is a GCRA token bucket (rate, burst). A throttle answer halves the bucket's rate for
-every task sharing it; successes then raise it back towards the configured rate, a little per
-second, so a throttling storm is absorbed instead of being answered with more calls.
+Each bucket is a GCRA token bucket (rate, burst). A throttle answer cuts the bucket's rate and
+makes it strict (burst 1) for every task sharing it, and pauses it for one interval; quiet time
+then raises the rate back towards the configured one, a little per second, and the burst with
+it. Multiplicative decrease, additive increase: the same shape TCP uses to share a link, so a
+throttling storm is absorbed instead of being answered with more calls.
 """
 
 from __future__ import annotations
@@ -15,13 +17,27 @@ class AdaptiveBucket:
 
     #: Lowest rate a throttled bucket falls to (requests/s).
     MIN_RATE = 0.5
-    #: Recovery: fraction of the configured rate regained per second without throttling.
-    RECOVERY_PER_SECOND = 0.1
+    #: Multiplicative decrease on a throttle.
+    DECREASE = 0.6
+    #: Additive increase: fraction of the configured rate regained per quiet second.
+    RECOVERY_PER_SECOND = 0.05
+    #: Recovery starts this long after the last throttle.
+    QUIET_SECONDS = 1.0
 
-    __slots__ = ("_last_throttle", "_last_update", "_tat", "burst", "max_rate", "rate", "throttles")
+    __slots__ = (
+        "_last_throttle",
+        "_last_update",
+        "_tat",
+        "burst",
+        "max_burst",
+        "max_rate",
+        "rate",
+        "throttles",
+    )
 
     def __init__(self, rate: float, burst: int) -> None:
         self.max_rate = rate
+        self.max_burst = burst
         self.rate = rate
         self.burst = burst
         self.throttles = 0
@@ -43,19 +59,22 @@ class AdaptiveBucket:
     def on_throttle(self) -> None:
         now = anyio.current_time()
         self.throttles += 1
-        # Several in-flight calls often fail together: one halving per 100 ms is enough.
-        if now - self._last_throttle > 0.1:
-            self.rate = max(self.MIN_RATE, self.rate / 2)
-            # Drop the credit built up at the old rate so the next calls really wait.
-            self._tat = max(self._tat, now + 1.0 / self.rate)
+        # Calls in flight together fail together: one decrease per interval is enough.
+        if now - self._last_throttle > 1.0 / self.rate:
+            self.rate = max(self.MIN_RATE, self.rate * self.DECREASE)
+            self.burst = 1
+            # Pause: the next slot is one (new) interval away, whatever credit had built up.
+            self._tat = now + 1.0 / self.rate
         self._last_throttle = now
         self._last_update = now
 
     def _recover(self, now: float) -> None:
-        # Linear recovery, starting one second after the last throttle.
-        if self.rate < self.max_rate and now - self._last_throttle > 1.0:
+        if self.rate < self.max_rate and now - self._last_throttle > self.QUIET_SECONDS:
             regained = self.max_rate * self.RECOVERY_PER_SECOND * (now - self._last_update)
             self.rate = min(self.max_rate, self.rate + regained)
+            self.burst = max(
+                1, min(self.max_burst, round(self.max_burst * self.rate / self.max_rate))
+            )
         self._last_update = now
 
 

@@ -54,6 +54,10 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+#: The caller's keys have expired: refresh them, then try again.
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """A failed call, reduced to what an error record and the retry decision need."""
@@ -105,7 +109,7 @@ def classify(exc: BaseException) -> Failure:
             throttled
             or code in TRANSIENT_CODES
             or (status is not None and status >= 500)
-            or code == "ExpiredToken"  # credentials are refreshed before the next attempt
+            or code in EXPIRED_CODES  # credentials are refreshed before the next attempt
         )
         return Failure(
             code,

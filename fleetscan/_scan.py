@@ -55,7 +55,7 @@ from ._records import (
     parse_bytes,
     parse_time,
 )
-from ._retry import Backoff, Failure, MalformedResponse, RetryBudget, classify
+from ._retry import EXPIRED_CODES, Backoff, Failure, MalformedResponse, RetryBudget, classify
 
 #: Gateway failures that describe the gateway, not the scan: the unit still counts as done.
 GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
@@ -235,7 +235,7 @@ class Engine:
                 stats.throttles += 1
                 if bucket is not None:
                     bucket.on_throttle()
-            if failure.error_code == "ExpiredToken" and isinstance(
+            if failure.error_code in EXPIRED_CODES and isinstance(
                 credentials, AssumedRoleCredentials
             ):
                 credentials.expire()
@@ -245,7 +245,10 @@ class Engine:
                 stats.retries_denied += 1
                 raise CallFailed(operation, failure, attempt)
             stats.retries += 1
-            await anyio.sleep(self._backoff.delay(attempt))
+            if not (failure.throttled and bucket is not None):
+                # A throttled call waits for its bucket instead: the bucket has just slowed
+                # down for every task sharing it, which is the backoff that matters.
+                await anyio.sleep(self._backoff.delay(attempt))
 
     async def _plain_call(
         self, fn: Callable[[], Awaitable[dict[str, Any]]], operation: str

@@ -24,10 +24,14 @@ _VALIDATORS = {
 }
 
 
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _problems(name: str, instance: Any) -> list[str]:
-    return [
-        f"{list(e.absolute_path)}: {e.message}" for e in _VALIDATORS[name].iter_errors(instance)
-    ]
+    """The schema violations of ``instance``, each cut short: a hostile value can be huge."""
+    errors = _VALIDATORS[name].iter_errors(instance)
+    return [f"{list(e.absolute_path)}: {_short(e.message)}" for e in errors]
 
 
 def check_run_output(dest: Path, run_id: str) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -55,7 +59,7 @@ def check_run_output(dest: Path, run_id: str) -> tuple[dict[str, Any], dict[str,
         for number, line in enumerate(lines, 1):
             record = json.loads(line.decode("utf-8"))
             problems = _problems(entry["dataset"], record)
-            assert not problems, f"{path}:{number}: {problems}\n{record}"
+            assert not problems, f"{path}:{number}: {problems}\n{_short(repr(record), 2000)}"
             records[entry["dataset"]].append(record)
     for name in DATASETS:
         assert manifest["records"][name] == len(records[name]), f"records[{name}] is wrong"

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .._config import ScanConfig
+from .._config import ScanConfig, parse_s3_url
 from .._exceptions import ConfigError
 from ._evaluate import AuditResult, audit
 from ._policy import Policy, format_duration
@@ -65,13 +65,15 @@ async def audit_to_dir(
 def check_source(source: str) -> str:
     """A local ``--input`` must be an existing directory (S3 is checked when it is read)."""
     if source.startswith("s3://"):
+        parse_s3_url(source, "--input")
         return source
     if "://" in source:
         raise ConfigError("--input", f"{source}: give a local directory or s3://bucket/prefix/")
     if not os.path.isdir(source):
         what = "does not exist" if not os.path.exists(source) else "is not a directory"
         raise ConfigError("--input", f"{source} {what}")
-    return source
+    # Absolute, so the report's evidence names the data wherever the report is read.
+    return os.path.abspath(source)
 
 
 def run_audit_command(request: AuditRequest) -> int:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from .._exceptions import ConfigError
 from .._records import parse_time
-from . import _source
+from .._sinks._read import aiter_records, alatest_run, alist_runs, aread_manifest
 from ._policy import DEFAULT_RULE, Policy
 
 Status = Literal["compliant", "stale", "unknown"]
@@ -204,10 +204,10 @@ async def resolve_run(source: str, run_id: str | None) -> str:
     """``--run`` as given, or the latest complete run under ``source`` (ConfigError: none)."""
     if run_id is not None:
         return run_id
-    latest = await _source.alatest_run(source, complete_only=True)
+    latest = await alatest_run(source, complete_only=True)
     if latest is not None:
         return latest
-    runs = await _source.alist_runs(source)
+    runs = await alist_runs(source)
     if runs:
         statuses = Counter(str(r.get("status")) for r in runs)
         listed = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
@@ -233,12 +233,13 @@ async def audit(
     """
     run_id = await resolve_run(source, run_id)
     try:
-        manifest = await _source.aread_manifest(source, run_id)
+        manifest = await aread_manifest(source, run_id)
     except FileNotFoundError:
         raise ConfigError("--run", f"no run {run_id!r} under {source}") from None
-    summary = manifest.get("summary") if isinstance(manifest.get("summary"), dict) else {}
-    assert isinstance(summary, dict)
-    accounts = _Accounts(summary)
+    except ValueError as exc:  # not a run id, or not a fleetscan manifest
+        raise ConfigError("--run", str(exc)) from None
+    summary = manifest.get("summary")
+    accounts = _Accounts(summary if isinstance(summary, dict) else {})
     result = AuditResult(
         source=source,
         run_id=run_id,
@@ -280,17 +281,17 @@ async def audit(
     # Errors first (few), then gateways (only the failed ones are kept), then the volumes.
     unit_errors: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     gateway_errors: dict[str, dict[str, Any]] = {}
-    async for row in _source.aiter_records(source, run_id, "errors"):
+    async for row in aiter_records(source, run_id, "errors"):
         arn = row.get("gateway_arn")
         if arn:
             gateway_errors.setdefault(str(arn), row)
         else:
             unit_errors.setdefault((row.get("account_id"), row.get("region")), row)
     failed_gateways: dict[str, dict[str, Any]] = {}
-    async for row in _source.aiter_records(source, run_id, "gateways"):
+    async for row in aiter_records(source, run_id, "gateways"):
         if row.get("status") == "error":
             failed_gateways[str(row["gateway_arn"])] = row
-    async for row in _source.aiter_records(source, run_id, "recovery_points"):
+    async for row in aiter_records(source, run_id, "recovery_points"):
         record(_volume_finding(run_id, row))
     for arn in sorted(failed_gateways.keys() | gateway_errors.keys()):
         record(_gateway_finding(run_id, arn, failed_gateways.get(arn), gateway_errors.get(arn)))

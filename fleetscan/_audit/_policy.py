@@ -225,7 +225,9 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     names: set[str] = set()
     for index, raw in enumerate(raw_rules):
         rule = _rule(raw, index, fail)
-        if rule.name in names or rule.name == DEFAULT_RULE:
+        if rule.name == DEFAULT_RULE:
+            raise fail(f"rules[{index}].name", f"{DEFAULT_RULE!r} names volumes no rule selects")
+        if rule.name in names:
             raise fail(
                 f"rules[{index}].name", f"{rule.name!r} is used twice (names must be unique)"
             )

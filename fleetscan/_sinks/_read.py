@@ -2,22 +2,34 @@
 
 Readers go through the manifest, never a directory listing: only the manifest says which files
 belong to a run and that they are complete, and it carries their sizes and checksums.
+
+The ``a*`` functions are the async readers, for a local directory and for ``s3://bucket/prefix/``
+alike (same layout, same checks); the plain ones read a local directory synchronously.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path, PurePosixPath
+from types import TracebackType
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import orjson
 
+from .._config import parse_s3_url
+from .._exceptions import FleetscanError
 from .._records import DATASETS
+from .._retry import Backoff, RetryFailed, retry_call
 from ._common import MANIFEST_VERSION
+from ._s3 import create_s3_client, describe_failure
 
 _CHUNK = 1 << 20
 
@@ -35,12 +47,16 @@ def find_manifest(dest: str | os.PathLike[str], run_id: str) -> Path:
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a manifest file, refusing anything that is not a fleetscan manifest."""
+    return _parse_manifest(Path(path).read_bytes(), str(path))
+
+
+def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     try:
-        manifest = orjson.loads(Path(path).read_bytes())
+        manifest = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        raise ValueError(f"{where} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise ValueError(f"{path} is not a fleetscan manifest (version {MANIFEST_VERSION})")
+        raise ValueError(f"{where} is not a fleetscan manifest (version {MANIFEST_VERSION})")
     return manifest
 
 
@@ -78,10 +94,15 @@ def iter_records(
     for entry in manifest["files"]:
         if entry["dataset"] != dataset:
             continue
-        relpath = PurePosixPath(entry["path"])
-        if relpath.is_absolute() or ".." in relpath.parts:
-            raise ValueError(f"manifest of run {run_id!r} lists a path outside {dest}: {relpath}")
+        relpath = _safe_relpath(entry, run_id, dest)
         yield from _read_file(root.joinpath(*relpath.parts), entry, verify)
+
+
+def _safe_relpath(entry: dict[str, Any], run_id: str, dest: object) -> PurePosixPath:
+    relpath = PurePosixPath(entry["path"])
+    if relpath.is_absolute() or ".." in relpath.parts or not relpath.parts:
+        raise ValueError(f"manifest of run {run_id!r} lists a path outside {dest}: {relpath}")
+    return relpath
 
 
 def _read_file(path: Path, entry: dict[str, Any], verify: bool) -> Iterator[dict[str, Any]]:
@@ -113,3 +134,301 @@ def _read_file(path: Path, entry: dict[str, Any], verify: bool) -> Iterator[dict
     for key, value in found.items():
         if entry[key] != value:
             raise ValueError(f"{path}: {key} is {value}, the manifest says {entry[key]}")
+
+
+# -- async readers: a local directory or s3://bucket/prefix/ ---------------------------------
+
+_MANIFEST_KEY = re.compile(r"manifests/dt=[0-9]{4}-[0-9]{2}-[0-9]{2}/(?P<run_id>[^/]+)\.json")
+# The run ids fleetscan makes (20261127T205709Z-3f9a1c) name their start date: the manifest's key.
+_RUN_DATE = re.compile(r"(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})T[0-9]{6}Z-")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Attempts per S3 read (and re-opens of a body that broke off).
+READ_ATTEMPTS = 5
+#: Manifests fetched at once when listing the runs under an S3 destination.
+_MANIFEST_READS = 8
+
+
+def _is_s3(dest: str) -> bool:
+    return str(dest).startswith("s3://")
+
+
+def _check_run_id(run_id: str) -> None:
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"{run_id!r} is not a fleetscan run id")
+
+
+class _S3Reader:
+    """The objects under one ``s3://bucket/prefix/``, read with fleetscan's retries."""
+
+    def __init__(self, dest: str) -> None:
+        self.bucket, self.prefix = parse_s3_url(dest, "dest")
+        self.dest = f"s3://{self.bucket}/{self.prefix}"
+        self._backoff = Backoff()
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> _S3Reader:
+        self._client = await self._stack.enter_async_context(create_s3_client())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._client = None
+        with anyio.CancelScope(shield=True):
+            await self._stack.aclose()
+
+    def url(self, relpath: str) -> str:
+        return self.dest + relpath
+
+    async def _call(self, operation: str, relpath: str, **params: Any) -> dict[str, Any]:
+        method = getattr(self._client, _SNAKE[operation])
+        params["Bucket"] = self.bucket
+
+        async def call() -> dict[str, Any]:
+            answer: dict[str, Any] = await method(**params)
+            return answer
+
+        try:
+            return await retry_call(
+                call, operation=operation, max_attempts=READ_ATTEMPTS, backoff=self._backoff
+            )
+        except RetryFailed as exc:
+            if exc.failure.error_code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"{self.url(relpath)} does not exist") from None
+            raise FleetscanError(describe_failure(exc, self.url(relpath))) from exc
+
+    async def read(self, relpath: str) -> bytes:
+        """A whole (small) object."""
+        return b"".join([chunk async for chunk in self.chunks(relpath)])
+
+    async def chunks(self, relpath: str) -> AsyncIterator[bytes]:
+        """An object's bytes in order; a body that breaks off is re-opened where it stopped
+        (and only if the object is still the same one)."""
+        offset = 0
+        etag: str | None = None
+        reopened = 0
+        while True:
+            params: dict[str, Any] = {"Key": self.prefix + relpath}
+            if etag is not None:
+                params.update(Range=f"bytes={offset}-", IfMatch=etag)
+            answer = await self._call("GetObject", relpath, **params)
+            etag = etag or answer.get("ETag")
+            body = answer["Body"]
+            try:
+                async with body:
+                    while True:
+                        chunk = await body.read(_CHUNK)
+                        if not chunk:
+                            return
+                        offset += len(chunk)
+                        yield chunk
+            except Exception as exc:
+                if not _broke_off(exc):
+                    raise
+                broke: Exception = exc
+            reopened += 1
+            if etag is None or reopened >= READ_ATTEMPTS:
+                raise FleetscanError(f"reading {self.url(relpath)} broke off: {broke}") from broke
+            await anyio.sleep(self._backoff.delay(reopened))
+
+    async def manifest_keys(self) -> AsyncIterator[tuple[str, str]]:
+        """(run id, relpath) of every manifest under the destination, from a listing."""
+        params: dict[str, Any] = {"Prefix": self.prefix + "manifests/"}
+        while True:
+            page = await self._call("ListObjectsV2", "manifests/", **params)
+            for item in page.get("Contents") or ():
+                relpath = str(item["Key"])[len(self.prefix) :]
+                match = _MANIFEST_KEY.fullmatch(relpath)
+                if match is not None:
+                    yield match["run_id"], relpath
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            params["ContinuationToken"] = token
+
+    async def find_manifest(self, run_id: str) -> str:
+        """The relpath of ``run_id``'s manifest: named by the run id's date when fleetscan chose
+        the id (one GET, no listing permission needed), else found by listing."""
+        _check_run_id(run_id)
+        date = _RUN_DATE.match(run_id)
+        if date is not None:
+            guess = f"manifests/dt={date['y']}-{date['m']}-{date['d']}/{run_id}.json"
+            with contextlib.suppress(FileNotFoundError):
+                await self._call("HeadObject", guess, Key=self.prefix + guess)
+                return guess
+        found = [relpath async for rid, relpath in self.manifest_keys() if rid == run_id]
+        if not found:
+            raise FileNotFoundError(
+                f"no manifest for run {run_id!r} under {self.dest} (run incomplete?)"
+            )
+        if len(found) > 1:
+            raise ValueError(f"run {run_id!r} has several manifests under {self.dest}: {found}")
+        return found[0]
+
+    async def manifest(self, run_id: str) -> dict[str, Any]:
+        relpath = await self.find_manifest(run_id)
+        return _parse_manifest(await self.read(relpath), self.url(relpath))
+
+
+def _broke_off(exc: Exception) -> bool:
+    """A connection lost while a body was read: aiohttp's payload errors, botocore's streaming
+    and timeout errors, or a plain socket error."""
+    module = type(exc).__module__.split(".", 1)[0]
+    return isinstance(exc, OSError | EOFError) or module in ("aiohttp", "botocore", "aiobotocore")
+
+
+_SNAKE = {
+    "GetObject": "get_object",
+    "HeadObject": "head_object",
+    "ListObjectsV2": "list_objects_v2",
+}
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as handle:
+        while chunk := await handle.read(_CHUNK):
+            yield chunk
+
+
+async def _parse_records(
+    chunks: AsyncIterator[bytes], entry: dict[str, Any], where: str
+) -> AsyncIterator[dict[str, Any]]:
+    """The records of one file, then its size, sha256 and record count checked against the
+    manifest (a mismatch raises :class:`ValueError` naming the file)."""
+    sha = hashlib.sha256()
+    stored = 0
+    records = 0
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if where.endswith(".gz") else None
+    tail = b""
+    async for raw in chunks:
+        sha.update(raw)
+        stored += len(raw)
+        chunk = inflate.decompress(raw) if inflate is not None else raw
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            records += 1
+            yield orjson.loads(line)
+    if inflate is not None:
+        lines = (tail + inflate.flush()).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            records += 1
+            yield orjson.loads(line)
+    if tail:
+        raise ValueError(f"{where} ends in the middle of a record")
+    found = {"bytes": stored, "sha256": sha.hexdigest(), "records": records}
+    for key, value in found.items():
+        if entry[key] != value:
+            raise ValueError(f"{where}: {key} is {value}, the manifest says {entry[key]}")
+
+
+async def aread_manifest(dest: str, run_id: str) -> dict[str, Any]:
+    """The manifest of ``run_id`` under ``dest`` (a directory or ``s3://bucket/prefix/``).
+
+    Raises FileNotFoundError when the run has no manifest (it never finished), ValueError when
+    the file is not a fleetscan manifest, :class:`FleetscanError` when S3 refuses the read.
+    """
+    if _is_s3(dest):
+        async with _S3Reader(dest) as reader:
+            return await reader.manifest(run_id)
+    _check_run_id(run_id)
+    return await anyio.to_thread.run_sync(lambda: read_manifest(find_manifest(dest, run_id)))
+
+
+async def aiter_records(dest: str, run_id: str, dataset: str) -> AsyncIterator[dict[str, Any]]:
+    """Every record of one dataset of a run, in the order written, local or S3.
+
+    Files are streamed (memory stays bounded), and each one's size, sha256 and record count are
+    checked against the manifest once read, as :func:`iter_records` does: a mismatch raises
+    ValueError naming the file, after that file's records have been yielded.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    if _is_s3(dest):
+        async with _S3Reader(dest) as reader:
+            manifest = await reader.manifest(run_id)
+            for entry in manifest["files"]:
+                if entry["dataset"] != dataset:
+                    continue
+                relpath = str(_safe_relpath(entry, run_id, dest))
+                chunks = reader.chunks(relpath)
+                async for record in _parse_records(chunks, entry, reader.url(relpath)):
+                    yield record
+        return
+    manifest = await aread_manifest(dest, run_id)
+    root = Path(dest)
+    for entry in manifest["files"]:
+        if entry["dataset"] != dataset:
+            continue
+        path = root.joinpath(*_safe_relpath(entry, run_id, dest).parts)
+        async for record in _parse_records(_file_chunks(path), entry, str(path)):
+            yield record
+
+
+def _run_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": str(manifest["run_id"]),
+        "status": str(manifest["status"]),
+        "started_at": str(manifest["started_at"]),
+    }
+
+
+def _local_runs(dest: str) -> list[dict[str, Any]]:
+    runs = []
+    pattern = os.path.join(glob.escape(os.fspath(dest)), "manifests", "dt=*", "*.json")
+    for path in glob.glob(pattern):
+        try:
+            runs.append(_run_summary(read_manifest(path)))
+        except (OSError, ValueError, KeyError):
+            continue  # not a fleetscan manifest: someone else's file
+    return runs
+
+
+async def _s3_runs(dest: str) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    async with _S3Reader(dest) as reader:
+        relpaths = [relpath async for _, relpath in reader.manifest_keys()]
+        limiter = anyio.CapacityLimiter(_MANIFEST_READS)
+
+        async def load(relpath: str) -> None:
+            async with limiter:
+                try:
+                    data = await reader.read(relpath)
+                    runs.append(_run_summary(_parse_manifest(data, reader.url(relpath))))
+                except (FileNotFoundError, ValueError, KeyError):
+                    return  # deleted meanwhile, or not a fleetscan manifest
+
+        async with anyio.create_task_group() as tg:
+            for relpath in relpaths:
+                tg.start_soon(load, relpath)
+    return runs
+
+
+async def alist_runs(dest: str) -> list[dict[str, Any]]:
+    """Every run under ``dest`` that has a manifest, oldest first: ``run_id``, ``status``
+    (complete, partial, failed, interrupted) and ``started_at`` (UTC RFC 3339).
+
+    A run without a manifest never finished and is not listed, whatever it left behind.
+    """
+    if _is_s3(dest):
+        runs = await _s3_runs(dest)
+    else:
+        runs = await anyio.to_thread.run_sync(_local_runs, dest)
+    return sorted(runs, key=lambda run: (run["started_at"], run["run_id"]))
+
+
+async def alatest_run(dest: str, *, complete_only: bool = True) -> str | None:
+    """The id of the run under ``dest`` that started last (None: there is none).
+
+    With ``complete_only`` (the default) only runs whose manifest says ``complete`` count;
+    otherwise any run with a manifest (partial, failed and interrupted ones too).
+    """
+    runs = await alist_runs(dest)
+    if complete_only:
+        runs = [run for run in runs if run["status"] == "complete"]
+    return str(runs[-1]["run_id"]) if runs else None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -465,7 +466,13 @@ class S3Sink:
 
         async def call() -> dict[str, Any]:
             stats.requests[operation] += 1
-            answer: dict[str, Any] = await method(**params)
+            body = params.get("Body")
+            if isinstance(body, bytes):
+                # A fresh stream per attempt: aiohttp sends a file-like body in chunks, where a
+                # large bytes body is one write (and a ResourceWarning).
+                answer: dict[str, Any] = await method(**{**params, "Body": io.BytesIO(body)})
+            else:
+                answer = await method(**params)
             return answer
 
         def failed(failure: Failure) -> None:

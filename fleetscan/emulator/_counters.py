@@ -21,6 +21,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "slow",
     "internal_error",
     "malformed",
+    "expired_token",
 )
 
 

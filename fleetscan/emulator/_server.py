@@ -31,6 +31,7 @@ import itertools
 import random
 import re
 import socket
+import time
 import struct
 import threading
 import uuid
@@ -131,6 +132,9 @@ def _serialization_error(message: str) -> ApiError:
 
 _MISSING_TOKEN = ApiError(
     403, _CORAL + "MissingAuthenticationTokenException", "Request is missing Authentication Token"
+)
+_EXPIRED_TOKEN = ApiError(
+    400, _CORAL + "ExpiredTokenException", "The security token included in the request is expired"
 )
 _UNRECOGNIZED_CLIENT = ApiError(
     400,
@@ -352,6 +356,9 @@ class EmulatorServer:
         self._random = random.Random()
         self._pairs: dict[tuple[str, str], _PairView] = {}
         self._auth_cache: dict[str, tuple[str, str] | ApiError] = {}
+        #: Seconds a key works after its first use (None: forever); see ``credential_ttl``.
+        self.credential_ttl: float | None = None
+        self._key_first_seen: dict[str, float] = {}
         self._sleepers: set[asyncio.Task[Any]] = set()
         self._runner: web.ServerRunner | None = None
         self._endpoint_url: str | None = None
@@ -458,6 +465,9 @@ class EmulatorServer:
             self.counters.reject(caller.code)
             return self._response(caller.status, caller.body())
         account_id, region = caller
+        if self.credential_ttl is not None and self._expired(headers.get("Authorization", "")):
+            self.counters.fault("expired_token")
+            return self._error(_EXPIRED_TOKEN)
         target = headers.get("X-Amz-Target", "")
         handler = self._handlers.get(target)
         if handler is None:
@@ -491,6 +501,20 @@ class EmulatorServer:
             status = 200
             body = body[: len(body) // 2]
         return self._response(status, body)
+
+    def _expired(self, authorization: str) -> bool:
+        """Keys "expire" ``credential_ttl`` seconds after this server first saw them.
+
+        Real session keys expire on a clock the scanner cannot see; this makes a scan longer
+        than a session cheap to test (an AssumeRole session lasts at least 15 minutes).
+        """
+        start = authorization.find("Credential=") + len("Credential=")
+        key = authorization[start : authorization.find("/", start)]
+        now = time.monotonic()
+        if len(self._key_first_seen) >= _AUTH_CACHE_LIMIT:
+            self._key_first_seen.clear()
+        first = self._key_first_seen.setdefault(key, now)
+        return now - first > (self.credential_ttl or 0.0)
 
     def _caller(self, authorization: str | None, headers: Any) -> tuple[str, str] | ApiError:
         """(account, region) from the SigV4 credential scope, or the error AWS answers."""
@@ -806,6 +830,14 @@ class EmulatorThread:
     @property
     def fleet(self) -> Fleet:
         return self.server.fleet
+
+    @property
+    def credential_ttl(self) -> float | None:
+        return self.server.credential_ttl
+
+    @credential_ttl.setter
+    def credential_ttl(self, seconds: float | None) -> None:
+        self.server.credential_ttl = seconds  # one attribute write: safe across threads
 
     @property
     def faults(self) -> Faults:
