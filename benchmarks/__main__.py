@@ -121,10 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{name}: {result['elapsed_s']:.0f} s]", flush=True)
 
     report["duration_s"] = round(time.perf_counter() - clock, 1)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nall benchmarks took {report['duration_s']:.0f} s; results: {path}")
+    print(
+        f"\nall benchmarks took {report['duration_s']:.0f} s (load average at the end: "
+        f"{report['machine']['load_average_at_end']}); results: {path}"
+    )
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1

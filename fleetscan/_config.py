@@ -43,7 +43,7 @@ _EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]+", re.ASCII)
 _SESSION_NAME = re.compile(r"[\w+=,.@-]+", re.ASCII)
 _ROLE_ARN = re.compile(
     r"arn:(?P<partition>[^:]*):iam::(?P<account>[^:]*):role/"
-    r"(?P<path>(?:[\x21-\x7e]*/)?)(?P<name>[^/]*)",
+    r"(?P<path>(?:[\x21-\x7e]+/)?)(?P<name>[^/]*)",
     re.ASCII,
 )
 _OU_OR_ROOT_ID = re.compile(r"ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32}")
@@ -604,7 +604,18 @@ def _check_output(config: ScanConfig) -> None:
             parse_s3_url(destination)
         elif Path(destination).exists() and not Path(destination).is_dir():
             raise ConfigError("output", f"{_show(destination)} exists and is not a directory")
-    mode = _check_int(config, "file_mode", 0, 0o777)
+    mode = config.file_mode
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise ConfigError(
+            "file_mode", f"must be a permission mode like 0o600, not {_type_name(mode)}"
+        )
+    if not 0 <= mode <= 0o777:
+        # Shown in octal too: `file_mode = 640` in TOML is decimal 640, i.e. 0o1200.
+        raise ConfigError(
+            "file_mode",
+            f"must be a permission mode from 0o000 to 0o777, got {mode} ({oct(mode)}); "
+            "in TOML write it in octal, e.g. 0o640",
+        )
     if not mode & 0o600 == 0o600:
         raise ConfigError("file_mode", f"{mode:o} would not let fleetscan read its own files")
     resume = _check_optional_str(config, "resume")
@@ -809,7 +820,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in CONFIG_KEYS:
             close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(key, f"unknown key in {source}{hint}")
+            # A quoted TOML key can hold anything, a newline included: name it on one line.
+            shown = key if re.fullmatch(r"[\x21-\x7e]{1,64}", key) else _show(key)
+            raise ConfigError(shown, f"unknown key in {source}{hint}")
         values[key] = _read_value(key, value, source)
     return values
 

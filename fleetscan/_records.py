@@ -27,9 +27,9 @@ MAX_LONG = 2**63 - 1
 #: answer's ARN is either written as sent or not written at all, never written garbled.
 GATEWAY_ARN_PATTERN = (
     r"^arn:aws(-[a-z]+)*:storagegateway:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}"
-    r":gateway/sgw-[0-9A-Za-z]+$"
+    r":gateway/sgw-[0-9A-Za-z]{8,26}$"
 )
-VOLUME_ARN_PATTERN = GATEWAY_ARN_PATTERN[:-1] + "/volume/vol-[0-9A-Za-z]+$"
+VOLUME_ARN_PATTERN = GATEWAY_ARN_PATTERN[:-1] + "/volume/vol-[0-9A-Za-z]{8,26}$"
 _GATEWAY_ARN = re.compile(GATEWAY_ARN_PATTERN, re.ASCII)
 _VOLUME_ARN = re.compile(VOLUME_ARN_PATTERN, re.ASCII)
 _ARN_LENGTH = range(50, 501)

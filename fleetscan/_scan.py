@@ -52,8 +52,11 @@ from ._records import (
     Record,
     RecoveryPointRecord,
     format_time,
+    is_gateway_arn,
+    is_volume_arn,
     parse_bytes,
     parse_time,
+    text_or_none,
 )
 from ._retry import EXPIRED_CODES, Backoff, Failure, MalformedResponse, RetryBudget, classify
 
@@ -290,6 +293,25 @@ class Engine:
             retryable=f.retryable,
         )
 
+    def _malformed(
+        self,
+        operation: str,
+        count: int,
+        account: AccountTarget,
+        region: str,
+        gateway_arn: str | None = None,
+    ) -> ErrorRecord:
+        """Items of an answer that are not a gateway/volume: named, not silently dropped."""
+        failure = classify(
+            MalformedResponse(f"{count} item(s) without a valid ARN in the answer were skipped")
+        )
+        return self._error(
+            CallFailed(operation, failure, 1),
+            account_id=account.id,
+            region=region,
+            gateway_arn=gateway_arn,
+        )
+
     # -- the scan ------------------------------------------------------------------------------
 
     async def run(self, send: ObjectSendStream[UnitBatch]) -> None:
@@ -390,6 +412,10 @@ class Engine:
         bucket = self._limiter.bucket(key)
         batch: list[Record] = []
         failed = False
+        # A hostile or broken endpoint may repeat a gateway or a Marker: record each gateway
+        # once, and stop paging (as a failure) rather than loop forever.
+        seen_gateways: set[str] = set()
+        seen_markers: set[str] = set()
         try:
             sgw = await self._clients.client("storagegateway", region)
             params: dict[str, Any] = {}
@@ -409,7 +435,14 @@ class Engine:
                         break
                     except Stopped:
                         break  # noticed below, once the gateway tasks have ended
-                    for gateway in _gateway_list(page):
+                    gateways, unusable = _gateway_list(page)
+                    if unusable:
+                        failed = True
+                        batch.append(self._malformed("ListGateways", unusable, account, region))
+                    for gateway in gateways:
+                        if gateway["GatewayARN"] in seen_gateways:
+                            continue
+                        seen_gateways.add(gateway["GatewayARN"])
                         if gateway.get("GatewayType") == "CACHED":
                             tg.start_soon(
                                 self._gateway,
@@ -428,6 +461,26 @@ class Engine:
                     marker = page.get("Marker")
                     if not marker:
                         break
+                    if not isinstance(marker, str) or marker in seen_markers:
+                        failed = True
+                        batch.append(
+                            self._error(
+                                CallFailed(
+                                    "ListGateways",
+                                    classify(
+                                        MalformedResponse(
+                                            "ListGateways returned a Marker it had already "
+                                            "returned: paging stopped"
+                                        )
+                                    ),
+                                    1,
+                                ),
+                                account_id=account.id,
+                                region=region,
+                            )
+                        )
+                        break
+                    seen_markers.add(marker)
                     params["Marker"] = marker
             if self._stopping:
                 # Some gateway task may have been stopped before its call: the batch could be
@@ -465,7 +518,12 @@ class Engine:
                 credentials=credentials,
                 check=_recovery_point_list,
             )
-            infos = _recovery_point_list(answer)
+            infos, unusable = _recovery_point_list(answer, arn)
+            if unusable:
+                self._unit_failures[(account.id, region)] += 1
+                batch.append(
+                    self._malformed("ListVolumeRecoveryPoints", unusable, account, region, arn)
+                )
         except Stopped:
             return  # the unit notices the stop and abandons its batch
         except CallFailed as exc:
@@ -477,8 +535,8 @@ class Engine:
             return
         now = dt.datetime.now(dt.UTC)
         scanned_at = format_time(now)
-        gateway_id = str(gateway.get("GatewayId") or arn.rsplit("/", 1)[-1])
-        gateway_name = gateway.get("GatewayName")
+        gateway_id = arn.rsplit("/", 1)[-1]
+        gateway_name = text_or_none(gateway.get("GatewayName"))
         for info in infos:
             volume_arn = str(info["VolumeARN"])
             point = parse_time(info.get("VolumeRecoveryPointTime"))
@@ -521,7 +579,7 @@ class Engine:
         recovery_point_count: int | None = None,
         error_code: str | None = None,
     ) -> GatewayRecord:
-        gateway_type = gateway.get("GatewayType")
+        gateway_type = text_or_none(gateway.get("GatewayType"))
         self.stats.gateways[str(gateway_type)] += 1
         arn = str(gateway["GatewayARN"])
         return GatewayRecord(
@@ -533,31 +591,49 @@ class Engine:
             account_name=account.name,
             region=region,
             gateway_arn=arn,
-            gateway_id=str(gateway.get("GatewayId") or arn.rsplit("/", 1)[-1]),
-            gateway_name=gateway.get("GatewayName"),
+            gateway_id=arn.rsplit("/", 1)[-1],  # the ARN's, which is validated
+            gateway_name=text_or_none(gateway.get("GatewayName")),
             gateway_type=gateway_type,
-            gateway_operational_state=gateway.get("GatewayOperationalState"),
-            host_environment=gateway.get("HostEnvironment"),
+            gateway_operational_state=text_or_none(gateway.get("GatewayOperationalState")),
+            host_environment=text_or_none(gateway.get("HostEnvironment")),
             status=status,
             recovery_point_count=recovery_point_count,
             error_code=error_code,
         )
 
 
-def _gateway_list(page: dict[str, Any]) -> list[dict[str, Any]]:
-    """The usable gateways of a ListGateways page (raises MalformedResponse on a broken page)."""
+def _gateway_list(page: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The usable gateways of a ListGateways page, and how many items were unusable.
+
+    Raises MalformedResponse on a page that breaks the model (retried like a 5xx).
+    """
     gateways = page.get("Gateways")
     if not isinstance(gateways, list):
         raise MalformedResponse("ListGateways answer has no Gateways list")
-    return [g for g in gateways if isinstance(g, dict) and isinstance(g.get("GatewayARN"), str)]
+    usable = [g for g in gateways if isinstance(g, dict) and is_gateway_arn(g.get("GatewayARN"))]
+    return usable, len(gateways) - len(usable)
 
 
-def _recovery_point_list(answer: dict[str, Any]) -> list[dict[str, Any]]:
-    """The usable items of a ListVolumeRecoveryPoints answer (raises MalformedResponse)."""
+def _recovery_point_list(
+    answer: dict[str, Any], gateway_arn: str = ""
+) -> tuple[list[dict[str, Any]], int]:
+    """The usable items of a ListVolumeRecoveryPoints answer, each volume once, and how many
+    items were unusable (not a volume of this gateway).
+
+    Raises MalformedResponse for an answer that breaks the model (retried like a 5xx).
+    """
     infos = answer.get("VolumeRecoveryPointInfos", [])
     if not isinstance(infos, list) or "GatewayARN" not in answer:
         raise MalformedResponse("ListVolumeRecoveryPoints answer is malformed")
-    return [i for i in infos if isinstance(i, dict) and isinstance(i.get("VolumeARN"), str)]
+    unique: dict[str, dict[str, Any]] = {}
+    unusable = 0
+    for info in infos:
+        arn = info.get("VolumeARN") if isinstance(info, dict) else None
+        if is_volume_arn(arn) and arn.startswith(gateway_arn + "/volume/"):
+            unique.setdefault(arn, info)
+        else:
+            unusable += 1
+    return list(unique.values()), unusable
 
 
 async def scan(config: ScanConfig, *, run_id: str | None = None) -> AsyncIterator[Record]:

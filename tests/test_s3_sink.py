@@ -17,7 +17,8 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -50,6 +51,19 @@ SUMMARY: dict[str, Any] = {"accounts": 20, "retries": 0}
 FLEET = fleet_records()
 #: Quick retries: the policy is the same, the waits are not what is tested.
 FAST = Backoff(base=0.001, cap=0.01)
+ROOT = Path(__file__).parent.parent
+#: The IAM action that authorizes each S3 operation (S3's "Actions, resources and condition keys").
+#: HeadObject is the start-up check for an existing manifest: without s3:GetObject it answers
+#: 403 and the sink goes on, so the writer policy may leave it out.
+IAM_ACTION = {
+    "HeadObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+}
 
 
 def options(**overrides: Any) -> S3Options:
@@ -143,7 +157,7 @@ async def proxy(
         yield running
 
 
-async def write_all(sink: S3Sink, records: list[Record]) -> None:
+async def write_all(sink: S3Sink, records: Iterable[Record]) -> None:
     for record in records:
         await sink.write(record)
 
@@ -358,6 +372,17 @@ async def test_transient_s3_errors_are_retried_and_the_run_completes(
     assert {seen.fault for seen in proxy.seen} == {"", "slowdown", "reset", "lose_answer", "error"}
     # The upload created by the lost CreateMultipartUpload was swept up before the manifest.
     assert proxy.requests("ListMultipartUploads")
+    # Every call this run made is allowed by the writer policy shipped in configs/, and the
+    # policy allows nothing else.
+    s3_actions = {IAM_ACTION[seen.operation] for seen in proxy.seen} - {"s3:GetObject"}
+    policy = orjson.loads((ROOT / "configs" / "iam" / "s3-writer.json").read_bytes())
+    allowed: set[str] = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"]
+        allowed.update([actions] if isinstance(actions, str) else actions)
+    assert {a for a in allowed if a.startswith("s3:")} == s3_actions
+    assert {a for a in allowed if a.startswith("kms:")} == {"kms:GenerateDataKey", "kms:Decrypt"}
 
 
 async def test_start_refuses_a_missing_bucket_and_an_existing_run(
@@ -469,8 +494,27 @@ async def test_cli_scan_whose_upload_fails_for_good_exits_1_with_a_failed_manife
 ) -> None:
     proxy.faults = [Fault("PutObject", 1, "error", times=None, key_contains="recovery_points/")]
     env = stack_env | {"AWS_ENDPOINT_URL_S3": proxy.url}
-    args = _scan_args(stack, "--output", DEST, "--max-attempts", "2", "--quiet")
+    owner = stack.management_account_id
+    args = _scan_args(
+        stack,
+        "--output", DEST, "--max-attempts", "2", "--quiet", "--sse", "aws:kms",
+        "--sse-kms-key-id", "alias/fleetscan", "--bucket-key", "--expected-bucket-owner", owner,
+        "--checksum-algorithm", "SHA256",
+    )  # fmt: skip
     proc = await anyio.to_thread.run_sync(lambda: _fleetscan(*args, env=env))
+
+    # Every S3 flag reached the wire: each request, each object written.
+    assert {seen.headers.get("x-amz-expected-bucket-owner") for seen in proxy.seen} == {owner}
+    writes = proxy.requests("PutObject") + proxy.requests("CreateMultipartUpload")
+    assert {seen.headers["x-amz-server-side-encryption"] for seen in writes} == {"aws:kms"}
+    assert {seen.headers["x-amz-server-side-encryption-aws-kms-key-id"] for seen in writes} == {
+        "alias/fleetscan"
+    }
+    assert {seen.headers["x-amz-server-side-encryption-bucket-key-enabled"] for seen in writes} == {
+        "true"
+    }
+    for seen in proxy.requests("PutObject"):
+        assert seen.headers["x-amz-checksum-sha256"] == seen.body_sha256
 
     assert proc.returncode == 1, proc.stderr.decode()
     stderr = proc.stderr.decode()

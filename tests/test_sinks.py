@@ -334,7 +334,8 @@ async def test_an_existing_run_is_never_overwritten(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("destination", "options", "field", "words"),
     [
-        ("s3://bucket/prefix/", {}, "output", "S3 output is not available yet"),
+        ("s3://Bucket/prefix/", {}, "output", "not s3://BUCKET/PREFIX/ with a valid bucket"),
+        ("s3://bucket/a//b/", {}, "output", "empty, '.' or '..' segment"),
         ("gs://bucket/prefix", {}, "output", "gs:// is not supported"),
         ("", {}, "output", "is empty"),
         ("{tmp}", {"max_object_bytes": 0}, "max_object_bytes", "positive"),

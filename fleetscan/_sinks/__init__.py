@@ -28,7 +28,16 @@ from ._common import (
     object_relpath,
 )
 from ._local import LocalSink
-from ._read import find_manifest, iter_records, latest_run, read_manifest
+from ._read import (
+    aiter_records,
+    alatest_run,
+    alist_runs,
+    aread_manifest,
+    find_manifest,
+    iter_records,
+    latest_run,
+    read_manifest,
+)
 from ._s3 import S3Options, S3Sink
 from ._stdout import StdoutSink
 
@@ -43,6 +52,10 @@ __all__ = [
     "S3Sink",
     "Sink",
     "StdoutSink",
+    "aiter_records",
+    "alatest_run",
+    "alist_runs",
+    "aread_manifest",
     "find_manifest",
     "iter_records",
     "latest_run",

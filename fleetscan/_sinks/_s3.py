@@ -24,6 +24,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import math
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -185,6 +186,8 @@ class S3Stats:
     throttles: int = 0
     parts: int = 0
     objects: int = 0
+    #: NDJSON written, before compression.
+    ndjson_bytes: int = 0
     bytes_sent: int = 0
 
 
@@ -254,8 +257,11 @@ class S3Sink:
         self._max_object_bytes = max_object_bytes
         self._buffer_bytes = buffer_bytes
         self._options = options
-        # gzip can grow incompressible data a little: keep a margin below 10,000 parts.
-        self._part_bytes = max(options.part_bytes, -(-max_object_bytes * 101 // 100 // 9_900))
+        # Large objects need larger parts to fit S3's 10,000; gzip can grow incompressible data a
+        # little, so keep a margin.
+        self._part_bytes = max(
+            options.part_bytes, math.ceil(max_object_bytes * 1.01 / (MAX_PARTS - 100))
+        )
         self._checksum = options.checksum_algorithm
         self._checksum_param = _CHECKSUM_PARAM[options.checksum_algorithm]
         self._streams = {name: _Stream(name) for name in DATASETS}
@@ -281,6 +287,7 @@ class S3Sink:
             await self.start()
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         size = len(line)
+        self.stats.ndjson_bytes += size
         if stream.object_bytes and stream.object_bytes + size > self._max_object_bytes:
             await self._guarded(stream, self._close_object(stream))
         stream.lines.append(line)

@@ -31,9 +31,9 @@ import itertools
 import random
 import re
 import socket
-import time
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from types import TracebackType

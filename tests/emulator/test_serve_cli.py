@@ -176,6 +176,58 @@ def test_serve_tls_is_trusted_by_the_aws_cli_and_sigterm_stops_cleanly(
     assert not ca_bundle.exists()  # the throwaway CA went with the server
 
 
+def test_serve_fleet_knobs_shape_the_fleet_it_serves(
+    serve: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """The benchmarks size fleets with these flags: what the AWS CLI sees must be the fleet the
+    same knobs build, volumes beyond the default cap of 24 included."""
+    knobs = ["--populated-fraction", "1", "--max-gateways-per-pair", "3"]
+    knobs += ["--max-volumes-per-gateway", "60"]
+    process, exports, _ = _start(serve, tmp_path, *knobs)
+    fleet = Fleet(
+        FleetSpec(
+            seed=7,
+            accounts=12,
+            regions=REGIONS,
+            populated_fraction=1.0,
+            max_gateways_per_pair=3,
+            max_volumes_per_gateway=60,
+        )
+    )
+    assert {account_id for account_id, _ in fleet.pairs} == {a.id for a in fleet.accounts}
+    env = _clean_env(tmp_path) | exports
+    gateways, expected = _member_gateways(env, fleet)
+    assert gateways == expected
+    assert 1 <= len(gateways) <= 3
+
+    big = max(
+        (g for g in fleet.iter_gateways() if g.is_cached and g.connected),
+        key=lambda g: len(g.volumes),
+    )
+    assert len(big.volumes) > 24
+    role_arn = f"arn:aws:iam::{big.account_id}:role/FleetscanReader"
+    assumed = _aws(env, "sts", "assume-role", "--role-arn", role_arn, "--role-session-name", "cli")
+    credentials = assumed["Credentials"]
+    member_env = env | {
+        "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": credentials["SessionToken"],
+    }
+    points = _aws(
+        member_env,
+        "storagegateway",
+        "list-volume-recovery-points",
+        "--gateway-arn",
+        big.arn,
+        "--region",
+        big.region,
+    )["VolumeRecoveryPointInfos"]
+    assert sorted(p["VolumeARN"] for p in points) == sorted(v.arn for v in big.volumes)
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+
 @pytest.mark.parametrize(
     ("entry", "args", "message"),
     [
@@ -183,6 +235,9 @@ def test_serve_tls_is_trusted_by_the_aws_cli_and_sigterm_stops_cleanly(
         (EMULATOR, ["--host", "10.0.0.1"], "10.0.0.1 is not a loopback address"),
         (EMULATOR, ["--error-rate", "2"], "--error-rate must be between 0 and 1"),
         (EMULATOR, ["--regions", "us-east-1,mars-north-1"], "mars-north-1"),
+        (EMULATOR, ["--populated-fraction", "1.5"], "--populated-fraction must be between 0 and 1"),
+        (FLEETSCAN, ["--max-volumes-per-gateway", "-1"], "must be at least 0, got -1"),
+        (FLEETSCAN, ["--max-gateways-per-pair", "0"], "must be at least 1, got 0"),
     ],
 )
 def test_bad_flags_exit_2_with_a_clear_message(
