@@ -78,24 +78,13 @@ def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
 
 def _check(fleet: object, output: str) -> None:
     """Compare the newest run under ``output`` with the fleet's ground truth, and say so."""
-    from ._sinks import iter_records, latest_run
-    from .emulator import Fleet
+    from ._sinks import latest_run
+    from .emulator import Fleet, verify_run
 
     assert isinstance(fleet, Fleet)
     run_id = latest_run(output)
-    if run_id is None:
-        return
-    got = {r["volume_arn"] for r in iter_records(output, run_id, "recovery_points")}
-    truth = fleet.ground_truth()
-    want = {rp.volume_arn for rp in truth.recovery_points}
-    missing = len(want - got)
-    extra = len(got - want)
-    verdict = "matches" if not missing and not extra else "DIFFERS FROM"
-    say(
-        f"{len(got)} recovery points written; the result {verdict} the emulated fleet's ground "
-        f"truth ({len(want)} expected, {missing} missing, {extra} unexpected)",
-        "text",
-    )
+    if run_id is not None:
+        say(verify_run(fleet, output, run_id).describe(), "text")
 
 
 #: The demo fleet's recovery points are either hours old or more than a day old.

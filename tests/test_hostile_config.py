@@ -302,7 +302,7 @@ def toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_string(key)
 
 
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+TEXT = st.text(st.characters(codec="utf-8"), max_size=20)
 TOML_SCALARS = st.one_of(
     st.booleans(),
     st.integers(-(2**63), 2**63 - 1),

@@ -416,8 +416,8 @@ def bad_body(draw: st.DrawFn, list_key: str) -> Answer:
         body = {"__type": code, "message": draw(TEXT), "error": {"errorCode": draw(TEXT)}}
         return answer(body, draw(st.sampled_from([400, 403, 429, 500, 503])))
     if kind == "error_junk":
-        body = {"__type": draw(JUNK), "message": draw(JUNK), "error": draw(JUNK)}
-        return answer(body, draw(st.sampled_from([400, 500])))
+        junk_error = {"__type": draw(JUNK), "message": draw(JUNK), "error": draw(JUNK)}
+        return answer(junk_error, draw(st.sampled_from([400, 500])))
     return Answer(b"<html><body>502 Bad Gateway</body></html>", 502, "text/html")
 
 

@@ -136,7 +136,7 @@ def test_sigterm_and_sigint_stop_gracefully_and_say_how_to_resume(
 
     assert scan.returncode == code, stderr.decode()
     assert b"Traceback" not in stderr
-    run_id = latest_run(tmp_path, complete_only=False) if _takes_flag() else _newest(tmp_path)
+    run_id = _newest(tmp_path)
     assert run_id is not None
     assert f"--resume {run_id}".encode() in stderr
     manifest = _manifest(tmp_path, run_id)
@@ -190,13 +190,6 @@ def _wait_until_scanning(scan: subprocess.Popen[bytes], output: Path) -> None:
 def _newest(output: Path) -> str:
     names = sorted(p.stem for p in output.glob("manifests/dt=*/*.json"))
     return names[-1]
-
-
-def _takes_flag() -> bool:
-    """latest_run(complete_only=...) exists once the S3 readers land; fall back before that."""
-    import inspect
-
-    return "complete_only" in inspect.signature(latest_run).parameters
 
 
 def test_checkpoint_names_only_files_that_exist(

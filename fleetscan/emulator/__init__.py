@@ -22,6 +22,7 @@ from ._fleet import (
 from ._server import EmulatorServer, EmulatorThread
 from ._stack import DEFAULT_ROLE_NAME, Stack, start_stack
 from ._tls import TLSMaterial
+from ._verify import Verification, verify_run
 
 __all__ = [
     "DEFAULT_REGIONS",
@@ -47,8 +48,10 @@ __all__ = [
     "Stack",
     "TLSMaterial",
     "TokenBucket",
+    "Verification",
     "Volume",
     "access_key_for_account",
     "account_id_from_access_key",
     "start_stack",
+    "verify_run",
 ]

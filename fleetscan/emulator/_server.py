@@ -483,7 +483,10 @@ class EmulatorServer:
                 return outcome
             malformed = outcome
 
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except ConnectionResetError:  # the client went away (killed, timed out): nobody to answer
+            return web.Response(status=400)
         try:
             try:
                 params = orjson.loads(raw) if raw else {}
