@@ -90,7 +90,11 @@ async def run_scan(
     """
     if not config.output:
         raise ConfigError("output", "an output destination is required (a directory or '-')")
-    checkpoint = load_checkpoint(config.output, config.resume) if config.resume else None
+    checkpoint = (
+        await load_checkpoint(config.output, config.resume, profile=config.profile)
+        if config.resume
+        else None
+    )
     if checkpoint is not None:
         started, run_id = checkpoint.started_at, checkpoint.run_id
     else:

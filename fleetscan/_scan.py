@@ -20,7 +20,7 @@ import datetime as dt
 import functools
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,10 @@ from ._records import (
     text_or_none,
 )
 from ._retry import EXPIRED_CODES, Backoff, Failure, MalformedResponse, RetryBudget, classify
+
+#: A pair with a million gateways (10,000 pages of 100) is not a real fleet: an endpoint that
+#: keeps answering new Markers past it would otherwise keep a scan from ever ending.
+MAX_LIST_GATEWAYS_PAGES = 10_000
 
 #: Gateway failures that describe the gateway, not the scan: the unit still counts as done.
 GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
@@ -461,7 +465,11 @@ class Engine:
                     marker = page.get("Marker")
                     if not marker:
                         break
-                    if not isinstance(marker, str) or marker in seen_markers:
+                    if (
+                        not isinstance(marker, str)
+                        or marker in seen_markers
+                        or len(seen_markers) >= MAX_LIST_GATEWAYS_PAGES
+                    ):
                         failed = True
                         batch.append(
                             self._error(
@@ -469,8 +477,8 @@ class Engine:
                                     "ListGateways",
                                     classify(
                                         MalformedResponse(
-                                            "ListGateways returned a Marker it had already "
-                                            "returned: paging stopped"
+                                            "ListGateways repeated a Marker or paged past "
+                                            f"{MAX_LIST_GATEWAYS_PAGES} pages: paging stopped"
                                         )
                                     ),
                                     1,
@@ -636,7 +644,9 @@ def _recovery_point_list(
     return list(unique.values()), unusable
 
 
-async def scan(config: ScanConfig, *, run_id: str | None = None) -> AsyncIterator[Record]:
+async def scan(
+    config: ScanConfig, *, run_id: str | None = None
+) -> AsyncGenerator[Record, None]:
     """Every record of a scan, as it is produced.
 
     Use it with ``contextlib.aclosing`` if you may stop early, so the scan's tasks are cancelled

@@ -47,12 +47,12 @@ def fleet_records(spec: FleetSpec = SPEC, run_id: str = RUN_ID) -> list[Record]:
                 )
             )  # fmt: skip
     for gw in fleet.iter_gateways():
-        account = fleet.account(gw.account_id)
-        assert account is not None
-        if not account.active:
+        owner = fleet.account(gw.account_id)
+        assert owner is not None
+        if not owner.active:
             continue
         head = (
-            SCHEMA_VERSION, run_id, scanned_at, "aws", account.id, account.name, gw.region,
+            SCHEMA_VERSION, run_id, scanned_at, "aws", owner.id, owner.name, gw.region,
             gw.arn, gw.id, gw.name,
         )  # fmt: skip
         tail = (gw.type, gw.operational_state, gw.host_environment)
@@ -62,7 +62,7 @@ def fleet_records(spec: FleetSpec = SPEC, run_id: str = RUN_ID) -> list[Record]:
         if not gw.connected:
             records.append(
                 ErrorRecord(
-                    SCHEMA_VERSION, run_id, scanned_at, account.id, gw.region, gw.arn,
+                    SCHEMA_VERSION, run_id, scanned_at, owner.id, gw.region, gw.arn,
                     "ListVolumeRecoveryPoints", "InvalidGatewayRequestException",
                     "GatewayNotConnected", "The specified gateway is not connected.", 1, False,
                 )

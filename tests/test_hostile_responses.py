@@ -335,6 +335,8 @@ class Page:
     #: "end", "next" (the following page), "bad" (a marker the server refuses) or "bad_here"
     #: (a marker that is not even a string)
     follows: str
+    #: A 2xx answer that is not what the model promises: it must be retried as MalformedResponse.
+    malformed: bool = False
 
 
 @st.composite
@@ -372,14 +374,21 @@ def gateway_item(draw: st.DrawFn, harness: Harness, index: int) -> Any:
     return Obj(tuple(pairs))
 
 
-def bad_body(draw: st.DrawFn, list_key: str) -> Answer:
-    """An answer that is not a usable page of anything, in one of many ways."""
-    kind = draw(
-        st.sampled_from(
-            ["not_json", "invalid_utf8", "deep", "deep_field", "empty", "not_object", "no_list",
-             "list_not_a_list", "error", "error_junk", "html_5xx"]
-        )
-    )  # fmt: skip
+#: The bad bodies that come with a 2xx status.
+MALFORMED_KINDS = frozenset(
+    {"not_json", "invalid_utf8", "deep", "deep_field", "empty", "not_object", "no_list",
+     "list_not_a_list"}
+)  # fmt: skip
+
+
+def bad_body(draw: st.DrawFn, list_key: str) -> tuple[Answer, bool]:
+    """An answer that is not a usable page of anything, in one of many ways, and whether it is a
+    2xx answer (which must then be retried and recorded as a MalformedResponse)."""
+    kind = draw(st.sampled_from([*sorted(MALFORMED_KINDS), "error", "error_junk", "html_5xx"]))
+    return _bad_answer(draw, list_key, kind), kind in MALFORMED_KINDS
+
+
+def _bad_answer(draw: st.DrawFn, list_key: str, kind: str) -> Answer:
     if kind == "not_json":
         return Answer(("<" + draw(st.text(max_size=50))).encode(), 200, draw(CONTENT_TYPES))
     if kind == "invalid_utf8":
@@ -430,7 +439,8 @@ def listings(draw: st.DrawFn, harness: Harness) -> list[Page]:
     for number in range(count):
         last = number == count - 1
         if draw(st.integers(0, 4)) == 0:
-            pages.append(Page(bad_body(draw, "Gateways"), None, "end"))
+            bad, malformed = bad_body(draw, "Gateways")
+            pages.append(Page(bad, None, "end", malformed))
             continue
         items = []
         for _ in range(draw(st.integers(0, 5))):
@@ -510,9 +520,11 @@ def test_hostile_gateway_listings_become_sane_records_or_error_records(
     required: dict[str, dict[str, Any]] = {}
     allowed: dict[str, dict[str, Any]] = {}
     listing_error = False
+    malformed = False
     for page in pages:
         if page.items is None:
             listing_error = True
+            malformed = page.malformed
             break
         usable = {item["GatewayARN"]: item for item in page.items if usable_gateway(item)}
         allowed.update(usable)
@@ -528,6 +540,11 @@ def test_hostile_gateway_listings_become_sane_records_or_error_records(
     assert len(gateways) == len(outcome.records["gateways"]), "a gateway was recorded twice"
     assert set(required) <= set(gateways) <= set(allowed)
     assert bool(outcome.errors("ListGateways")) == listing_error
+    if malformed:  # retried (max_attempts is 2), then recorded as what it is
+        final = {
+            (e["error_code"], e["retryable"], e["attempts"]) for e in outcome.errors("ListGateways")
+        }
+        assert ("MalformedResponse", True, 2) in final
     assert all(e["operation"] == "ListGateways" for e in outcome.records["errors"])
     assert outcome.result.status == ("partial" if listing_error else "complete")
 
@@ -590,12 +607,14 @@ def volume_item(draw: st.DrawFn, gateway_arn: str, index: int) -> Any:
 class PointsAnswer:
     answer: Answer
     items: list[Any] | None  # what a parser sees; None: not a usable answer
+    malformed: bool = False  # as Page.malformed
 
 
 @st.composite
 def points_answer(draw: st.DrawFn, gateway_arn: str, first: int) -> PointsAnswer:
     if draw(st.integers(0, 3)) == 0:
-        return PointsAnswer(bad_body(draw, "VolumeRecoveryPointInfos"), None)
+        bad, malformed = bad_body(draw, "VolumeRecoveryPointInfos")
+        return PointsAnswer(bad, None, malformed)
     items = [draw(volume_item(gateway_arn, first + i)) for i in range(draw(st.integers(0, 5)))]
     top: list[tuple[str, Any]] = [("GatewayARN", gateway_arn), ("VolumeRecoveryPointInfos", items)]
     extras = draw(st.dictionaries(st.text(min_size=1, max_size=8), JUNK, max_size=2))
@@ -652,6 +671,9 @@ def test_hostile_recovery_points_become_sane_records_or_error_records(
         assert set(mine) <= set(usable)
         if sent.items is None:
             assert errors, f"an unusable answer for {arn} left no error record"
+            if sent.malformed:
+                final = {(e["error_code"], e["retryable"], e["attempts"]) for e in errors}
+                assert ("MalformedResponse", True, 2) in final
             assert (record["status"], mine) == ("error", {})
         elif len(usable) == len(sent.items):
             assert not errors

@@ -14,6 +14,7 @@ import anyio
 
 import fleetscan
 from fleetscan._sinks import iter_records
+from fleetscan.emulator import Fleet
 from fleetscan.emulator._faults import FaultRule, Faults
 
 
@@ -29,7 +30,7 @@ def _scan(stack: Any, output: Path, **overrides: Any) -> fleetscan.ScanResult:
 
 
 def _busiest_pair(stack: Any) -> tuple[str, str]:
-    fleet = stack.fleet
+    fleet: Fleet = stack.fleet
     active = {a.id for a in fleet.accounts if a.active}
     return max((p for p in fleet.pairs if p[0] in active), key=lambda p: fleet.pairs[p])
 

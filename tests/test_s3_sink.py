@@ -121,12 +121,19 @@ def read_manifest_object(stack: Stack, run: RunInfo = RUN) -> dict[str, Any]:
 
 
 def check_bucket_against_manifest(stack: Stack, manifest: dict[str, Any]) -> dict[str, list[Any]]:
-    """Objects == the manifest's files (+ the manifest); bytes, sha256, records as listed.
+    """Objects == the manifest's files (+ the manifest and the run's checkpoint entries); bytes,
+    sha256, records as listed.
 
     Reads with boto3, hashlib and gzip, independently of fleetscan's readers.
     """
     listed = {PREFIX + entry["path"] for entry in manifest["files"]}
-    assert object_keys(stack) == {*listed, manifest_key()}, "an object the manifest does not list"
+    keys = object_keys(stack)
+    checkpoints = {key for key in keys if key.startswith(f"{PREFIX}checkpoints/")}
+    assert f"{PREFIX}checkpoints/{RUN.partition}/{RUN_ID}/000000.json" in checkpoints
+    assert all(
+        key.startswith(f"{PREFIX}checkpoints/{RUN.partition}/{RUN_ID}/") for key in checkpoints
+    )
+    assert keys - checkpoints == {*listed, manifest_key()}, "an object the manifest does not list"
     assert open_uploads(stack) == []
     records: dict[str, list[Any]] = {name: [] for name in DATASETS}
     for entry in manifest["files"]:

@@ -47,7 +47,10 @@ def _assert_matches_truth(
     skip_regions: tuple[tuple[str, str], ...] = (),
 ) -> None:
     truth = fleet.ground_truth(regions=fleet.spec.regions)
-    keep = lambda account, region: (account, region) not in skip_regions  # noqa: E731
+
+    def keep(account: str, region: str) -> bool:
+        return (account, region) not in skip_regions
+
     want_rps = {
         (rp.account_id, rp.region, rp.gateway_arn, rp.volume_arn): (
             rp.recovery_point_time,

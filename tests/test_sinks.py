@@ -161,7 +161,7 @@ async def test_gzip_output_is_read_by_duckdb_with_hive_partitions(tmp_path: Path
     sink = open_sink(str(tmp_path), RUN, compress="gzip", max_object_bytes=32 * 1024)
     await write_all(sink, RECORDS)
     await sink.finish("complete", SUMMARY)
-    rows = duckdb.sql(
+    relation = duckdb.sql(
         f"""
         SELECT dt::VARCHAR AS dt, count(*) AS n, count(DISTINCT volume_arn) AS volumes,
                sum(volume_size_bytes) AS size
@@ -169,7 +169,9 @@ async def test_gzip_output_is_read_by_duckdb_with_hive_partitions(tmp_path: Path
                        format = 'newline_delimited', hive_partitioning = true)
         GROUP BY dt
         """
-    ).fetchall()
+    )
+    assert relation is not None  # a SELECT always yields a relation
+    rows = relation.fetchall()
     want = by_dataset(RECORDS)["recovery_points"]
     assert rows == [
         (

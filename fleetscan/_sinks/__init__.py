@@ -102,8 +102,6 @@ def open_sink(
             raise ConfigError("compress", "stdout output is plain NDJSON; pipe it to gzip instead")
         return StdoutSink(run, stdout or sys.stdout.buffer, buffer_bytes=buffer_bytes)
     if destination.startswith("s3://"):
-        if resume is not None:
-            raise ConfigError("resume", "resuming needs the local directory the run was written to")
         return S3Sink(
             destination,
             run,
@@ -111,6 +109,7 @@ def open_sink(
             max_object_bytes=max_object_bytes,
             buffer_bytes=buffer_bytes,
             options=s3,
+            resume=resume,
         )
     if _URL.match(destination):
         scheme = destination.split("://", 1)[0]

@@ -164,6 +164,8 @@ class LocalSink:
         self._pending_units: list[UnitKey] = []
         #: self._files[:_checkpointed] are named by the checkpoint.
         self._checkpointed = 0
+        #: Records were written since the last unit_done(): the open files hold part of a unit.
+        self._open_batch = False
         self._resume = resume
         self._probe()
         self._start_checkpoint()
@@ -176,6 +178,7 @@ class LocalSink:
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         stream = self._streams[record.dataset]
         size = len(line)
+        self._open_batch = True
         if stream.object_bytes and stream.object_bytes + size > self._max_object_bytes:
             await anyio.to_thread.run_sync(self._close_file, stream)
         stream.lines.append(line)
@@ -187,6 +190,7 @@ class LocalSink:
     def unit_done(self, key: UnitKey) -> None:
         """Every record of ``key`` has been passed to :meth:`write`."""
         self._pending_units.append(key)
+        self._open_batch = False
 
     async def commit(self) -> None:
         """Make every record written so far durable, and checkpoint the units it completes."""
@@ -242,7 +246,10 @@ class LocalSink:
                 # Some pending unit lost records: keep only what a checkpoint covers, so a
                 # resumed run rescans those units without writing anything twice.
                 await anyio.to_thread.run_sync(self._drop_uncheckpointed)
-            else:
+            elif not self._open_batch:
+                # (With a unit cut half-way, the writer cancelled mid-batch, the files stay and
+                # the manifest lists them, but no checkpoint names them: a resumed run deletes
+                # them and scans their units again.)
                 with contextlib.suppress(SinkError, OSError):
                     await anyio.to_thread.run_sync(self._append_checkpoint)
             manifest = await anyio.to_thread.run_sync(self._write_manifest, status, summary)

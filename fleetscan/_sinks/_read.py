@@ -22,10 +22,11 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import botocore.exceptions
 import orjson
 
 from .._config import parse_s3_url
-from .._exceptions import FleetscanError
+from .._exceptions import ConfigError, FleetscanError
 from .._records import DATASETS
 from .._retry import Backoff, RetryFailed, retry_call
 from ._common import MANIFEST_VERSION
@@ -160,15 +161,21 @@ def _check_run_id(run_id: str) -> None:
 class _S3Reader:
     """The objects under one ``s3://bucket/prefix/``, read with fleetscan's retries."""
 
-    def __init__(self, dest: str) -> None:
+    def __init__(self, dest: str, *, profile: str | None = None) -> None:
         self.bucket, self.prefix = parse_s3_url(dest, "dest")
         self.dest = f"s3://{self.bucket}/{self.prefix}"
+        self._profile = profile
         self._backoff = Backoff()
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
 
     async def __aenter__(self) -> _S3Reader:
-        self._client = await self._stack.enter_async_context(create_s3_client())
+        try:
+            self._client = await self._stack.enter_async_context(
+                create_s3_client(profile=self._profile)
+            )
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise ConfigError("profile", str(exc)) from None
         return self
 
     async def __aexit__(
@@ -235,20 +242,24 @@ class _S3Reader:
                 raise FleetscanError(f"reading {self.url(relpath)} broke off: {broke}") from broke
             await anyio.sleep(self._backoff.delay(reopened))
 
-    async def manifest_keys(self) -> AsyncIterator[tuple[str, str]]:
-        """(run id, relpath) of every manifest under the destination, from a listing."""
-        params: dict[str, Any] = {"Prefix": self.prefix + "manifests/"}
+    async def keys(self, relprefix: str) -> AsyncIterator[str]:
+        """The relpath of every object whose relpath starts with ``relprefix``, from a listing."""
+        params: dict[str, Any] = {"Prefix": self.prefix + relprefix}
         while True:
-            page = await self._call("ListObjectsV2", "manifests/", **params)
+            page = await self._call("ListObjectsV2", relprefix, **params)
             for item in page.get("Contents") or ():
-                relpath = str(item["Key"])[len(self.prefix) :]
-                match = _MANIFEST_KEY.fullmatch(relpath)
-                if match is not None:
-                    yield match["run_id"], relpath
+                yield str(item["Key"])[len(self.prefix) :]
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
             params["ContinuationToken"] = token
+
+    async def manifest_keys(self) -> AsyncIterator[tuple[str, str]]:
+        """(run id, relpath) of every manifest under the destination, from a listing."""
+        async for relpath in self.keys("manifests/"):
+            match = _MANIFEST_KEY.fullmatch(relpath)
+            if match is not None:
+                yield match["run_id"], relpath
 
     async def find_manifest(self, run_id: str) -> str:
         """The relpath of ``run_id``'s manifest: named by the run id's date when fleetscan chose

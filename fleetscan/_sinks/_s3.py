@@ -13,6 +13,15 @@ lost) are found with ListMultipartUploads and aborted too: orphaned parts cost m
 show up in a bucket listing. Every S3 call is retried with fleetscan's own policy
 (:func:`fleetscan._retry.retry_call`); botocore's retries are off, as for every other client.
 
+Checkpoints (see :mod:`fleetscan._sinks._checkpoint`): S3 has no append, so a commit completes
+every open upload (each becomes a whole object, as at a rollover), *then* puts one checkpoint
+entry object naming those objects and the units now wholly inside them. Completing objects early
+costs small objects, so the sink carries a commit out only once ``commit_min_bytes`` (32 MiB) of
+NDJSON were written since the last one, or the last one is ``commit_max_age`` old (ten
+checkpoint intervals, 5 minutes by default); :meth:`S3Sink.finish` always commits. A resumed
+session aborts every open upload of the run, deletes every object of the run no checkpoint
+names, skips the checkpointed units and numbers its objects after theirs.
+
 Uploads are sequential: the writer awaits each part. A scan produces records far slower than one
 connection uploads them, and a single writer keeps cancellation and abort simple: at any moment
 at most one request of the sink is in flight.
@@ -42,6 +51,15 @@ from .._config import parse_s3_url
 from .._exceptions import ConfigError, SinkError
 from .._records import DATASETS, Dataset, Record
 from .._retry import Backoff, Failure, RetryFailed, retry_call
+from ._checkpoint import (
+    Checkpoint,
+    UnitKey,
+    checkpoint_entry_relpath,
+    commit_line,
+    header_line,
+    is_run_file,
+    session_line,
+)
 from ._common import (
     ABORT_STATUSES,
     BUFFER_BYTES,
@@ -72,6 +90,11 @@ MAX_S3_OBJECT_BYTES: Final = 5 << 40
 #: How long an abort may take (aborting uploads, writing the manifest) before it gives up; the
 #: bucket's AbortIncompleteMultipartUpload lifecycle rule is the backstop after that.
 ABORT_SECONDS: Final = 120.0
+#: A commit completes every open object: below this much NDJSON written since the last commit
+#: (and before ``COMMIT_AGE_INTERVALS`` checkpoint intervals), it is skipped.
+COMMIT_MIN_BYTES: Final = 32 << 20
+#: ... unless the last commit is this many checkpoint intervals old (5 min at the default 30 s).
+COMMIT_AGE_INTERVALS: Final = 10
 #: S3 codes that mean "send it again" though classify() does not know them: the bytes were
 #: damaged on the way (S3 checked the checksum or the Content-MD5 and refused the request).
 S3_TRANSIENT_CODES: Final = frozenset({"BadDigest", "XAmzContentSHA256Mismatch"})
@@ -157,6 +180,10 @@ class S3Options:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     abort_seconds: float = ABORT_SECONDS
+    #: A commit (see :meth:`S3Sink.commit`) is carried out once this much NDJSON was written
+    #: since the last one, or the last one is ``commit_max_age`` seconds old; else skipped.
+    commit_min_bytes: int = COMMIT_MIN_BYTES
+    commit_max_age: float = COMMIT_AGE_INTERVALS * 30.0
 
     @classmethod
     def from_config(cls, config: ScanConfig) -> S3Options:
@@ -174,6 +201,7 @@ class S3Options:
             connect_timeout=config.connect_timeout,
             # A part takes longer than an API answer on a slow link.
             read_timeout=max(config.read_timeout, 60.0),
+            commit_max_age=COMMIT_AGE_INTERVALS * config.checkpoint_interval,
         )
 
 
@@ -228,7 +256,9 @@ class S3Sink:
     """Writes a run under ``s3://bucket/prefix/`` (see :func:`fleetscan._sinks.open_sink`).
 
     :meth:`start` checks the destination (credentials, bucket, write and KMS access, no manifest
-    for this run id yet) before the scan spends a call; :meth:`write` starts it if needed.
+    for this run id yet) before the scan spends a call; :meth:`write` starts it if needed. With
+    ``resume`` (the checkpoint of an earlier session of the same run), :meth:`start` first
+    removes what that session left uncommitted.
     """
 
     def __init__(
@@ -240,6 +270,7 @@ class S3Sink:
         max_object_bytes: int,
         buffer_bytes: int = BUFFER_BYTES,
         options: S3Options | None = None,
+        resume: Checkpoint | None = None,
     ) -> None:
         options = options or S3Options()
         self._bucket, self._prefix = parse_s3_url(url)
@@ -274,6 +305,20 @@ class S3Sink:
         #: A CreateMultipartUpload failed at least once: S3 may hold an upload we have no id for.
         self._unknown_uploads = False
         self.stats = S3Stats()
+        self._resume = resume
+        #: Number of the next checkpoint entry object.
+        self._next_entry = 0
+        #: Units whose records are written but not yet named by a checkpoint entry.
+        self._pending_units: list[UnitKey] = []
+        #: self._files[:_checkpointed] are named by checkpoint entries.
+        self._checkpointed = 0
+        #: Records were written since the last unit_done(): the open objects hold part of a unit.
+        self._open_batch = False
+        #: A checkpoint entry could not be written: nothing more can be committed.
+        self._checkpoint_failure: SinkError | None = None
+        #: ``stats.ndjson_bytes`` and the time at the last commit (commit cadence).
+        self._committed_bytes = 0
+        self._last_commit = 0.0
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -287,6 +332,7 @@ class S3Sink:
             await self.start()
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         size = len(line)
+        self._open_batch = True
         self.stats.ndjson_bytes += size
         if stream.object_bytes and stream.object_bytes + size > self._max_object_bytes:
             await self._guarded(stream, self._close_object(stream))
@@ -296,14 +342,60 @@ class S3Sink:
         if stream.buffered >= self._buffer_bytes:
             await self._guarded(stream, self._flush(stream))
 
-    def unit_done(self, key: tuple[str, str]) -> None:
-        """S3 runs keep no checkpoint (``--resume`` needs a local directory)."""
+    def unit_done(self, key: UnitKey) -> None:
+        """Every record of ``key`` has been passed to :meth:`write`."""
+        self._pending_units.append(key)
+        self._open_batch = False
 
     async def commit(self) -> None:
-        """Nothing to make durable early: a run to S3 is not resumable, and closing objects at
-        every checkpoint would scatter small objects that Athena reads slowly."""
+        """Complete every open object, then checkpoint the units written so far, if worth it.
+
+        Each commit turns the open uploads into (possibly small) objects, and Athena reads many
+        small objects slowly, so a commit is carried out only once ``commit_min_bytes`` of NDJSON
+        were written since the last one or the last one is ``commit_max_age`` seconds old, and
+        skipped otherwise: a kill then costs at most that much rescanning. :meth:`finish`
+        always commits.
+        """
         if self._closed:
             raise RuntimeError("commit() after finish() or abort()")
+        if not self._pending_units and self._checkpointed == len(self._files):
+            return
+        written = self.stats.ndjson_bytes - self._committed_bytes
+        age = anyio.current_time() - self._last_commit
+        if written < self._options.commit_min_bytes and age < self._options.commit_max_age:
+            return
+        if self._client is None:
+            await self.start()
+        await self._commit()
+
+    async def _commit(self) -> None:
+        """Complete every open object, *then* name them and the pending units in an entry."""
+        for stream in self._streams.values():
+            if stream.failure is not None:
+                raise stream.failure
+        if self._checkpoint_failure is not None:
+            raise self._checkpoint_failure
+        for stream in self._streams.values():
+            if stream.object_bytes:
+                await self._guarded(stream, self._close_object(stream))
+        files = self._files[self._checkpointed :]
+        units = list(self._pending_units)
+        if files or units:
+            next_seq: dict[str, int] = {n: stream.seq for n, stream in self._streams.items()}
+            try:
+                await self._put_entry(commit_line(files, units, next_seq))
+            except SinkError as exc:
+                self._checkpoint_failure = exc
+                raise
+            self._checkpointed += len(files)
+            del self._pending_units[: len(units)]
+        self._committed_bytes = self.stats.ndjson_bytes
+        self._last_commit = anyio.current_time()
+
+    async def _put_entry(self, body: bytes) -> None:
+        key = self._prefix + checkpoint_entry_relpath(self._run, self._next_entry)
+        await self._put(key, body, "application/json")
+        self._next_entry += 1
 
     # -- the end of a run --------------------------------------------------------------------
 
@@ -320,18 +412,17 @@ class S3Sink:
         try:
             if self._client is None:
                 await self.start()
-            for stream in self._streams.values():
-                if stream.failure is not None:
-                    raise stream.failure
-            for stream in self._streams.values():
-                if stream.object_bytes:
-                    await self._guarded(stream, self._close_object(stream))
-            if self._unknown_uploads:
+            await self._commit()
+            if self._unknown_uploads or self._resume is not None:
+                # A resumed run also catches what a killed session's last requests created after
+                # this session had tidied up.
                 leftovers = await self._sweep()
                 if leftovers:
                     raise SinkError(
                         f"{len(leftovers)} multipart upload(s) of this run could not be aborted"
                     )
+            if self._resume is not None:
+                await self._delete_unnamed(self._files)
             manifest = await self._put_manifest(status, summary)
         except BaseException as exc:
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
@@ -344,8 +435,11 @@ class S3Sink:
     async def abort(self, status: str, summary: Mapping[str, Any]) -> dict[str, Any]:
         """Abort every open upload, then write the manifest (``failed`` or ``interrupted``).
 
-        Objects completed earlier stay, listed in the manifest; data not yet in a completed
-        object is dropped. Shielded, and bounded by ``abort_seconds``. Raises :class:`SinkError`
+        If every dataset is intact and no unit is half-written, the open objects are first
+        completed and checkpointed (within half of ``abort_seconds``), so a resumed run skips
+        their units. Otherwise objects completed earlier stay, listed in the manifest (a resumed
+        run keeps only those a checkpoint names), and data not yet in a completed object is
+        dropped. Shielded, and bounded by ``abort_seconds``. Raises :class:`SinkError`
         only when the manifest itself cannot be written; uploads that could not be aborted are
         named in the manifest's summary (``s3_uploads_not_aborted``).
         """
@@ -359,6 +453,13 @@ class S3Sink:
             try:
                 if self._client is None:
                     await self.start()
+                intact = not self._open_batch and all(
+                    stream.failure is None for stream in self._streams.values()
+                )
+                if intact and self._checkpoint_failure is None:
+                    with anyio.move_on_after(self._options.abort_seconds / 2):
+                        with contextlib.suppress(SinkError):  # then aborted below
+                            await self._commit()
                 leftovers = await self._abort_open_uploads()
                 leftovers |= await self._sweep()
                 if leftovers:
@@ -401,23 +502,28 @@ class S3Sink:
         self._client, self._client_stack = client, stack
         try:
             await self._probe()
+            await self._start_checkpoint()
         except BaseException:
             await self._close_client()
             raise
+        self._last_commit = anyio.current_time()
 
     async def _probe(self) -> None:
         key = self._manifest_key
-        try:
-            await self._attempt("HeadObject", self._client.head_object, Key=key)
-        except RetryFailed as exc:
-            if exc.failure.error_code not in _NOT_FOUND | {"403", "AccessDenied"}:
-                raise SinkError(describe_failure(exc, self._where(key))) from exc
-        else:
-            raise ConfigError(
-                "run_id",
-                f"run {self._run.run_id} already has a manifest at {self._where(key)}; "
-                "choose another run id",
-            )
+        if self._resume is None:
+            if await self._exists(key):
+                raise ConfigError(
+                    "run_id",
+                    f"run {self._run.run_id} already has a manifest at {self._where(key)}; "
+                    "choose another run id",
+                )
+            header = self._prefix + checkpoint_entry_relpath(self._run, 0)
+            if await self._exists(header):
+                raise ConfigError(
+                    "run_id",
+                    f"run {self._run.run_id} already has a checkpoint at {self._where(header)}; "
+                    f"resume it (--resume {self._run.run_id}) or choose another run id",
+                )
         created = await self._call(
             "CreateMultipartUpload",
             self._client.create_multipart_upload,
@@ -427,6 +533,56 @@ class S3Sink:
             **self._encryption(),
         )
         await self._abort_upload(key, created["UploadId"])
+
+    async def _exists(self, key: str) -> bool:
+        """Whether ``key`` exists; False also when the writer may not read it (no s3:GetObject)."""
+        try:
+            await self._attempt("HeadObject", self._client.head_object, Key=key)
+        except RetryFailed as exc:
+            if exc.failure.error_code not in _NOT_FOUND | {"403", "AccessDenied"}:
+                raise SinkError(describe_failure(exc, self._where(key))) from exc
+            return False
+        return True
+
+    async def _start_checkpoint(self) -> None:
+        """A new run puts the checkpoint's header; a resumed one first drops what the earlier
+        sessions did not commit: every open upload of the run, every object no entry names."""
+        resume = self._resume
+        if resume is None:
+            await self._put_entry(header_line(self._run, self._compress))
+            return
+        leftovers = await self._sweep()
+        if leftovers:
+            raise SinkError(
+                f"cannot resume run {self._run.run_id}: multipart upload(s) "
+                f"{', '.join(sorted(leftovers))} could not be aborted"
+            )
+        await self._delete_unnamed(resume.files)
+        self._files = list(resume.files)
+        self._checkpointed = len(self._files)
+        for name, stream in self._streams.items():
+            stream.seq = resume.next_seq.get(name, 0)
+        self._next_entry = max(resume.next_entry, 1)
+        await self._put_entry(session_line())
+
+    async def _delete_unnamed(self, keep: list[FileEntry]) -> None:
+        """Delete every object of this run that ``keep`` does not list."""
+        kept = {self._prefix + entry.path for entry in keep}
+        for dataset in DATASETS:
+            params: dict[str, Any] = {"Prefix": self._run_directory(dataset) + self._run.run_id}
+            strays: list[str] = []
+            while True:
+                page = await self._call("ListObjectsV2", self._client.list_objects_v2, **params)
+                for item in page.get("Contents") or ():
+                    key = str(item["Key"])
+                    if key not in kept and self._is_run_key(key):
+                        strays.append(key)
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+                params["ContinuationToken"] = token
+            for key in strays:
+                await self._call("DeleteObject", self._client.delete_object, Key=key)
 
     async def _close_client(self) -> None:
         stack, self._client_stack, self._client = self._client_stack, None, None
@@ -509,7 +665,7 @@ class S3Sink:
         try:
             return await self._attempt(operation, method, on_failure, **params)
         except RetryFailed as exc:
-            where = self._where(params["Key"])
+            where = self._where(params.get("Key") or params.get("Prefix", ""))
             if part is not None:
                 where += f" (part {part})"
             raise SinkError(describe_failure(exc, where)) from exc
@@ -680,13 +836,18 @@ class S3Sink:
                 leftovers.add(obj.key)
         return leftovers
 
+    def _run_directory(self, dataset: Dataset) -> str:
+        return f"{self._prefix}{dataset}/{self._run.partition}/"
+
     def _is_run_key(self, key: str) -> bool:
+        """The manifest or a data object of this run (not of a run whose id extends this one)."""
         if key == self._manifest_key:
             return True
-        return any(
-            key.startswith(f"{self._prefix}{dataset}/{self._run.partition}/{self._run.run_id}-")
-            for dataset in DATASETS
-        )
+        for dataset in DATASETS:
+            directory = self._run_directory(dataset)
+            if key.startswith(directory) and is_run_file(key[len(directory) :], self._run.run_id):
+                return True
+        return False
 
     async def _sweep(self) -> set[str]:
         """Abort every upload of this run that S3 lists (other runs' uploads are left alone).
@@ -732,17 +893,21 @@ class S3Sink:
             files=self._files,
         )
         body = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        await self._put(self._manifest_key, body, "application/json")
+        self._manifest = manifest
+        return manifest
+
+    async def _put(self, key: str, body: bytes, content_type: str) -> None:
+        """A small object in one PutObject (atomic), checksummed and encrypted like the data."""
         checksum = _b64(checksum_digest(self._checksum, body))
         answer = await self._call(
             "PutObject",
             self._client.put_object,
-            Key=self._manifest_key,
+            Key=key,
             Body=body,
-            ContentType="application/json",
+            ContentType=content_type,
             ChecksumAlgorithm=self._checksum,
             **self._checksum_header(checksum),
             **self._encryption(),
         )
-        self._check_checksum(answer, checksum, self._where(self._manifest_key))
-        self._manifest = manifest
-        return manifest
+        self._check_checksum(answer, checksum, self._where(key))
