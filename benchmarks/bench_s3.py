@@ -199,7 +199,7 @@ def _check(endpoint: str, dest: str, run_id: str, result: dict[str, Any], count:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         for item in page.get("Contents", []):
             keys.append(item["Key"])
-            if "/manifests/" not in item["Key"]:
+            if "/manifests/" not in item["Key"] and "/checkpoints/" not in item["Key"]:
                 sizes += item["Size"]
     if result["records"] != count or sizes != result["stored_bytes"]:
         raise RuntimeError(f"{run_id}: the bucket does not hold what the manifest says")

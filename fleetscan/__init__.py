@@ -1,5 +1,6 @@
 """fleetscan: the recovery point of every AWS Storage Gateway cached volume, organization-wide."""
 
+from ._audit import AuditResult, Policy, audit
 from ._config import ScanConfig
 from ._exceptions import ConfigError, DiscoveryError, FleetscanError, SinkError
 from ._records import (
@@ -16,11 +17,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AuditResult",
     "ConfigError",
     "DiscoveryError",
     "ErrorRecord",
     "FleetscanError",
     "GatewayRecord",
+    "Policy",
     "Record",
     "RecoveryPointRecord",
     "ScanConfig",
@@ -28,6 +31,7 @@ __all__ = [
     "ScanStats",
     "SinkError",
     "__version__",
+    "audit",
     "run_scan",
     "scan",
 ]

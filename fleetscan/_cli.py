@@ -291,8 +291,8 @@ def _add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False)
     output.add_argument(
         "--resume",
         metavar="RUN_ID",
-        help="continue an interrupted run ('latest' or its id) in the same --output directory: "
-        "finished units are skipped, nothing is written twice",
+        help="continue an interrupted run ('latest' or its id) in the same --output (directory "
+        "or s3:// prefix): finished units are skipped, nothing is written twice",
     )
     output.add_argument(
         "--checkpoint-interval",

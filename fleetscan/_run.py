@@ -131,6 +131,7 @@ async def run_scan(
                 for record in batch.records:
                     await sink.write(record)
                 sink.unit_done(batch.key)
+                engine.records_written(len(batch.records))
                 if anyio.current_time() - last_commit >= config.checkpoint_interval:
                     await sink.commit()
                     last_commit = anyio.current_time()

@@ -64,6 +64,9 @@ from ._retry import EXPIRED_CODES, Backoff, Failure, MalformedResponse, RetryBud
 #: keeps answering new Markers past it would otherwise keep a scan from ever ending.
 MAX_LIST_GATEWAYS_PAGES = 10_000
 
+#: Records (about 1 KiB each in memory) that may wait for the writer before new units wait.
+PENDING_RECORDS_CAP = 20_000
+
 #: Gateway failures that describe the gateway, not the scan: the unit still counts as done.
 GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
 
@@ -82,19 +85,21 @@ class Stopped(Exception):
     """The scan was asked to stop (a signal): no new call starts, the unit is abandoned."""
 
 
-#: A unit of work and of resumption: (account_id, region), or (account_id, "*") for the account
-#: itself (its AssumeRole and region lookup, and the marker that all its regions are done).
-UnitKey = tuple[str, str]
-ACCOUNT_UNIT = "*"
+#: A unit of resumption: (account_id, region, gateway_arn). "*" means "all of them": a gateway's
+#: records are (account, region, arn); (account, region, "*") marks the region done (its listing
+#: and every gateway), (account, "*", "*") the whole account.
+UnitKey = tuple[str, ...]
+ALL = "*"
 
 
 @dataclass(slots=True)
 class UnitBatch:
-    """Every record of one finished unit, sent together.
+    """Every record of one finished unit (a gateway, or a region's or account's own records).
 
     A unit's records reach the writer all at once or not at all, so a checkpoint can say "these
     units are durably written" and a resumed run can skip exactly those: nothing lost, nothing
-    written twice.
+    written twice. Units are gateways, not regions, so memory holds at most a gateway's records
+    per call in flight, however large a region is.
     """
 
     key: UnitKey
@@ -182,7 +187,12 @@ class Engine:
         self._home = HOME_REGIONS.get(config.partition, "us-east-1")
         self._calls_in_flight = anyio.CapacityLimiter(config.concurrency)
         # Enough accounts in flight to keep `concurrency` calls busy, few enough to bound memory.
-        self._account_slots = anyio.Semaphore(max(4, config.concurrency // 4))
+        self._account_slots = anyio.Semaphore(max(4, config.concurrency // 2))
+        #: Records sent but not yet written. A gateway's call starts only while this is under
+        #: PENDING_RECORDS_CAP, so memory stays flat however many records the fleet holds (a
+        #: waiting gateway holds no records, so the writer always gets to drain the backlog).
+        self._pending_records = 0
+        self._records_written = anyio.Event()
         self._limiter = RateLimiter(config.rate, config.burst)
         self._backoff = Backoff()
         self._budget = RetryBudget(config.retry_budget_ratio)
@@ -270,7 +280,20 @@ class Engine:
 
     async def _send_batch(self, key: UnitKey, records: list[Record]) -> None:
         assert self._send is not None
+        self._pending_records += len(records)
         await self._send.send(UnitBatch(key, records))
+
+    def records_written(self, count: int) -> None:
+        """The consumer wrote ``count`` records of a batch: their memory is free again."""
+        self._pending_records -= count
+        if self._pending_records < PENDING_RECORDS_CAP:
+            self._records_written.set()
+            self._records_written = anyio.Event()
+
+    async def _room_for_records(self) -> None:
+        """Wait while too many records wait for the writer (it is slower than the API)."""
+        while self._pending_records >= PENDING_RECORDS_CAP and not self._stopping:
+            await self._records_written.wait()
 
     def _error(
         self,
@@ -324,7 +347,9 @@ class Engine:
         async with send:
             clients = AwsClients(
                 profile=self.config.profile,
-                max_pool_connections=min(self.config.concurrency, 256),
+                # Per (service, region) client: calls in flight are capped globally anyway, and
+                # each idle TLS connection holds a 256 KiB buffer.
+                max_pool_connections=max(16, min(self.config.concurrency // 4, 128)),
                 connect_timeout=self.config.connect_timeout,
                 read_timeout=self.config.read_timeout,
             )
@@ -352,7 +377,7 @@ class Engine:
                 )
                 async with anyio.create_task_group() as tg:
                     for account in accounts:
-                        if (account.id, ACCOUNT_UNIT) in self.done_units:
+                        if (account.id, ALL, ALL) in self.done_units:
                             self.stats.units_skipped += 1
                             continue
                         await self._account_slots.acquire()
@@ -384,18 +409,18 @@ class Engine:
                     self.stats.units_planned += 1
                     self.stats.units_failed += 1
                     error = self._error(exc, account_id=account.id, region=None)
-                    await self._send_batch((account.id, ACCOUNT_UNIT), [error])
+                    await self._send_batch((account.id, ALL, ALL), [error])
                     return
                 self.stats.units_planned += len(regions)
                 async with anyio.create_task_group() as tg:
                     for region in regions:
-                        if (account.id, region) in self.done_units:
+                        if (account.id, region, ALL) in self.done_units:
                             self.stats.units_skipped += 1
                             continue
                         tg.start_soon(self._unit, account, region, credentials)
             if not self._stopping:
                 # Every region is written: a resumed run need not even assume the role.
-                await self._send_batch((account.id, ACCOUNT_UNIT), [])
+                await self._send_batch((account.id, ALL, ALL), [])
         except Stopped:
             pass
         finally:
@@ -414,6 +439,7 @@ class Engine:
     ) -> None:
         key = (account.id, region)
         bucket = self._limiter.bucket(key)
+        #: The region's own records (listing failures); each gateway sends its own batch.
         batch: list[Record] = []
         failed = False
         # A hostile or broken endpoint may repeat a gateway or a Marker: record each gateway
@@ -444,24 +470,20 @@ class Engine:
                         failed = True
                         batch.append(self._malformed("ListGateways", unusable, account, region))
                     for gateway in gateways:
-                        if gateway["GatewayARN"] in seen_gateways:
+                        arn = gateway["GatewayARN"]
+                        if arn in seen_gateways:
                             continue
-                        seen_gateways.add(gateway["GatewayARN"])
+                        seen_gateways.add(arn)
+                        if (account.id, region, arn) in self.done_units:
+                            continue  # written by an earlier session of this run
                         if gateway.get("GatewayType") == "CACHED":
+                            await self._room_for_records()
                             tg.start_soon(
-                                self._gateway,
-                                account,
-                                region,
-                                gateway,
-                                sgw,
-                                bucket,
-                                credentials,
-                                batch,
+                                self._gateway, account, region, gateway, sgw, bucket, credentials
                             )
                         else:
-                            batch.append(
-                                self._gateway_record(account, region, gateway, "not_cached")
-                            )
+                            record = self._gateway_record(account, region, gateway, "not_cached")
+                            await self._send_batch((account.id, region, arn), [record])
                     marker = page.get("Marker")
                     if not marker:
                         break
@@ -491,14 +513,14 @@ class Engine:
                     seen_markers.add(marker)
                     params["Marker"] = marker
             if self._stopping:
-                # Some gateway task may have been stopped before its call: the batch could be
-                # incomplete, so none of it is sent (a resumed run scans the unit again).
+                # Some gateway may have been stopped before its call: the region is not done,
+                # so no marker says it is (a resumed run lists it again, skips done gateways).
                 raise Stopped
             # Gateways that failed for a reason other than their own state fail the unit too.
             failed = failed or self._unit_failures.pop(key, 0) > 0
-            await self._send_batch(key, batch)
+            await self._send_batch((account.id, region, ALL), batch)
         except Stopped:
-            return  # abandoned: nothing of it is written, a resumed run scans it again
+            return
         finally:
             self._limiter.release(key)
             self._unit_failures.pop(key, None)
@@ -515,9 +537,10 @@ class Engine:
         sgw: Any,
         bucket: AdaptiveBucket,
         credentials: FrozenCredentialSource,
-        batch: list[Record],
     ) -> None:
+        """One cached gateway: its recovery points, its gateway record, sent as one batch."""
         arn = gateway["GatewayARN"]
+        batch: list[Record] = []
         try:
             answer = await self.call(
                 functools.partial(sgw.list_volume_recovery_points, GatewayARN=arn),
@@ -533,13 +556,14 @@ class Engine:
                     self._malformed("ListVolumeRecoveryPoints", unusable, account, region, arn)
                 )
         except Stopped:
-            return  # the unit notices the stop and abandons its batch
+            return  # nothing of it is sent: a resumed run scans this gateway again
         except CallFailed as exc:
             batch.append(self._error(exc, account_id=account.id, region=region, gateway_arn=arn))
             if exc.failure.error_code not in GATEWAY_STATE_ERRORS:
                 self._unit_failures[(account.id, region)] += 1
             code = exc.failure.gateway_error_code or exc.failure.error_code
             batch.append(self._gateway_record(account, region, gateway, "error", error_code=code))
+            await self._send_batch((account.id, region, arn), batch)
             return
         now = dt.datetime.now(dt.UTC)
         scanned_at = format_time(now)
@@ -576,6 +600,7 @@ class Engine:
                 account, region, gateway, "scanned", recovery_point_count=len(infos)
             )
         )
+        await self._send_batch((account.id, region, arn), batch)
 
     def _gateway_record(
         self,
@@ -644,9 +669,7 @@ def _recovery_point_list(
     return list(unique.values()), unusable
 
 
-async def scan(
-    config: ScanConfig, *, run_id: str | None = None
-) -> AsyncGenerator[Record, None]:
+async def scan(config: ScanConfig, *, run_id: str | None = None) -> AsyncGenerator[Record, None]:
     """Every record of a scan, as it is produced.
 
     Use it with ``contextlib.aclosing`` if you may stop early, so the scan's tasks are cancelled
@@ -664,6 +687,7 @@ async def scan(
                 try:
                     for record in batch.records:
                         yield record
+                    engine.records_written(len(batch.records))
                 except GeneratorExit:
                     # The consumer stopped early (aclose): stop the scan, then end quietly.
                     tg.cancel_scope.cancel()

@@ -37,13 +37,14 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, FleetscanError
 from .._records import DATASETS, Dataset, format_time
 from ._common import Compression, FileEntry, RunInfo
 
 CHECKPOINT_VERSION = 1
 
-UnitKey = tuple[str, str]
+#: (account, region, gateway ARN), with "*" for "all of them": see fleetscan._scan.UnitKey.
+UnitKey = tuple[str, ...]
 
 
 #: A run's data file name, the temporary local name included (``.NAME.partial``).
@@ -167,7 +168,7 @@ def read_checkpoint(
             checkpoint.files.append(
                 FileEntry(dataset, f["path"], f["records"], f["bytes"], f["sha256"])
             )
-        checkpoint.units.update((str(a), str(r)) for a, r in entry["units"])
+        checkpoint.units.update(tuple(str(part) for part in unit) for unit in entry["units"])
         for name_, seq in entry["next_seq"].items():
             checkpoint.next_seq[name_] = max(int(seq), checkpoint.next_seq.get(name_, 0))
     return checkpoint
@@ -293,18 +294,28 @@ async def _load_s3_checkpoint(destination: str, run_id: str, profile: str | None
         where = reader.url(f"checkpoints/{run[1]}/{run[0]}/")
         if 0 not in numbered:
             raise ConfigError("resume", f"{where} has no header entry (000000.json)")
-        order = sorted(numbered)
         documents: dict[int, bytes] = {}
+        refused: list[FleetscanError] = []
         limiter = anyio.CapacityLimiter(_S3_READS)
 
         async def fetch(number: int) -> None:
             async with limiter:
-                documents[number] = await reader.read(numbered[number])
+                try:
+                    documents[number] = await reader.read(numbered[number])
+                except FileNotFoundError:
+                    return  # deleted since the listing: a gap, like any missing entry
+                except FleetscanError as exc:
+                    refused.append(exc)
 
         async with anyio.create_task_group() as tg:
-            for number in order:
+            for number in numbered:
                 tg.start_soon(fetch, number)
+    if refused:
+        raise refused[0]
+    if 0 not in documents:
+        raise ConfigError("resume", f"{where} has no header entry (000000.json)")
+    order = sorted(documents)
     entries = [(reader.url(numbered[n]), documents[n]) for n in order]
     checkpoint = read_checkpoint(entries, where)
-    checkpoint.next_entry = order[-1] + 1
+    checkpoint.next_entry = max(numbered) + 1
     return checkpoint

@@ -79,7 +79,7 @@ class Sink(Protocol):
 
     async def write(self, record: Record) -> None: ...
 
-    def unit_done(self, key: tuple[str, str]) -> None:
+    def unit_done(self, key: tuple[str, ...]) -> None:
         """All records of unit ``key`` (account, region) have been written."""
 
     async def commit(self) -> None:

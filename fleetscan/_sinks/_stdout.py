@@ -45,7 +45,7 @@ class StdoutSink:
             # A slow reader blocks the pipe: block a worker thread, never the event loop.
             await anyio.to_thread.run_sync(self._flush)
 
-    def unit_done(self, key: tuple[str, str]) -> None:
+    def unit_done(self, key: tuple[str, ...]) -> None:
         """stdout keeps no checkpoint: a run to stdout cannot be resumed."""
 
     async def commit(self) -> None:
