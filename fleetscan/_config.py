@@ -102,7 +102,7 @@ class ScanConfig:
     concurrency: int = 256
     #: Requests per second per (account, region) token bucket, and its burst.
     rate: float = 20.0
-    burst: int = 20
+    burst: int = 10
     #: Attempts per call (first try included) for retryable failures.
     max_attempts: int = 8
     #: Retries the whole run may spend, as a fraction of the calls made (plus a floor of 100).

@@ -18,11 +18,11 @@ class AdaptiveBucket:
     #: Lowest rate a throttled bucket falls to (requests/s).
     MIN_RATE = 0.5
     #: Multiplicative decrease on a throttle.
-    DECREASE = 0.6
+    DECREASE = 0.7
     #: Additive increase: fraction of the configured rate regained per quiet second.
-    RECOVERY_PER_SECOND = 0.05
+    RECOVERY_PER_SECOND = 0.25
     #: Recovery starts this long after the last throttle.
-    QUIET_SECONDS = 1.0
+    QUIET_SECONDS = 0.5
 
     __slots__ = (
         "_last_throttle",
@@ -63,8 +63,9 @@ class AdaptiveBucket:
         if now - self._last_throttle > 1.0 / self.rate:
             self.rate = max(self.MIN_RATE, self.rate * self.DECREASE)
             self.burst = 1
-            # Pause: the next slot is one (new) interval away, whatever credit had built up.
-            self._tat = now + 1.0 / self.rate
+            # Pause: no slot sooner than one (new) interval from now; slots already reserved
+            # stay where they are (moving them earlier would bunch the callers up again).
+            self._tat = max(self._tat, now + 1.0 / self.rate)
         self._last_throttle = now
         self._last_update = now
 
