@@ -34,9 +34,24 @@ def _emulator(quick: bool) -> dict[str, Any]:
     return result
 
 
+def _s3(quick: bool) -> dict[str, Any]:
+    from . import bench_s3
+
+    result: dict[str, Any] = bench_s3.main(quick)
+    return result
+
+
+def _soak(quick: bool) -> dict[str, Any]:
+    from . import soak
+
+    return soak.main(quick)
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "emulator": _emulator,
     **bench_scan.SCENARIOS,
+    "s3": _s3,
+    "soak": _soak,
 }
 
 
