@@ -12,9 +12,9 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, SinkError
 from .._records import DATASETS, SCHEMA_VERSION, Dataset, Record, format_time
 
 Compression = Literal["none", "gzip"]
@@ -68,6 +68,27 @@ def object_relpath(dataset: Dataset, run: RunInfo, seq: int, compress: Compressi
 
 def manifest_relpath(run: RunInfo) -> str:
     return f"manifests/{run.partition}/{run.run_id}.json"
+
+
+_Current = TypeVar("_Current")
+
+
+class Stream(Generic[_Current]):
+    """One dataset of a destination: lines buffered for its current file (local) or object (S3),
+    and that file or object once started."""
+
+    __slots__ = ("buffered", "current", "dataset", "failure", "lines", "object_bytes", "seq")
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.seq = 0
+        self.lines: list[bytes] = []
+        self.buffered = 0
+        #: Uncompressed bytes of the current file, buffered lines included (0: no current file).
+        self.object_bytes = 0
+        self.current: _Current | None = None
+        #: Set once a write failed: the current file is unusable and is dropped on abort.
+        self.failure: SinkError | None = None
 
 
 class Sink(Protocol):

@@ -39,6 +39,7 @@ from ._common import (
     Encoder,
     FileEntry,
     RunInfo,
+    Stream,
     build_manifest,
     check_status,
     manifest_relpath,
@@ -116,21 +117,7 @@ class _File:
         self.encoder = encoder
 
 
-class _Stream:
-    """One dataset: the records buffered for its current file, and that file once opened."""
-
-    __slots__ = ("buffered", "dataset", "failure", "file", "lines", "object_bytes", "seq")
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self.seq = 0
-        self.lines: list[bytes] = []
-        self.buffered = 0
-        #: Uncompressed bytes of the current file, buffered lines included (0: no current file).
-        self.object_bytes = 0
-        self.file: _File | None = None
-        #: Set once a write failed: the current file is unusable and is dropped on abort.
-        self.failure: SinkError | None = None
+_Stream = Stream[_File]
 
 
 class LocalSink:
@@ -339,13 +326,13 @@ class LocalSink:
         except OSError as exc:
             path = Path(exc.filename) if exc.filename else partial
             raise self._fail(stream, _os_problem("create", path, exc)) from exc
-        stream.file = _File(relpath, final, partial, fd, Encoder(self._compress))
-        return stream.file
+        stream.current = _File(relpath, final, partial, fd, Encoder(self._compress))
+        return stream.current
 
     def _flush(self, stream: _Stream) -> None:
         if stream.failure is not None:
             raise stream.failure
-        file = stream.file or self._open_file(stream)
+        file = stream.current or self._open_file(stream)
         data = file.encoder.encode(stream.lines)
         stream.lines = []
         stream.buffered = 0
@@ -357,7 +344,7 @@ class LocalSink:
     def _close_file(self, stream: _Stream) -> None:
         if stream.lines:
             self._flush(stream)
-        file = stream.file
+        file = stream.current
         if file is None:
             return
         fd, file.fd = file.fd, -1
@@ -376,7 +363,7 @@ class LocalSink:
                 stream.dataset, file.relpath, encoder.records, encoder.stored_bytes, encoder.sha256
             )
         )
-        stream.file = None
+        stream.current = None
         stream.object_bytes = 0
         stream.seq += 1
 
@@ -388,11 +375,11 @@ class LocalSink:
     @staticmethod
     def _discard(stream: _Stream) -> None:
         """Remove what is left of a file that cannot be completed (best effort: we are failing)."""
-        file = stream.file
+        file = stream.current
         stream.lines = []
         stream.buffered = 0
         stream.object_bytes = 0
-        stream.file = None
+        stream.current = None
         if file is None:
             return
         if file.fd >= 0:

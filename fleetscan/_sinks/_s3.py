@@ -67,6 +67,7 @@ from ._common import (
     Encoder,
     FileEntry,
     RunInfo,
+    Stream,
     build_manifest,
     check_status,
     manifest_relpath,
@@ -235,21 +236,7 @@ class _Object:
         self.digests: list[bytes] = []
 
 
-class _Stream:
-    """One dataset: lines buffered for its current object, and that object once started."""
-
-    __slots__ = ("buffered", "dataset", "failure", "lines", "obj", "object_bytes", "seq")
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self.seq = 0
-        self.lines: list[bytes] = []
-        self.buffered = 0
-        #: Uncompressed bytes of the current object, buffered lines included (0: no object).
-        self.object_bytes = 0
-        self.obj: _Object | None = None
-        #: Set once an upload of this dataset failed or was cut: its current object is lost.
-        self.failure: SinkError | None = None
+_Stream = Stream[_Object]
 
 
 class S3Sink:
@@ -697,8 +684,8 @@ class S3Sink:
 
     def _new_object(self, stream: _Stream) -> _Object:
         relpath = object_relpath(stream.dataset, self._run, stream.seq, self._compress)
-        stream.obj = _Object(relpath, self._prefix + relpath, Encoder(self._compress))
-        return stream.obj
+        stream.current = _Object(relpath, self._prefix + relpath, Encoder(self._compress))
+        return stream.current
 
     @staticmethod
     def _encode(stream: _Stream, obj: _Object, last: bool) -> None:
@@ -719,7 +706,7 @@ class S3Sink:
         return body, checksum_digest(self._checksum, body)
 
     async def _flush(self, stream: _Stream) -> None:
-        obj = stream.obj or self._new_object(stream)
+        obj = stream.current or self._new_object(stream)
         await anyio.to_thread.run_sync(self._encode, stream, obj, False)
         if obj.pending >= self._part_bytes:
             await self._upload_part(obj)
@@ -762,7 +749,7 @@ class S3Sink:
         self._unknown_uploads = True
 
     async def _close_object(self, stream: _Stream) -> None:
-        obj = stream.obj or self._new_object(stream)
+        obj = stream.current or self._new_object(stream)
         await anyio.to_thread.run_sync(self._encode, stream, obj, True)
         where = self._where(obj.key)
         if obj.upload_id is None:
@@ -800,7 +787,7 @@ class S3Sink:
             )
         )
         self.stats.objects += 1
-        stream.obj = None
+        stream.current = None
         stream.object_bytes = 0
         stream.seq += 1
 
@@ -823,8 +810,8 @@ class S3Sink:
         """Abort the upload of every object in progress; return the keys that stay open."""
         leftovers: set[str] = set()
         for stream in self._streams.values():
-            obj = stream.obj
-            stream.obj = None
+            obj = stream.current
+            stream.current = None
             stream.lines = []
             stream.buffered = 0
             stream.object_bytes = 0
