@@ -39,22 +39,27 @@ async def _direct_call(fn: Any, operation: str) -> dict[str, Any]:
     return result
 
 
+def _assumer(clients: AwsClients) -> RoleAssumer:
+    """Member credentials straight from the ambient (management) ones, with no retry layer."""
+    return RoleAssumer(
+        clients,
+        ambient=AmbientCredentials(None),
+        sts_region="us-east-1",
+        session_name="fleetscan-test",
+        duration_seconds=900,
+        external_id=None,
+        hub_role_arn=None,
+        call=_direct_call,
+    )
+
+
 async def test_credentials_refresh_before_expiry_and_only_once(stack: Any, stack_env: None) -> None:
     member = next(a for a in stack.fleet.accounts if a.active)
     clock = Clock()
     async with AwsClients(
         profile=None, max_pool_connections=4, connect_timeout=5, read_timeout=5
     ) as clients:
-        assumer = RoleAssumer(
-            clients,
-            ambient=AmbientCredentials(None),
-            sts_region="us-east-1",
-            session_name="fleetscan-test",
-            duration_seconds=900,
-            external_id=None,
-            hub_role_arn=None,
-            call=_direct_call,
-        )
+        assumer = _assumer(clients)
         creds = assumer.credentials_for(stack.role_arn(member.id))
         creds._clock = clock  # the one fake: time
 
@@ -115,16 +120,7 @@ async def test_acting_as_scopes_credentials_to_the_task(stack: Any, stack_env: N
     async with AwsClients(
         profile=None, max_pool_connections=4, connect_timeout=5, read_timeout=5
     ) as clients:
-        assumer = RoleAssumer(
-            clients,
-            ambient=AmbientCredentials(None),
-            sts_region="us-east-1",
-            session_name="fleetscan-test",
-            duration_seconds=900,
-            external_id=None,
-            hub_role_arn=None,
-            call=_direct_call,
-        )
+        assumer = _assumer(clients)
         sts = await clients.client("sts", "us-east-1")
 
         async def who_am_i(account_id: str, creds: AssumedRoleCredentials) -> None:
