@@ -195,10 +195,6 @@ def record_fields(record_type: type[Record]) -> tuple[str, ...]:
     return tuple(f for f in record_type.__dataclass_fields__ if f != "dataset")
 
 
-def to_json_dict(record: Record) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in record_fields(type(record))}
-
-
 #: The JSON Schemas shipped in ``fleetscan/schemas/``: one per dataset, and the run manifest.
 SCHEMA_NAMES: tuple[str, ...] = (*DATASETS, "manifest")
 
