@@ -4,7 +4,8 @@ moto's S3 runs in its own process (``python -m moto.server`` on 127.0.0.1), so i
 writer's. Each measured run is its own subprocess that writes N recovery-point records (about
 630 bytes of NDJSON each, generated as they are written, as a scan hands them over) through
 :class:`fleetscan._sinks.S3Sink` with its defaults (8 MiB parts, 128 MiB objects, CRC32 on every
-part), and finishes with the manifest. Its CPU time and peak RSS come from ``os.wait4``; the
+part), and finishes with the manifest. Its CPU time and peak RSS are its own (measured by
+:mod:`benchmarks._launcher`, which explains why not from this process); the
 throughput is timed inside it, from the first record to the manifest. The run is then checked:
 the manifest counts every record, the objects' sizes add up to it, no multipart upload is left.
 
@@ -30,6 +31,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ._measure import run_measured
+
+ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "fleetscan-bench"
 RUNS = ((250_000, "none"), (1_000_000, "none"), (1_000_000, "gzip"))
 QUICK_RUNS = ((50_000, "none"), (200_000, "none"))
@@ -149,27 +153,21 @@ def _measure(endpoint: str, count: int, compress: str, workdir: Path) -> dict[st
     dest = f"s3://{BUCKET}/{run_id}/"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | _ENV
     env["AWS_ENDPOINT_URL_S3"] = endpoint
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     argv = [sys.executable, "-m", "benchmarks.bench_s3", "--child", str(count), compress, dest]
-    out_path = workdir / f"{run_id}.out"
-    with open(out_path, "wb") as out:
-        process = subprocess.Popen(
-            [*argv, run_id], stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+    out_path, err_path = workdir / f"{run_id}.out", workdir / f"{run_id}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        usage = run_measured(
+            [*argv, run_id], env=env, cwd=workdir, stdout=out, stderr=err, timeout=RUN_TIMEOUT_S
         )
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:
-            process.kill()
-            process.wait(timeout=10)
-            raise
-    code = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    if code != 0:
-        raise RuntimeError(f"the S3 writer exited {code}: {stderr[-2000:]}")
+    if usage.returncode != 0:
+        stderr = err_path.read_text(errors="replace")
+        raise RuntimeError(f"the S3 writer exited {usage.returncode}: {stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out_path.read_text())
     result.update(
         compress=compress,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        cpu_s=usage.cpu_s,
+        peak_rss_mb=usage.peak_rss_mb,
         ndjson_mb_per_s=result["ndjson_bytes"] / MIB / result["wall_s"],
         stored_mb_per_s=result["stored_bytes"] / MIB / result["wall_s"],
         records_per_s=result["records"] / result["wall_s"],

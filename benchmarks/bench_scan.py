@@ -2,8 +2,9 @@
 with the boto3 script people write today?
 
 The emulated AWS stack runs in its own process (``fleetscan emulator serve --tls``), so whatever
-CPU a scanner uses is its own; each scanner run is its own subprocess too, measured with
-``os.wait4`` (CPU time, peak RSS) and timed from spawn to exit, imports included. API calls are
+CPU a scanner uses is its own; each scanner run is its own subprocess too, started by a small
+launcher that measures it with ``os.wait4`` (CPU time, peak RSS: see :mod:`benchmarks._launcher`
+for why not from here) and timed from spawn to exit, imports included. API calls are
 the Storage Gateway calls the emulator counted (``GET /_emulator/counters``; throttled answers
 and retries included), reset before every run. The minimum is :meth:`Fleet.minimum_calls` over
 the accounts a scan must cover (the ACTIVE members and the management account, which
@@ -44,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetscan.emulator import DEFAULT_REGIONS, DEFAULT_ROLE_NAME, Fleet, FleetSpec
+
+from ._measure import run_measured
 
 SEED = 2024
 #: How long a server may take to start, and a single scanner run to finish.
@@ -287,31 +290,15 @@ class ClientRun:
 def run_client(
     argv: Sequence[str], env: dict[str, str], workdir: Path, timeout: float = RUN_TIMEOUT_S
 ) -> ClientRun:
-    """Run one scanner as its own process; its CPU time and peak RSS come from ``wait4``."""
+    """Run one scanner as its own process; CPU time and peak RSS are its own (see _launcher)."""
     out_path, err_path = workdir / "client.stdout", workdir / "client.stderr"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=workdir
-        )
-        watchdog = threading.Timer(timeout, process.kill)
-        watchdog.start()
-        reaped = False
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-            reaped = True
-        finally:
-            watchdog.cancel()
-            if not reaped:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_S)
-        wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
+        usage = run_measured(argv, env=env, cwd=workdir, stdout=out, stderr=err, timeout=timeout)
     return ClientRun(
-        wall_s=wall,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports KiB
-        returncode=process.returncode,
+        wall_s=usage.wall_s,
+        cpu_s=usage.cpu_s,
+        peak_rss_mb=usage.peak_rss_mb,
+        returncode=usage.returncode,
         stdout=out_path.read_text(errors="replace")[-4000:],
         stderr_tail=err_path.read_text(errors="replace")[-2000:],
     )
