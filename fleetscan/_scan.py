@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import secrets
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -34,6 +35,7 @@ from ._aws import (
     acting_as,
     refresh_current,
 )
+from ._backpressure import RecordBudget, Reservation
 from ._config import ScanConfig
 from ._credentials import AssumedRoleCredentials, RoleAssumer
 from ._discovery import (
@@ -64,8 +66,9 @@ from ._retry import EXPIRED_CODES, Backoff, Failure, MalformedResponse, RetryBud
 #: keeps answering new Markers past it would otherwise keep a scan from ever ending.
 MAX_LIST_GATEWAYS_PAGES = 10_000
 
-#: Records (about 1 KiB each in memory) that may wait for the writer before new units wait.
-PENDING_RECORDS_CAP = 20_000
+#: Records (about 1 KiB each in memory, with the answer they came from) that a scan may hold at
+#: once: in answers in flight, in batches being built, and waiting for the writer.
+RECORD_BUDGET = 20_000
 
 #: Gateway failures that describe the gateway, not the scan: the unit still counts as done.
 GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
@@ -186,13 +189,20 @@ class Engine:
         self.stats = ScanStats()
         self._home = HOME_REGIONS.get(config.partition, "us-east-1")
         self._calls_in_flight = anyio.CapacityLimiter(config.concurrency)
-        # Enough accounts in flight to keep `concurrency` calls busy, few enough to bound memory.
+        #: Work in flight is bounded at each level, so memory does not follow the fleet's size:
+        #: accounts being prepared (role, regions), then (account, region) units, then gateways
+        #: per unit, then calls. An account holds its slot only until its units have started:
+        #: one account with a slow region must not keep the next accounts from starting.
         self._account_slots = anyio.Semaphore(max(4, config.concurrency // 2))
-        #: Records sent but not yet written. A gateway's call starts only while this is under
-        #: PENDING_RECORDS_CAP, so memory stays flat however many records the fleet holds (a
-        #: waiting gateway holds no records, so the writer always gets to drain the backlog).
-        self._pending_records = 0
-        self._records_written = anyio.Event()
+        #: Two units per call slot: a unit pages ListGateways one call at a time.
+        self._unit_slots = anyio.Semaphore(max(4, 2 * config.concurrency))
+        #: Records in memory: a ListVolumeRecoveryPoints call reserves room for its answer
+        #: before it is sent and the writer releases it, so memory stays flat however many
+        #: records the fleet holds.
+        self.record_budget = RecordBudget(RECORD_BUDGET)
+        #: Gateway tasks per (account, region): what its bucket admits in a second. More would
+        #: only wait for tokens, each holding a task and its gateway.
+        self._gateways_per_unit = max(2, config.burst + math.ceil(config.rate))
         self._limiter = RateLimiter(config.rate, config.burst)
         self._backoff = Backoff()
         self._budget = RetryBudget(config.retry_budget_ratio)
@@ -213,11 +223,13 @@ class Engine:
         bucket: AdaptiveBucket | None = None,
         credentials: FrozenCredentialSource | None = None,
         check: Callable[[dict[str, Any]], object] | None = None,
+        reservation: Reservation | None = None,
     ) -> dict[str, Any]:
         """Call ``fn`` with limits and retries; raise :class:`CallFailed` when it fails for good.
 
         ``check`` rejects a 200 answer that breaks the API model (raise MalformedResponse): such
-        an answer is retried like a 5xx rather than written as data.
+        an answer is retried like a 5xx rather than written as data. ``reservation`` claims room
+        for the answer's records once the bucket has admitted the call, before it is sent.
         """
         attempt = 0
         stats = self.stats
@@ -228,6 +240,8 @@ class Engine:
             await refresh_current()
             if bucket is not None:
                 await bucket.acquire()
+            if reservation is not None:
+                await reservation.reserve()
             # A token per call, not per task: a call made while signing another (a hub's
             # refresh) must not count as the same borrower.
             slot = object()
@@ -278,22 +292,19 @@ class Engine:
         """Start no new call; units still running are abandoned (and rescanned on resume)."""
         self._stopping = True
 
-    async def _send_batch(self, key: UnitKey, records: list[Record]) -> None:
+    async def _send_batch(
+        self, key: UnitKey, records: list[Record], reservation: Reservation | None = None
+    ) -> None:
         assert self._send is not None
-        self._pending_records += len(records)
+        if reservation is not None:
+            reservation.settle(len(records))
+        else:
+            self.record_budget.hold(len(records))
         await self._send.send(UnitBatch(key, records))
 
     def records_written(self, count: int) -> None:
         """The consumer wrote ``count`` records of a batch: their memory is free again."""
-        self._pending_records -= count
-        if self._pending_records < PENDING_RECORDS_CAP:
-            self._records_written.set()
-            self._records_written = anyio.Event()
-
-    async def _room_for_records(self) -> None:
-        """Wait while too many records wait for the writer (it is slower than the API)."""
-        while self._pending_records >= PENDING_RECORDS_CAP and not self._stopping:
-            await self._records_written.wait()
+        self.record_budget.release(count)
 
     def _error(
         self,
@@ -347,9 +358,8 @@ class Engine:
         async with send:
             clients = AwsClients(
                 profile=self.config.profile,
-                # Per (service, region) client: calls in flight are capped globally anyway, and
-                # each idle TLS connection holds a 256 KiB buffer.
-                max_pool_connections=max(16, min(self.config.concurrency // 4, 128)),
+                # One pool for every client: a connection per call that may be in flight.
+                max_pool_connections=self.config.concurrency,
                 connect_timeout=self.config.connect_timeout,
                 read_timeout=self.config.read_timeout,
             )
@@ -394,6 +404,7 @@ class Engine:
     async def _account(
         self, account: AccountTarget, assumer: RoleAssumer, ambient: FrozenCredentialSource
     ) -> None:
+        preparing = True
         try:
             credentials: FrozenCredentialSource = ambient
             if self.config.assume_role:
@@ -417,14 +428,18 @@ class Engine:
                         if (account.id, region, ALL) in self.done_units:
                             self.stats.units_skipped += 1
                             continue
+                        await self._unit_slots.acquire()
                         tg.start_soon(self._unit, account, region, credentials)
+                    preparing = False
+                    self._account_slots.release()
             if not self._stopping:
                 # Every region is written: a resumed run need not even assume the role.
                 await self._send_batch((account.id, ALL, ALL), [])
         except Stopped:
             pass
         finally:
-            self._account_slots.release()
+            if preparing:
+                self._account_slots.release()
 
     async def _regions(self) -> tuple[str, ...]:
         regions = self.config.regions
@@ -446,6 +461,7 @@ class Engine:
         # once, and stop paging (as a failure) rather than loop forever.
         seen_gateways: set[str] = set()
         seen_markers: set[str] = set()
+        gateway_slots = anyio.Semaphore(self._gateways_per_unit)
         try:
             sgw = await self._clients.client("storagegateway", region)
             params: dict[str, Any] = {}
@@ -477,9 +493,17 @@ class Engine:
                         if (account.id, region, arn) in self.done_units:
                             continue  # written by an earlier session of this run
                         if gateway.get("GatewayType") == "CACHED":
-                            await self._room_for_records()
+                            await gateway_slots.acquire()
+                            await self.record_budget.room()
                             tg.start_soon(
-                                self._gateway, account, region, gateway, sgw, bucket, credentials
+                                self._gateway,
+                                account,
+                                region,
+                                gateway,
+                                sgw,
+                                bucket,
+                                credentials,
+                                gateway_slots,
                             )
                         else:
                             record = self._gateway_record(account, region, gateway, "not_cached")
@@ -524,6 +548,7 @@ class Engine:
         finally:
             self._limiter.release(key)
             self._unit_failures.pop(key, None)
+            self._unit_slots.release()
         if failed:
             self.stats.units_failed += 1
         else:
@@ -537,34 +562,52 @@ class Engine:
         sgw: Any,
         bucket: AdaptiveBucket,
         credentials: FrozenCredentialSource,
+        slots: anyio.Semaphore,
     ) -> None:
         """One cached gateway: its recovery points, its gateway record, sent as one batch."""
         arn = gateway["GatewayARN"]
-        batch: list[Record] = []
+        reservation = Reservation(self.record_budget)
         try:
-            answer = await self.call(
-                functools.partial(sgw.list_volume_recovery_points, GatewayARN=arn),
-                "ListVolumeRecoveryPoints",
-                bucket=bucket,
-                credentials=credentials,
-                check=_recovery_point_list,
-            )
-            infos, unusable = _recovery_point_list(answer, arn)
-            if unusable:
-                self._unit_failures[(account.id, region)] += 1
-                batch.append(
-                    self._malformed("ListVolumeRecoveryPoints", unusable, account, region, arn)
+            try:
+                answer = await self.call(
+                    functools.partial(sgw.list_volume_recovery_points, GatewayARN=arn),
+                    "ListVolumeRecoveryPoints",
+                    bucket=bucket,
+                    credentials=credentials,
+                    check=_recovery_point_list,
+                    reservation=reservation,
                 )
-        except Stopped:
-            return  # nothing of it is sent: a resumed run scans this gateway again
-        except CallFailed as exc:
-            batch.append(self._error(exc, account_id=account.id, region=region, gateway_arn=arn))
-            if exc.failure.error_code not in GATEWAY_STATE_ERRORS:
-                self._unit_failures[(account.id, region)] += 1
-            code = exc.failure.gateway_error_code or exc.failure.error_code
-            batch.append(self._gateway_record(account, region, gateway, "error", error_code=code))
-            await self._send_batch((account.id, region, arn), batch)
-            return
+            except Stopped:
+                return  # nothing of it is sent: a resumed run scans this gateway again
+            except CallFailed as exc:
+                error = self._error(exc, account_id=account.id, region=region, gateway_arn=arn)
+                if exc.failure.error_code not in GATEWAY_STATE_ERRORS:
+                    self._unit_failures[(account.id, region)] += 1
+                code = exc.failure.gateway_error_code or exc.failure.error_code
+                record = self._gateway_record(account, region, gateway, "error", error_code=code)
+                batch: list[Record] = [error, record]
+            else:
+                # Built in a function of its own so the parsed answer is freed before the send,
+                # which may wait for the writer.
+                batch = self._recovery_points(account, region, gateway, answer)
+                del answer
+            await self._send_batch((account.id, region, arn), batch, reservation)
+        finally:
+            reservation.cancel()
+            slots.release()
+
+    def _recovery_points(
+        self, account: AccountTarget, region: str, gateway: dict[str, Any], answer: dict[str, Any]
+    ) -> list[Record]:
+        """A scanned gateway's batch: its recovery points, then its own gateway record."""
+        arn = gateway["GatewayARN"]
+        infos, unusable = _recovery_point_list(answer, arn)
+        batch: list[Record] = []
+        if unusable:
+            self._unit_failures[(account.id, region)] += 1
+            batch.append(
+                self._malformed("ListVolumeRecoveryPoints", unusable, account, region, arn)
+            )
         now = dt.datetime.now(dt.UTC)
         scanned_at = format_time(now)
         gateway_id = arn.rsplit("/", 1)[-1]
@@ -600,7 +643,7 @@ class Engine:
                 account, region, gateway, "scanned", recovery_point_count=len(infos)
             )
         )
-        await self._send_batch((account.id, region, arn), batch)
+        return batch
 
     def _gateway_record(
         self,
