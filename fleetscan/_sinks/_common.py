@@ -75,15 +75,28 @@ _Current = TypeVar("_Current")
 
 class Stream(Generic[_Current]):
     """One dataset of a destination: lines buffered for its current file (local) or object (S3),
-    and that file or object once started."""
+    and that file or object once started.
 
-    __slots__ = ("buffered", "current", "dataset", "failure", "lines", "object_bytes", "seq")
+    Lines are copied into one buffer as they are encoded rather than kept as a list: orjson
+    returns each line in an allocation of about 8 KiB, so a list of 1,750 lines (a 1 MiB buffer)
+    held about 14 MiB of memory per dataset (measured: 20,000 lines, 155 MB of RSS).
+    """
+
+    __slots__ = (
+        "buffer",
+        "buffered_records",
+        "current",
+        "dataset",
+        "failure",
+        "object_bytes",
+        "seq",
+    )
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
         self.seq = 0
-        self.lines: list[bytes] = []
-        self.buffered = 0
+        self.buffer = bytearray()
+        self.buffered_records = 0
         #: Uncompressed bytes of the current file, buffered lines included (0: no current file).
         self.object_bytes = 0
         self.current: _Current | None = None
@@ -136,19 +149,21 @@ class Encoder:
         self.raw_bytes = 0
         self.stored_bytes = 0
 
-    def encode(self, lines: list[bytes]) -> bytes:
-        data = b"".join(lines)
-        self.records += len(lines)
+    def encode(self, stream: Stream[Any]) -> bytes | bytearray:
+        """Take the stream's buffered lines (the stream's buffer starts empty again)."""
+        data: bytes | bytearray = stream.buffer
+        self.records += stream.buffered_records
         self.raw_bytes += len(data)
+        stream.buffer, stream.buffered_records = bytearray(), 0
         if self._zlib is not None:
             data = self._zlib.compress(data)
         return self._stored(data)
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytes | bytearray:
         """The last bytes of the file (the gzip trailer); the encoder is spent afterwards."""
         return self._stored(self._zlib.flush() if self._zlib is not None else b"")
 
-    def _stored(self, data: bytes) -> bytes:
+    def _stored(self, data: bytes | bytearray) -> bytes | bytearray:
         self._sha.update(data)
         self.stored_bytes += len(data)
         return data

@@ -98,7 +98,7 @@ def _publish(fd: int, partial: Path, final: Path) -> None:
     _fsync_directory(final.parent)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -168,10 +168,10 @@ class LocalSink:
         self._open_batch = True
         if stream.object_bytes and stream.object_bytes + size > self._max_object_bytes:
             await anyio.to_thread.run_sync(self._close_file, stream)
-        stream.lines.append(line)
-        stream.buffered += size
+        stream.buffer += line
+        stream.buffered_records += 1
         stream.object_bytes += size
-        if stream.buffered >= self._buffer_bytes:
+        if len(stream.buffer) >= self._buffer_bytes:
             await anyio.to_thread.run_sync(self._flush, stream)
 
     def unit_done(self, key: UnitKey) -> None:
@@ -333,16 +333,14 @@ class LocalSink:
         if stream.failure is not None:
             raise stream.failure
         file = stream.current or self._open_file(stream)
-        data = file.encoder.encode(stream.lines)
-        stream.lines = []
-        stream.buffered = 0
+        data = file.encoder.encode(stream)
         try:
             _write_all(file.fd, data)
         except OSError as exc:
             raise self._fail(stream, _os_problem("write", file.partial, exc)) from exc
 
     def _close_file(self, stream: _Stream) -> None:
-        if stream.lines:
+        if stream.buffer:
             self._flush(stream)
         file = stream.current
         if file is None:
@@ -376,8 +374,7 @@ class LocalSink:
     def _discard(stream: _Stream) -> None:
         """Remove what is left of a file that cannot be completed (best effort: we are failing)."""
         file = stream.current
-        stream.lines = []
-        stream.buffered = 0
+        stream.buffer, stream.buffered_records = bytearray(), 0
         stream.object_bytes = 0
         stream.current = None
         if file is None:

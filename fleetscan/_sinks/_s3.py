@@ -229,7 +229,7 @@ class _Object:
         self.relpath = relpath
         self.key = key
         self.encoder = encoder
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes | bytearray] = []
         self.pending = 0
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
@@ -323,10 +323,10 @@ class S3Sink:
         self.stats.ndjson_bytes += size
         if stream.object_bytes and stream.object_bytes + size > self._max_object_bytes:
             await self._guarded(stream, self._close_object(stream))
-        stream.lines.append(line)
-        stream.buffered += size
+        stream.buffer += line
+        stream.buffered_records += 1
         stream.object_bytes += size
-        if stream.buffered >= self._buffer_bytes:
+        if len(stream.buffer) >= self._buffer_bytes:
             await self._guarded(stream, self._flush(stream))
 
     def unit_done(self, key: UnitKey) -> None:
@@ -690,8 +690,7 @@ class S3Sink:
     @staticmethod
     def _encode(stream: _Stream, obj: _Object, last: bool) -> None:
         """In a worker thread: move the buffered lines into the object's pending bytes."""
-        lines, stream.lines, stream.buffered = stream.lines, [], 0
-        data = obj.encoder.encode(lines) if lines else b""
+        data = obj.encoder.encode(stream) if stream.buffer else b""
         if last:
             data += obj.encoder.finish()
         if data:
@@ -812,8 +811,7 @@ class S3Sink:
         for stream in self._streams.values():
             obj = stream.current
             stream.current = None
-            stream.lines = []
-            stream.buffered = 0
+            stream.buffer, stream.buffered_records = bytearray(), 0
             stream.object_bytes = 0
             if obj is None or obj.upload_id is None:
                 continue

@@ -26,8 +26,8 @@ class StdoutSink:
         self._run = run
         self._out = out
         self._buffer_bytes = buffer_bytes
-        self._lines: list[bytes] = []
-        self._buffered = 0
+        #: One buffer, not a list of lines: see :class:`Stream` for why.
+        self._buffer = bytearray()
         self._records: dict[Dataset, int] = dict.fromkeys(DATASETS, 0)
         self._closed = False
         self._manifest: dict[str, Any] | None = None
@@ -39,9 +39,8 @@ class StdoutSink:
         if record.dataset != "recovery_points":
             return
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        self._lines.append(line)
-        self._buffered += len(line)
-        if self._buffered >= self._buffer_bytes:
+        self._buffer += line
+        if len(self._buffer) >= self._buffer_bytes:
             # A slow reader blocks the pipe: block a worker thread, never the event loop.
             await anyio.to_thread.run_sync(self._flush)
 
@@ -49,7 +48,7 @@ class StdoutSink:
         """stdout keeps no checkpoint: a run to stdout cannot be resumed."""
 
     async def commit(self) -> None:
-        if self._lines:
+        if self._buffer:
             await anyio.to_thread.run_sync(self._flush)
 
     async def finish(self, status: str, summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,9 +70,7 @@ class StdoutSink:
         return self._manifest
 
     def _flush(self) -> None:
-        data = b"".join(self._lines)
-        self._lines = []
-        self._buffered = 0
+        data, self._buffer = self._buffer, bytearray()
         view = memoryview(data)
         try:
             while view:

@@ -36,6 +36,7 @@ class Counters:
         self._rejected = 0
         self._in_flight = 0
         self._peak_in_flight = 0
+        self._connections = 0
 
     # -- written by the server ----------------------------------------------------------------
 
@@ -48,6 +49,11 @@ class Counters:
     def leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
+
+    def connection(self) -> None:
+        """A client opened a connection and sent an API call on it."""
+        with self._lock:
+            self._connections += 1
 
     def call(self, operation: str, account_id: str, region: str) -> None:
         with self._lock:
@@ -98,6 +104,11 @@ class Counters:
             return self._in_flight
 
     @property
+    def connections(self) -> int:
+        with self._lock:
+            return self._connections
+
+    @property
     def peak_in_flight(self) -> int:
         with self._lock:
             return self._peak_in_flight
@@ -120,6 +131,7 @@ class Counters:
             rejected = self._rejected
             in_flight = self._in_flight
             peak = self._peak_in_flight
+            connections = self._connections
         by_operation: Counter[str] = Counter()
         nested: dict[str, dict[str, dict[str, int]]] = {}
         for (operation, account_id, region), count in sorted(calls):
@@ -136,6 +148,8 @@ class Counters:
             "rejected": rejected,
             "in_flight": in_flight,
             "peak_in_flight": peak,
+            #: Connections clients opened to send API calls (a pool's size shows here).
+            "connections": connections,
         }
 
     def reset(self) -> None:
@@ -147,3 +161,4 @@ class Counters:
             self._errors.clear()
             self._rejected = 0
             self._peak_in_flight = self._in_flight
+            self._connections = 0

@@ -35,6 +35,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -351,6 +352,8 @@ class EmulatorServer:
         self.port = port
         self.tls = tls
         self.counters = Counters()
+        #: Connections that have carried an API call (weak: a closed one is forgotten).
+        self._seen_transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self._faults = faults if faults is not None else Faults()
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._random = random.Random()
@@ -436,6 +439,11 @@ class EmulatorServer:
         if request.path == "/" and request.method == "POST":
             counters = self.counters
             counters.enter()
+            transport = request.transport
+            if transport is not None and transport not in self._seen_transports:
+                # A client's connection pool is visible here: each new connection, once.
+                self._seen_transports.add(transport)
+                counters.connection()
             try:
                 return await self._api(request)
             finally:
