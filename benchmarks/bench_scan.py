@@ -344,7 +344,7 @@ class Measured:
         }
 
 
-def fleetscan_argv(shape: Shape, output: Path) -> list[str]:
+def fleetscan_argv(shape: Shape, output: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -355,6 +355,7 @@ def fleetscan_argv(shape: Shape, output: Path) -> list[str]:
         f"--regions={','.join(shape.regions)}",
         f"--output={output}",
         "--quiet",
+        *extra,
     ]
 
 
@@ -369,12 +370,13 @@ def baseline_argv(shape: Shape, output: Path) -> list[str]:
     ]
 
 
-def measure(tool: str, emulator: Emulator, workdir: Path) -> Measured:
-    """Run ``tool`` (fleetscan or baseline) once against a freshly reset emulator."""
+def measure(tool: str, emulator: Emulator, workdir: Path, *extra: str) -> Measured:
+    """Run ``tool`` (fleetscan or baseline) once against a freshly reset emulator; ``extra``
+    flags go to fleetscan."""
     output = workdir / f"out-{tool}"
     shutil.rmtree(output, ignore_errors=True)
     if tool == "fleetscan":
-        argv = fleetscan_argv(emulator.shape, output)
+        argv = fleetscan_argv(emulator.shape, output, *extra)
     else:
         argv = baseline_argv(emulator.shape, output)
     env = emulator.env(workdir)
@@ -555,7 +557,37 @@ def memory(quick: bool = False) -> dict[str, Any]:
     return result
 
 
-SCENARIOS = {"side_by_side": side_by_side, "fleet_1000": fleet_1000, "memory": memory}
+#: --concurrency values compared, and the latencies they are compared at.
+CONCURRENCY_LEVELS = (64, 96, 128, 256)
+CONCURRENCY_LATENCIES_MS = (50.0, 200.0)
+
+
+def concurrency(quick: bool = False) -> dict[str, Any]:
+    """Why the default --concurrency: wall time at two latencies (the side-by-side organization)
+    and peak RSS at 1M recovery points, for each level (one run each)."""
+    levels = (96, 256) if quick else CONCURRENCY_LEVELS
+    result: dict[str, Any] = {"levels": list(levels), "wall_s": {}, "peak_rss_mb_1m": {}}
+    for latency in CONCURRENCY_LATENCIES_MS:
+        network = Network(latency_ms=latency)
+        with _workdir() as workdir, Emulator(SIDE_BY_SIDE, network, workdir) as emulator:
+            for level in levels:
+                run = measure("fleetscan", emulator, workdir, f"--concurrency={level}")
+                result["wall_s"].setdefault(str(level), {})[f"{latency:g}ms"] = run.wall_s
+    shape = MEMORY_SHAPES["1m"]
+    with _workdir() as workdir, Emulator(shape, MEMORY_NETWORK, workdir) as emulator:
+        for level in levels:
+            run = measure("fleetscan", emulator, workdir, f"--concurrency={level}")
+            result["peak_rss_mb_1m"][str(level)] = run.peak_rss_mb
+    _print_concurrency(result)
+    return result
+
+
+SCENARIOS = {
+    "side_by_side": side_by_side,
+    "fleet_1000": fleet_1000,
+    "memory": memory,
+    "concurrency": concurrency,
+}
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -635,4 +667,21 @@ def _print_memory(measured: list[tuple[str, Expected, Measured]], network: Netwo
             f"{r['recovery_points']:>10,} {('yes' if r['recovery_points_match'] else 'NO'):>6} "
             f"{r['wall_s']:>8.2f} {r['recovery_points_per_s']:>8,.0f} {r['calls']:>7,} "
             f"{r['cpu_s']:>7.2f} {r['peak_rss_mb']:>12.1f} {r['server_cpu_share']:>9.0%}"
+        )
+
+
+def _print_concurrency(result: dict[str, Any]) -> None:
+    print()
+    print(
+        "(4) calls in flight (--concurrency): wall s on 200 accounts x 16 regions (TLS, latency "
+        "+ 0..20 ms jitter, throttle 25/s), and peak RSS at 1M recovery points"
+    )
+    latencies = [f"{latency:g}ms" for latency in CONCURRENCY_LATENCIES_MS]
+    print(f"    {'level':>6} " + " ".join(f"{name:>9}" for name in latencies) + "  peak RSS MB")
+    for level in result["levels"]:
+        walls = result["wall_s"][str(level)]
+        print(
+            f"    {level:>6} "
+            + " ".join(f"{walls[name]:>9.2f}" for name in latencies)
+            + f"  {result['peak_rss_mb_1m'][str(level)]:>11.1f}"
         )

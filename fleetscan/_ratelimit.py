@@ -9,7 +9,13 @@ throttling storm is absorbed instead of being answered with more calls.
 
 from __future__ import annotations
 
+import time
+
 import anyio
+
+#: asyncio's event loop clock (``loop.time()`` is ``time.monotonic()``), read directly: every call
+#: of a scan asks its bucket, and anyio's ``current_time()`` looks the backend up every time.
+_clock = time.monotonic
 
 
 class AdaptiveBucket:
@@ -47,7 +53,7 @@ class AdaptiveBucket:
 
     async def acquire(self) -> None:
         """Wait for this request's slot. Slots are reserved before sleeping, so waiters queue."""
-        now = anyio.current_time()
+        now = _clock()
         self._recover(now)
         interval = 1.0 / self.rate
         tat = max(self._tat, now)
@@ -57,7 +63,7 @@ class AdaptiveBucket:
             await anyio.sleep(wait)
 
     def on_throttle(self) -> None:
-        now = anyio.current_time()
+        now = _clock()
         self.throttles += 1
         # Calls in flight together fail together: one decrease per interval is enough.
         if now - self._last_throttle > 1.0 / self.rate:

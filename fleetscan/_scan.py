@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from ._aws import (
     AmbientCredentials,
@@ -68,7 +68,7 @@ MAX_LIST_GATEWAYS_PAGES = 10_000
 
 #: Records (about 1 KiB each in memory, with the answer they came from) that a scan may hold at
 #: once: in answers in flight, in batches being built, and waiting for the writer.
-RECORD_BUDGET = 20_000
+RECORD_BUDGET = 10_000
 
 #: Gateway failures that describe the gateway, not the scan: the unit still counts as done.
 GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
@@ -206,7 +206,7 @@ class Engine:
         self._limiter = RateLimiter(config.rate, config.burst)
         self._backoff = Backoff()
         self._budget = RetryBudget(config.retry_budget_ratio)
-        self._send: ObjectSendStream[UnitBatch] | None = None
+        self._send: MemoryObjectSendStream[UnitBatch] | None = None
         #: The accounts discovered (the manifest lists them, with their OU placement).
         self.accounts: list[AccountTarget] = []
         self._credentials: list[AssumedRoleCredentials] = []
@@ -245,7 +245,10 @@ class Engine:
             # A token per call, not per task: a call made while signing another (a hub's
             # refresh) must not count as the same borrower.
             slot = object()
-            await self._calls_in_flight.acquire_on_behalf_of(slot)
+            try:  # without a checkpoint when a slot is free: most calls find one
+                self._calls_in_flight.acquire_on_behalf_of_nowait(slot)
+            except anyio.WouldBlock:
+                await self._calls_in_flight.acquire_on_behalf_of(slot)
             try:
                 stats.calls[operation] += 1
                 self._budget.record_call()
@@ -260,6 +263,7 @@ class Engine:
                     failure = classify(exc)
                 finally:
                     stats.in_flight -= 1
+
             finally:
                 self._calls_in_flight.release_on_behalf_of(slot)
             if failure.throttled:
@@ -300,7 +304,11 @@ class Engine:
             reservation.settle(len(records))
         else:
             self.record_budget.hold(len(records))
-        await self._send.send(UnitBatch(key, records))
+        batch = UnitBatch(key, records)
+        try:  # without a checkpoint while the writer keeps up
+            self._send.send_nowait(batch)
+        except anyio.WouldBlock:
+            await self._send.send(batch)
 
     def records_written(self, count: int) -> None:
         """The consumer wrote ``count`` records of a batch: their memory is free again."""
@@ -352,54 +360,57 @@ class Engine:
 
     # -- the scan ------------------------------------------------------------------------------
 
-    async def run(self, send: ObjectSendStream[UnitBatch]) -> None:
+    async def run(self, send: MemoryObjectSendStream[UnitBatch]) -> None:
         """Scan everything; each finished unit's records go to ``send``, closed at the end."""
         self._send = send
         async with send:
-            clients = AwsClients(
-                profile=self.config.profile,
-                # One pool for every client: a connection per call that may be in flight.
-                max_pool_connections=self.config.concurrency,
-                connect_timeout=self.config.connect_timeout,
-                read_timeout=self.config.read_timeout,
+            await self._run()
+
+    async def _run(self) -> None:
+        clients = AwsClients(
+            profile=self.config.profile,
+            # One pool for every client: a connection per call that may be in flight.
+            max_pool_connections=self.config.concurrency,
+            connect_timeout=self.config.connect_timeout,
+            read_timeout=self.config.read_timeout,
+        )
+        async with clients:
+            self._clients = clients
+            ambient = AmbientCredentials(self.config.profile)
+            with acting_as(ambient):
+                try:
+                    accounts = await discover_accounts(
+                        self.config, clients, self._plain_call, self.static_accounts
+                    )
+                except CallFailed as exc:
+                    raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
+            self.accounts = accounts
+            self.stats.accounts = len(accounts)
+            assumer = RoleAssumer(
+                clients,
+                ambient=ambient,
+                sts_region=self._home,
+                session_name=self.config.role_session_name,
+                duration_seconds=self.config.role_duration_seconds,
+                external_id=self.config.external_id,
+                hub_role_arn=self.config.hub_role_arn,
+                call=self._plain_call,
             )
-            async with clients:
-                self._clients = clients
-                ambient = AmbientCredentials(self.config.profile)
-                with acting_as(ambient):
-                    try:
-                        accounts = await discover_accounts(
-                            self.config, clients, self._plain_call, self.static_accounts
-                        )
-                    except CallFailed as exc:
-                        raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
-                self.accounts = accounts
-                self.stats.accounts = len(accounts)
-                assumer = RoleAssumer(
-                    clients,
-                    ambient=ambient,
-                    sts_region=self._home,
-                    session_name=self.config.role_session_name,
-                    duration_seconds=self.config.role_duration_seconds,
-                    external_id=self.config.external_id,
-                    hub_role_arn=self.config.hub_role_arn,
-                    call=self._plain_call,
-                )
-                async with anyio.create_task_group() as tg:
-                    for account in accounts:
-                        if (account.id, ALL, ALL) in self.done_units:
-                            self.stats.units_skipped += 1
-                            continue
-                        await self._account_slots.acquire()
-                        if self._stopping:
-                            self._account_slots.release()
-                            break
-                        tg.start_soon(self._account, account, assumer, ambient)
-                # The first AssumeRole of each account is not a refresh.
-                self.stats.credential_refreshes = sum(
-                    max(0, c.refreshes - 1) for c in self._credentials
-                )
-                self.stats.open_clients = clients.open_clients
+            async with anyio.create_task_group() as tg:
+                for account in accounts:
+                    if (account.id, ALL, ALL) in self.done_units:
+                        self.stats.units_skipped += 1
+                        continue
+                    await self._account_slots.acquire()
+                    if self._stopping:
+                        self._account_slots.release()
+                        break
+                    tg.start_soon(self._account, account, assumer, ambient)
+            # The first AssumeRole of each account is not a refresh.
+            self.stats.credential_refreshes = sum(
+                max(0, c.refreshes - 1) for c in self._credentials
+            )
+            self.stats.open_clients = clients.open_clients
 
     async def _account(
         self, account: AccountTarget, assumer: RoleAssumer, ambient: FrozenCredentialSource

@@ -10,9 +10,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import fleetscan
+import fleetscan._backpressure
+import fleetscan._scan
 from fleetscan._sinks import iter_records, read_manifest
 from fleetscan.emulator import Fleet
 from fleetscan.emulator._faults import FaultRule, Faults
@@ -235,3 +238,44 @@ def test_ou_scope_is_recursive_and_the_manifest_places_each_account(
             assert entry["ou_ids"][-1] == account.ou_id
             if account.ou_id == nested.id:
                 assert entry["ou_path"] == "Root/Production/Production-EU"
+
+
+def test_every_region_and_account_shares_one_connection_pool(
+    stack: Any, stack_env: None, tmp_path: Path
+) -> None:
+    """Connections follow --concurrency, not the number of regions (each would have its own
+    pool otherwise, and every idle TLS connection holds a 256 KiB read buffer)."""
+    fleet: Fleet = stack.fleet
+    assert len(fleet.spec.regions) == 4
+    result = fleetscan_run(_config(stack, tmp_path, concurrency=2))
+    _assert_matches_truth(fleet, tmp_path, result)
+    assert 1 <= stack.emulator.counters.connections <= 2
+
+
+async def test_a_slow_consumer_holds_the_scan_within_its_record_budget(
+    stack: Any, stack_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records in memory (reserved for answers, built, or waiting for the consumer) stay within
+    the budget, plus at most one answer larger than its reservation, however slow the consumer."""
+    budgets: list[fleetscan._backpressure.RecordBudget] = []
+
+    def small_budget(cap: int) -> fleetscan._backpressure.RecordBudget:
+        budgets.append(fleetscan._backpressure.RecordBudget(40))
+        return budgets[-1]
+
+    monkeypatch.setattr(fleetscan._scan, "RecordBudget", small_budget)
+    fleet: Fleet = stack.fleet
+    config = fleetscan.ScanConfig(
+        org=True, role_name=stack.role_name, regions=fleet.spec.regions, output="-"
+    )
+    recovery_points = 0
+    async with contextlib.aclosing(fleetscan.scan(config)) as records:
+        async for record in records:
+            recovery_points += record.dataset == "recovery_points"
+            await anyio.sleep(0.001)  # a consumer slower than the API
+    (budget,) = budgets
+    assert recovery_points == len(fleet.ground_truth().recovery_points)
+    largest = max(len(g.volumes) for g in fleet.iter_gateways()) + 1  # and the gateway record
+    assert budget.answers > 0
+    assert budget.peak <= budget.cap + largest
+    assert (budget.used, budget.outstanding) == (0, 0)  # everything written was released
