@@ -230,7 +230,10 @@ def _add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False)
 
     tuning = scan.add_argument_group("pace")
     tuning.add_argument(
-        "--concurrency", type=int, metavar="N", help="calls in flight (default 96; more for far regions, ~0.35 MB each)"
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="calls in flight (default 96; more for far regions, ~0.35 MB each)",
     )
     tuning.add_argument(
         "--rate", type=float, metavar="N", help="requests/s per account and region (default 20)"

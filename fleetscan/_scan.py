@@ -193,9 +193,10 @@ class Engine:
         #: accounts being prepared (role, regions), then (account, region) units, then gateways
         #: per unit, then calls. An account holds its slot only until its units have started:
         #: one account with a slow region must not keep the next accounts from starting.
-        self._account_slots = anyio.Semaphore(max(4, config.concurrency // 2))
+        #: (fast_acquire: taking a free slot does not yield to the loop; most find one.)
+        self._account_slots = anyio.Semaphore(max(4, config.concurrency // 2), fast_acquire=True)
         #: Two units per call slot: a unit pages ListGateways one call at a time.
-        self._unit_slots = anyio.Semaphore(max(4, 2 * config.concurrency))
+        self._unit_slots = anyio.Semaphore(max(4, 2 * config.concurrency), fast_acquire=True)
         #: Records in memory: a ListVolumeRecoveryPoints call reserves room for its answer
         #: before it is sent and the writer releases it, so memory stays flat however many
         #: records the fleet holds.
@@ -472,7 +473,7 @@ class Engine:
         # once, and stop paging (as a failure) rather than loop forever.
         seen_gateways: set[str] = set()
         seen_markers: set[str] = set()
-        gateway_slots = anyio.Semaphore(self._gateways_per_unit)
+        gateway_slots = anyio.Semaphore(self._gateways_per_unit, fast_acquire=True)
         try:
             sgw = await self._clients.client("storagegateway", region)
             params: dict[str, Any] = {}
