@@ -2,14 +2,17 @@
 
 Structure (anyio, structured concurrency):
 
-* one task per account in flight (bounded, so memory does not follow the organization's size),
-  which assumes the role once and resolves the account's regions;
+* one task per account, which assumes the role once and resolves the account's regions;
 * one task per (account, region) unit, paging ListGateways;
-* one task per cached gateway, calling ListVolumeRecoveryPoints.
+* one task per cached gateway, calling ListVolumeRecoveryPoints;
 
-Every AWS call goes through :meth:`Engine.call`: a global cap on calls in flight, the unit's
-adaptive token bucket, fleetscan's retry policy and the run's retry budget. Records go to a bounded
-memory object stream, so a slow writer slows the scan instead of growing memory. Nothing here
+each level bounded, so memory does not follow the organization's size (see ``Engine``).
+
+Every AWS call goes through :meth:`Engine.call`: the unit's adaptive token bucket, the record
+budget (for ListVolumeRecoveryPoints), a global cap on calls in flight, fleetscan's retry policy
+and the run's retry budget. Records go to the writer through a bounded memory object stream, and
+stay within the record budget until written, so a slow writer slows the scan instead of growing
+memory. Nothing here
 raises for a failed account, region or gateway: failures become error records, and one account
 failing never stops the others.
 """
