@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ._scan import ScanStats
+from ._sinks import manifest_location
 
 _console = Console(stderr=True, highlight=False)
 
@@ -110,7 +111,11 @@ def print_summary(manifest: dict[str, Any], stats: ScanStats, log_format: str) -
     _console.print(table)
     files = manifest.get("files") or []
     if files:
-        _console.print(f"{len(files)} file(s) written; manifest: {manifest.get('path', '-')}")
+        # soft_wrap: a path broken across lines cannot be copied.
+        _console.print(
+            f"{len(files)} file(s) written; manifest: {manifest_location(manifest)}",
+            soft_wrap=True,
+        )
 
 
 def print_plan(plan: dict[str, Any], log_format: str) -> int:

@@ -50,6 +50,8 @@ def test_scan_to_a_directory_exits_0_with_a_complete_manifest(
     (manifest_path,) = tmp_path.glob(f"manifests/dt=*/{run_id}.json")
     manifest = read_manifest(manifest_path)
     assert manifest["status"] == "complete"
+    # The summary says where the manifest is.
+    assert f"manifest: {manifest_path}" in proc.stderr.decode()
     truth = stack.fleet.ground_truth()
     rps = list(iter_records(tmp_path, run_id, "recovery_points"))
     assert len(rps) == len(truth.recovery_points) == manifest["records"]["recovery_points"]

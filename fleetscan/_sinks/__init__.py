@@ -24,6 +24,7 @@ from ._common import (
     Compression,
     RunInfo,
     Sink,
+    manifest_location,
     manifest_relpath,
     object_relpath,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "iter_records",
     "latest_run",
     "load_checkpoint",
+    "manifest_location",
     "manifest_relpath",
     "object_relpath",
     "open_sink",

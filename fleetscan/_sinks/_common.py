@@ -70,6 +70,14 @@ def manifest_relpath(run: RunInfo) -> str:
     return f"manifests/{run.partition}/{run.run_id}.json"
 
 
+def manifest_location(manifest: Mapping[str, Any]) -> str:
+    """Where a written manifest is (a manifest does not name itself): its destination, then
+    :func:`manifest_relpath` of its run."""
+    started = dt.datetime.fromisoformat(str(manifest["started_at"]).replace("Z", "+00:00"))
+    run = RunInfo(run_id=str(manifest["run_id"]), started_at=started, version="")
+    return f"{str(manifest['destination']).rstrip('/')}/{manifest_relpath(run)}"
+
+
 _Current = TypeVar("_Current")
 
 
