@@ -9,15 +9,14 @@ replaces between scans.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import orjson
 from aiohttp import web
+
+from fleetscan.emulator._loop_thread import LoopThread
 
 TARGET_PREFIX = "StorageGateway_20130630."
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -58,8 +57,7 @@ class HostileGateway:
     responder: Responder = _no_answer
     requests: list[Request] = field(default_factory=list)
     url: str = ""
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
+    _thread: LoopThread = field(default_factory=lambda: LoopThread("hostile-gateway"))
     _runner: web.AppRunner | None = None
 
     def reset(self, responder: Responder) -> None:
@@ -94,37 +92,16 @@ class HostileGateway:
         self._runner = runner
         self.url = f"http://{self.host}:{port}"
 
+    async def _cleanup(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
     def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._start())
-            except BaseException as exc:
-                started.set_exception(exc)
-                loop.close()
-                return
-            started.set_result(None)
-            try:
-                loop.run_forever()
-            finally:
-                if self._runner is not None:
-                    loop.run_until_complete(self._runner.cleanup())
-                loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="hostile-gateway", daemon=True)
-        self._thread.start()
-        started.result(timeout=30)
+        self._thread.start(self._start, self._cleanup)
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-        self._loop = self._thread = None
+        self._thread.stop(timeout=10)
 
     def __enter__(self) -> Self:
         return self.start()

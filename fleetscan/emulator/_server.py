@@ -32,7 +32,6 @@ import random
 import re
 import socket
 import struct
-import threading
 import time
 import uuid
 import weakref
@@ -46,6 +45,7 @@ from aiohttp import web
 from ._counters import Counters
 from ._faults import NO_FAULT, FaultRule, Faults, TokenBucket
 from ._fleet import STORAGE_GATEWAY_REGIONS, Fleet, Gateway, account_id_from_access_key
+from ._loop_thread import LoopThread
 from ._tls import TLSMaterial
 
 TARGET_PREFIX = "StorageGateway_20130630."
@@ -827,8 +827,7 @@ class EmulatorThread:
         tls: TLSMaterial | None = None,
     ) -> None:
         self.server = EmulatorServer(fleet, faults, host=host, port=port, tls=tls)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread("fleetscan-emulator")
 
     @property
     def endpoint_url(self) -> str:
@@ -856,8 +855,8 @@ class EmulatorThread:
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
-        loop = self._loop
-        if loop is None or not loop.is_running():
+        loop = self._thread.loop
+        if loop is None or not self._thread.running:
             self.server.faults = faults
             return
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -874,47 +873,11 @@ class EmulatorThread:
         done.result(timeout=10)
 
     def start(self) -> Self:
-        if self._thread is not None:
-            raise RuntimeError("the emulator thread is already running")
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.server.start())
-            except BaseException as exc:
-                started.set_exception(exc)
-                loop.close()
-                return
-            started.set_result(None)
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.server.stop())
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        thread = threading.Thread(target=run, name="fleetscan-emulator", daemon=True)
-        self._loop, self._thread = loop, thread
-        thread.start()
-        try:
-            started.result(timeout=30)
-        except BaseException:
-            thread.join(timeout=5)
-            self._loop = self._thread = None
-            raise
+        self._thread.start(self.server.start, self.server.stop)
         return self
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop may already be closed
-            asyncio.run_coroutine_threadsafe(self.server.stop(), loop).result(timeout=30)
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        self._loop = self._thread = None
+        self._thread.stop()
 
     def __enter__(self) -> Self:
         return self.start()
