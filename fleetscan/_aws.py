@@ -16,6 +16,10 @@ Standard SDK configuration is honoured because clients come from an ordinary aio
 ``AWS_ENDPOINT_URL[_<SERVICE>]``, ``AWS_CA_BUNDLE``, profiles, proxies. botocore's own retries are
 off (``total_max_attempts=1``): fleetscan retries itself, per (account, region) and with a budget,
 and botocore would not retry the InternalServerError that Storage Gateway sends with HTTP 400.
+
+The scan's own Storage Gateway calls (nine in ten of its calls) go through
+:class:`~._storagegateway.StorageGatewayClient`, built on the region's client: same endpoint,
+same HTTP session, same exceptions, without botocore's per-request pipeline.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import functools
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
+import aiobotocore
 import anyio
+import botocore
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentialResolver
 from aiobotocore.httpsession import AIOHTTPSession
@@ -34,6 +40,7 @@ from aiobotocore.session import AioSession
 from botocore.credentials import ReadOnlyCredentials
 
 from ._exceptions import FleetscanError
+from ._storagegateway import StorageGatewayClient
 
 
 class FrozenCredentialSource(Protocol):
@@ -84,13 +91,16 @@ class _ContextCredentials:
         return None
 
     async def get_frozen_credentials(self) -> ReadOnlyCredentials:
-        try:
-            source = _current.get()
-        except LookupError:
-            raise FleetscanError(
-                "internal: an AWS call was made outside an account context"
-            ) from None
-        return await source.get_frozen_credentials()
+        return await current_credentials()
+
+
+async def current_credentials() -> ReadOnlyCredentials:
+    """The keys of the account the calling task acts as (see :func:`acting_as`)."""
+    try:
+        source = _current.get()
+    except LookupError:
+        raise FleetscanError("internal: an AWS call was made outside an account context") from None
+    return await source.get_frozen_credentials()
 
 
 class _ContextProvider:
@@ -159,19 +169,22 @@ def _pooled_session_class(connectors: _SharedConnectors) -> type[AIOHTTPSession]
     return type("FleetscanHTTPSession", (_SharedPoolSession,), {"connectors": connectors})
 
 
-def _fix_user_agent(client: Any) -> None:
-    """Build the client's User-Agent once instead of twice per request.
+def _fix_user_agent(client: Any) -> str:
+    """Build the client's User-Agent once instead of twice per request; return it.
 
     botocore rebuilds it for every request (to add per-request feature flags that fleetscan's
     calls never set), sanitising each component character by character: about a tenth of the
-    CPU a Storage Gateway call costs here (measured with py-spy). The string is the same for
-    every call of a client, so the client's builder returns the first one it built. Skipped if
-    a botocore release renames the builder: correctness does not depend on it.
+    CPU an aiobotocore call costs here (measured with py-spy). The string is the same for
+    every call of a client, so the client's builder returns the first one it built. If a
+    botocore release renames the builder, requests keep botocore's own and fleetscan's
+    Storage Gateway calls send the short form: correctness does not depend on it.
     """
     creator = getattr(client, "_user_agent_creator", None)
-    if creator is not None and callable(getattr(creator, "to_string", None)):
-        user_agent = creator.to_string()
-        creator.to_string = lambda: user_agent
+    if creator is None or not callable(getattr(creator, "to_string", None)):
+        return f"aiobotocore/{aiobotocore.__version__} botocore/{botocore.__version__}"
+    user_agent: str = creator.to_string()
+    creator.to_string = lambda: user_agent
+    return user_agent
 
 
 class AwsClients:
@@ -200,6 +213,8 @@ class AwsClients:
             tcp_keepalive=True,
         )
         self._clients: dict[tuple[str, str], Any] = {}
+        self._user_agents: dict[tuple[str, str], str] = {}
+        self._storage_gateways: dict[str, StorageGatewayClient] = {}
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> AwsClients:
@@ -208,6 +223,7 @@ class AwsClients:
 
     async def __aexit__(self, *exc: object) -> None:
         self._clients.clear()
+        self._storage_gateways.clear()
         try:
             await self._stack.__aexit__(None, None, None)
         finally:
@@ -221,10 +237,26 @@ class AwsClients:
             client = await self._stack.enter_async_context(
                 self._session.create_client(service, region_name=region, config=self._config)
             )
-            _fix_user_agent(client)
+            user_agent = _fix_user_agent(client)
             # Another task may have created it while we awaited; keep the first, close ours later.
-            client = self._clients.setdefault(key, client)
+            if key not in self._clients:
+                self._clients[key] = client
+                self._user_agents[key] = user_agent
+            client = self._clients[key]
         return client
+
+    async def storage_gateway(self, region: str) -> StorageGatewayClient:
+        """The scan's Storage Gateway calls in ``region`` (see :mod:`._storagegateway`)."""
+        fast = self._storage_gateways.get(region)
+        if fast is None:
+            client = await self.client("storagegateway", region)
+            fast = self._storage_gateways.setdefault(
+                region,
+                StorageGatewayClient(
+                    client, current_credentials, self._user_agents[("storagegateway", region)]
+                ),
+            )
+        return fast
 
     @property
     def open_clients(self) -> int:

@@ -64,6 +64,7 @@ from ._records import (
     text_or_none,
 )
 from ._retry import EXPIRED_CODES, Backoff, Failure, MalformedResponse, RetryBudget, classify
+from ._storagegateway import StorageGatewayClient
 
 #: A pair with a million gateways (10,000 pages of 100) is not a real fleet: an endpoint that
 #: keeps answering new Markers past it would otherwise keep a scan from ever ending.
@@ -478,7 +479,7 @@ class Engine:
         seen_markers: set[str] = set()
         gateway_slots = anyio.Semaphore(self._gateways_per_unit, fast_acquire=True)
         try:
-            sgw = await self._clients.client("storagegateway", region)
+            sgw = await self._clients.storage_gateway(region)
             params: dict[str, Any] = {}
             async with anyio.create_task_group() as tg:
                 while True:
@@ -574,7 +575,7 @@ class Engine:
         account: AccountTarget,
         region: str,
         gateway: dict[str, Any],
-        sgw: Any,
+        sgw: StorageGatewayClient,
         bucket: AdaptiveBucket,
         credentials: FrozenCredentialSource,
         slots: anyio.Semaphore,

@@ -40,6 +40,11 @@ def json_answer(payload: object, status: int = 200) -> Answer:
 class Request:
     operation: str
     params: Any  # what the scanner sent, as JSON (normally a dict)
+    #: The request as it arrived: method, path with query, headers, body bytes.
+    method: str = "POST"
+    path: str = "/"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
 
 Responder = Callable[[Request], Answer]
@@ -73,7 +78,14 @@ class HostileGateway:
             params: Any = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
             params = raw
-        request = Request(operation, params)
+        request = Request(
+            operation,
+            params,
+            method=http_request.method,
+            path=http_request.path_qs,
+            headers=dict(http_request.headers),
+            body=raw,
+        )
         self.requests.append(request)
         answer = self.responder(request)
         response = web.Response(body=answer.body, status=answer.status)
