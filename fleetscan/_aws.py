@@ -33,14 +33,42 @@ from typing import Any, ClassVar, Protocol
 import aiobotocore
 import anyio
 import botocore
+import botocore.session
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentialResolver
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
 from botocore.credentials import ReadOnlyCredentials
+from botocore.loaders import Loader
 
 from ._exceptions import FleetscanError
 from ._storagegateway import StorageGatewayClient
+
+
+@functools.cache
+def _data_loader() -> Loader:
+    """botocore's data files (endpoints, service models), parsed once per process.
+
+    Every botocore session parses them again otherwise: endpoints.json alone is about 1 MB of
+    JSON, 45-90 ms of CPU here, paid by each of the sessions a scan opens (config checks,
+    ambient credentials, clients, the S3 sink).
+    """
+    loader: Loader = botocore.session.Session().get_component("data_loader")
+    return loader
+
+
+def botocore_session() -> botocore.session.Session:
+    """A plain (synchronous) botocore session sharing the process's parsed data files."""
+    session = botocore.session.Session()
+    session.register_component("data_loader", _data_loader())
+    return session
+
+
+def new_session(profile: str | None) -> AioSession:
+    """An aiobotocore session for ``profile``, sharing the process's parsed data files."""
+    session = AioSession(profile=profile)
+    session.register_component("data_loader", _data_loader())
+    return session
 
 
 class FrozenCredentialSource(Protocol):
@@ -115,7 +143,7 @@ class AmbientCredentials:
     """The credentials the SDK finds by itself (env, profile, SSO, instance role...)."""
 
     def __init__(self, profile: str | None) -> None:
-        self._session = AioSession(profile=profile)
+        self._session = new_session(profile)
         self._credentials: Any = None
 
     async def get_frozen_credentials(self) -> ReadOnlyCredentials:
@@ -198,7 +226,7 @@ class AwsClients:
         connect_timeout: float,
         read_timeout: float,
     ) -> None:
-        self._session = AioSession(profile=profile)
+        self._session = new_session(profile)
         self._session.register_component(
             "credential_provider", AioCredentialResolver([_ContextProvider()])
         )

@@ -164,10 +164,9 @@ def storage_gateway_regions(partition: str = "aws") -> tuple[str, ...]:
     botocore is the source, not a list of our own, so a botocore upgrade brings new regions.
     """
     # Imported here: 0.3 s to load, paid only when region names must be checked.
-    import botocore.session
+    from ._aws import botocore_session
 
-    session = botocore.session.get_session()
-    return tuple(session.get_available_regions("storagegateway", partition))
+    return tuple(botocore_session().get_available_regions("storagegateway", partition))
 
 
 # -- validation -------------------------------------------------------------------------------

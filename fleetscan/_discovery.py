@@ -12,9 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import botocore.session
-
-from ._config import ScanConfig
+from ._config import ScanConfig, storage_gateway_regions
 from ._exceptions import DiscoveryError
 
 Call = Callable[[Callable[[], Awaitable[dict[str, Any]]], str], Awaitable[dict[str, Any]]]
@@ -41,13 +39,6 @@ class AccountTarget:
             "ou_ids": list(self.ou_ids),
             "ou_path": self.ou_path,
         }
-
-
-@functools.cache
-def service_regions(partition: str) -> tuple[str, ...]:
-    """Every region botocore knows Storage Gateway in, for the partition."""
-    session = botocore.session.get_session()
-    return tuple(session.get_available_regions("storagegateway", partition_name=partition))
 
 
 async def discover_accounts(
@@ -168,7 +159,7 @@ async def enabled_regions(clients: Any, call: Call, partition: str) -> tuple[str
         for r in answer.get("Regions", [])
         if r.get("OptInStatus", "opt-in-not-required") != "not-opted-in"
     }
-    return tuple(r for r in service_regions(partition) if r in enabled)
+    return tuple(r for r in storage_gateway_regions(partition) if r in enabled)
 
 
 def _snake(operation: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import IO, Any
@@ -17,7 +18,7 @@ from typing import IO, Any
 import anyio
 
 from . import _progress
-from ._config import ScanConfig
+from ._config import ScanConfig, storage_gateway_regions
 from ._exceptions import ConfigError, FleetscanError
 from ._scan import Engine, ScanStats, UnitBatch, new_run_id
 from ._sinks import RunInfo, S3Options, S3Sink, load_checkpoint, open_sink
@@ -125,16 +126,16 @@ async def run_scan(
     stopped_by: list[int] = []
 
     async def write_all() -> None:
-        last_commit = anyio.current_time()
+        last_commit = time.monotonic()
         async with receive:
             async for batch in receive:
                 for record in batch.records:
                     await sink.write(record)
                 sink.unit_done(batch.key)
                 engine.records_written(len(batch.records))
-                if anyio.current_time() - last_commit >= config.checkpoint_interval:
+                if time.monotonic() - last_commit >= config.checkpoint_interval:
                     await sink.commit()
-                    last_commit = anyio.current_time()
+                    last_commit = time.monotonic()
 
     async def report() -> None:
         assert on_stats is not None
@@ -235,7 +236,7 @@ def run_scan_command(config: ScanConfig, *, quiet: bool = False, log_format: str
 async def _plan(config: ScanConfig) -> dict[str, Any]:
     """Accounts x regions and the calls they need at least, with no Storage Gateway call."""
     from ._aws import AmbientCredentials, AwsClients, acting_as
-    from ._discovery import discover_accounts, service_regions
+    from ._discovery import discover_accounts
 
     engine = Engine(config, run_id="dry-run")
     async with AwsClients(
@@ -246,15 +247,14 @@ async def _plan(config: ScanConfig) -> dict[str, Any]:
     ) as clients:
         with acting_as(AmbientCredentials(config.profile)):
             accounts = await discover_accounts(config, clients, engine._plain_call, config.accounts)
+    offered = storage_gateway_regions(config.partition)
     if config.regions == "all":
-        regions: list[str] | str = list(service_regions(config.partition))
+        regions: list[str] | str = list(offered)
     elif config.regions == "enabled":
-        regions = f"enabled (resolved per account; up to {len(service_regions(config.partition))})"
+        regions = f"enabled (resolved per account; up to {len(offered)})"
     else:
         regions = list(config.regions)
-    n_regions = (
-        len(regions) if isinstance(regions, list) else len(service_regions(config.partition))
-    )
+    n_regions = len(regions) if isinstance(regions, list) else len(offered)
     return {
         "accounts": [{"id": a.id, "name": a.name, "status": a.status} for a in accounts],
         "regions": regions,

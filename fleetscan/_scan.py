@@ -39,14 +39,13 @@ from ._aws import (
     refresh_current,
 )
 from ._backpressure import RecordBudget, Reservation
-from ._config import ScanConfig
+from ._config import ScanConfig, storage_gateway_regions
 from ._credentials import AssumedRoleCredentials, RoleAssumer
 from ._discovery import (
     HOME_REGIONS,
     AccountTarget,
     discover_accounts,
     enabled_regions,
-    service_regions,
 )
 from ._exceptions import DiscoveryError
 from ._ratelimit import AdaptiveBucket, RateLimiter
@@ -460,7 +459,7 @@ class Engine:
     async def _regions(self) -> tuple[str, ...]:
         regions = self.config.regions
         if regions == "all":
-            return service_regions(self.config.partition)
+            return storage_gateway_regions(self.config.partition)
         if regions == "enabled":
             return await enabled_regions(self._clients, self._plain_call, self.config.partition)
         return tuple(regions)

@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import io
 import math
+import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,8 +46,8 @@ import anyio.to_thread
 import botocore.exceptions
 import orjson
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
 
+from .._aws import new_session
 from .._config import parse_s3_url
 from .._exceptions import ConfigError, SinkError
 from .._records import DATASETS, Dataset, Record
@@ -133,7 +134,7 @@ def create_s3_client(
     botocore's retries are off (fleetscan retries itself). Without a configured region the
     client signs for us-east-1; botocore follows S3's redirect to a bucket's own region.
     """
-    session = AioSession(profile=profile)
+    session = new_session(profile)
     region = session.get_config_variable("region") or "us-east-1"
     config = AioConfig(
         retries={"mode": "standard", "total_max_attempts": 1},
@@ -348,7 +349,7 @@ class S3Sink:
         if not self._pending_units and self._checkpointed == len(self._files):
             return
         written = self.stats.ndjson_bytes - self._committed_bytes
-        age = anyio.current_time() - self._last_commit
+        age = time.monotonic() - self._last_commit
         if written < self._options.commit_min_bytes and age < self._options.commit_max_age:
             return
         if self._client is None:
@@ -377,7 +378,7 @@ class S3Sink:
             self._checkpointed += len(files)
             del self._pending_units[: len(units)]
         self._committed_bytes = self.stats.ndjson_bytes
-        self._last_commit = anyio.current_time()
+        self._last_commit = time.monotonic()
 
     async def _put_entry(self, body: bytes) -> None:
         key = self._prefix + checkpoint_entry_relpath(self._run, self._next_entry)
@@ -436,7 +437,7 @@ class S3Sink:
         self._closed = True
         manifest: dict[str, Any] | None = None
         with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + self._options.abort_seconds
+            scope.deadline = time.monotonic() + self._options.abort_seconds
             try:
                 if self._client is None:
                     await self.start()
@@ -493,7 +494,7 @@ class S3Sink:
         except BaseException:
             await self._close_client()
             raise
-        self._last_commit = anyio.current_time()
+        self._last_commit = time.monotonic()
 
     async def _probe(self) -> None:
         key = self._manifest_key
