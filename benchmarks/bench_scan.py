@@ -558,7 +558,7 @@ def memory(quick: bool = False) -> dict[str, Any]:
 
 
 #: --concurrency values compared, and the latencies they are compared at.
-CONCURRENCY_LEVELS = (64, 96, 128, 256)
+CONCURRENCY_LEVELS = (64, 96, 128, 160, 192, 256)
 CONCURRENCY_LATENCIES_MS = (50.0, 200.0)
 
 

@@ -233,7 +233,7 @@ def _add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False)
         "--concurrency",
         type=int,
         metavar="N",
-        help="calls in flight (default 96; more for far regions, ~0.35 MB each)",
+        help="calls in flight (default 128; more for far regions, ~0.35 MB each)",
     )
     tuning.add_argument(
         "--rate", type=float, metavar="N", help="requests/s per account and region (default 20)"

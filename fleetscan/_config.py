@@ -99,8 +99,8 @@ class ScanConfig:
 
     # -- the scan ------------------------------------------------------------------------------
     #: Cap on Storage Gateway / STS calls in flight across the whole scan. Each holds a TLS
-    #: connection (about 0.35 MB); 96 keep one core busy up to ~150 ms of latency (see README).
-    concurrency: int = 96
+    #: connection (about 0.35 MB); 128 keep one core busy at in-region latencies (see README).
+    concurrency: int = 128
     #: Requests per second per (account, region) token bucket, and its burst.
     rate: float = 20.0
     burst: int = 10

@@ -451,7 +451,7 @@ def test_every_scan_flag_reaches_the_config(env: dict[str, str], tmp_path: Path)
         "profile": "mgmt",
         "partition": "aws-us-gov",
         "regions": "all",
-        "concurrency": 96,
+        "concurrency": 128,
         "rate": 2.5,
         "burst": 3,
         "max_attempts": 4,
