@@ -34,6 +34,13 @@ def _emulator(quick: bool) -> dict[str, Any]:
     return result
 
 
+def _calls(quick: bool) -> dict[str, Any]:
+    from . import bench_calls
+
+    result: dict[str, Any] = bench_calls.main(quick)
+    return result
+
+
 def _s3(quick: bool) -> dict[str, Any]:
     from . import bench_s3
 
@@ -49,6 +56,7 @@ def _soak(quick: bool) -> dict[str, Any]:
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "emulator": _emulator,
+    "calls": _calls,
     **bench_scan.SCENARIOS,
     "s3": _s3,
     "soak": _soak,
