@@ -1,11 +1,9 @@
 """Adaptive rate limiting per (account, region): the scope at which Storage Gateway throttles.
 
-Each bucket is a GCRA token bucket (rate, burst). A throttle answer first makes the bucket strict
-(burst 1) for every task sharing it, and pauses it for one interval: calls sent together can
-arrive closer than they left (network jitter), and a server's bucket may hold fewer calls than
-this one's burst. Only a throttle of a call sent *after* that, at an even pace, cuts the rate.
-Quiet time then raises the rate and the burst back towards the configured ones, a little per
-second. Multiplicative decrease, additive increase: the same shape TCP uses to share a link, so a
+Each bucket is a GCRA token bucket (rate, burst). A throttle answer cuts the bucket's rate and
+makes it strict (burst 1) for every task sharing it, and pauses it for one interval; quiet time
+then raises the rate back towards the configured one, a little per second, and the burst with
+it. Multiplicative decrease, additive increase: the same shape TCP uses to share a link, so a
 throttling storm is absorbed instead of being answered with more calls.
 """
 
@@ -25,18 +23,16 @@ class AdaptiveBucket:
 
     #: Lowest rate a throttled bucket falls to (requests/s).
     MIN_RATE = 0.5
-    #: Multiplicative decrease on a throttle (of a call sent while the bucket was already strict).
+    #: Multiplicative decrease on a throttle.
     DECREASE = 0.7
-    #: Additive increase: fraction of the configured rate and burst regained per quiet second.
+    #: Additive increase: fraction of the configured rate regained per quiet second.
     RECOVERY_PER_SECOND = 0.25
     #: Recovery starts this long after the last throttle.
     QUIET_SECONDS = 0.5
 
     __slots__ = (
-        "_burst_level",
         "_last_throttle",
         "_last_update",
-        "_slowed_at",
         "_tat",
         "burst",
         "max_burst",
@@ -51,10 +47,8 @@ class AdaptiveBucket:
         self.rate = rate
         self.burst = burst
         self.throttles = 0
-        self._burst_level = float(burst)  # regrows by fractions; ``burst`` is its whole part
         self._tat = 0.0  # theoretical arrival time of the next request
         self._last_throttle = float("-inf")
-        self._slowed_at = float("-inf")
         self._last_update = 0.0
 
     async def acquire(self) -> None:
@@ -68,36 +62,26 @@ class AdaptiveBucket:
         if wait > 0:
             await anyio.sleep(wait)
 
-    def on_throttle(self, sent_at: float) -> None:
-        """A call sent at ``sent_at`` (this module's clock) was throttled.
-
-        Only a call sent after the bucket last slowed down says something about its new pace:
-        calls in flight at that moment fail together, and count as the one signal they are.
-        """
+    def on_throttle(self) -> None:
         now = _clock()
         self.throttles += 1
+        # Calls in flight together fail together: one decrease per interval is enough.
+        if now - self._last_throttle > 1.0 / self.rate:
+            self.rate = max(self.MIN_RATE, self.rate * self.DECREASE)
+            self.burst = 1
+            # Pause: no slot sooner than one (new) interval from now; slots already reserved
+            # stay where they are (moving them earlier would bunch the callers up again).
+            self._tat = max(self._tat, now + 1.0 / self.rate)
         self._last_throttle = now
         self._last_update = now
-        if sent_at < self._slowed_at:
-            return
-        self._slowed_at = now
-        if self.burst > 1:
-            self.burst = 1  # first stop bunching; the rate may well be fine
-            self._burst_level = 1.0
-        else:
-            self.rate = max(self.MIN_RATE, self.rate * self.DECREASE)
-        # Pause: no slot sooner than one (new) interval from now; slots already reserved stay
-        # where they are (moving them earlier would bunch the callers up again).
-        self._tat = max(self._tat, now + 1.0 / self.rate)
 
     def _recover(self, now: float) -> None:
-        if now - self._last_throttle > self.QUIET_SECONDS:
-            step = self.RECOVERY_PER_SECOND * (now - self._last_update)
-            if self.rate < self.max_rate:
-                self.rate = min(self.max_rate, self.rate + self.max_rate * step)
-            if self.burst < self.max_burst:
-                self._burst_level = min(self.max_burst, self._burst_level + self.max_burst * step)
-                self.burst = int(self._burst_level)
+        if self.rate < self.max_rate and now - self._last_throttle > self.QUIET_SECONDS:
+            regained = self.max_rate * self.RECOVERY_PER_SECOND * (now - self._last_update)
+            self.rate = min(self.max_rate, self.rate + regained)
+            self.burst = max(
+                1, min(self.max_burst, round(self.max_burst * self.rate / self.max_rate))
+            )
         self._last_update = now
 
 

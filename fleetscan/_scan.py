@@ -23,7 +23,6 @@ import datetime as dt
 import functools
 import math
 import secrets
-import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -259,7 +258,6 @@ class Engine:
                 self._budget.record_call()
                 stats.in_flight += 1
                 stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
-                sent_at = time.monotonic()  # the rate limiter's clock
                 try:
                     answer = await fn()
                     if check is not None:
@@ -275,7 +273,7 @@ class Engine:
             if failure.throttled:
                 stats.throttles += 1
                 if bucket is not None:
-                    bucket.on_throttle(sent_at)
+                    bucket.on_throttle()
             if failure.error_code in EXPIRED_CODES and isinstance(
                 credentials, AssumedRoleCredentials
             ):
