@@ -1,9 +1,11 @@
 """Adaptive rate limiting per (account, region): the scope at which Storage Gateway throttles.
 
-Each bucket is a GCRA token bucket (rate, burst). A throttle answer cuts the bucket's rate and
-makes it strict (burst 1) for every task sharing it, and pauses it for one interval; quiet time
-then raises the rate back towards the configured one, a little per second, and the burst with
-it. Multiplicative decrease, additive increase: the same shape TCP uses to share a link, so a
+Each bucket is a GCRA token bucket (rate, burst). A throttle answer first makes the bucket strict
+(burst 1) for every task sharing it, and pauses it for one interval: calls sent together can
+arrive closer than they left (network jitter), and a server's bucket may hold fewer calls than
+this one's burst. Only a throttle of a call admitted *after* that, at an even pace, cuts the rate.
+Quiet time then raises the rate and the burst back towards the configured ones, a little per
+second. Multiplicative decrease, additive increase: the same shape TCP uses to share a link, so a
 throttling storm is absorbed instead of being answered with more calls.
 """
 
@@ -23,16 +25,18 @@ class AdaptiveBucket:
 
     #: Lowest rate a throttled bucket falls to (requests/s).
     MIN_RATE = 0.5
-    #: Multiplicative decrease on a throttle.
+    #: Multiplicative decrease on a throttle (of a call admitted once the bucket was strict).
     DECREASE = 0.7
-    #: Additive increase: fraction of the configured rate regained per quiet second.
+    #: Additive increase: fraction of the configured rate and burst regained per quiet second.
     RECOVERY_PER_SECOND = 0.25
     #: Recovery starts this long after the last throttle.
     QUIET_SECONDS = 0.5
 
     __slots__ = (
+        "_burst_level",
         "_last_throttle",
         "_last_update",
+        "_slowed_at",
         "_tat",
         "burst",
         "max_burst",
@@ -47,12 +51,17 @@ class AdaptiveBucket:
         self.rate = rate
         self.burst = burst
         self.throttles = 0
+        self._burst_level = float(burst)  # regrows by fractions; ``burst`` is its whole part
         self._tat = 0.0  # theoretical arrival time of the next request
         self._last_throttle = float("-inf")
+        self._slowed_at = float("-inf")
         self._last_update = 0.0
 
-    async def acquire(self) -> None:
-        """Wait for this request's slot. Slots are reserved before sleeping, so waiters queue."""
+    async def acquire(self) -> float:
+        """Wait for this request's slot; return when it was reserved (this module's clock).
+
+        Slots are reserved before sleeping, so waiters queue.
+        """
         now = _clock()
         self._recover(now)
         interval = 1.0 / self.rate
@@ -61,27 +70,42 @@ class AdaptiveBucket:
         self._tat = tat + interval
         if wait > 0:
             await anyio.sleep(wait)
+        return now
 
-    def on_throttle(self) -> None:
+    def on_throttle(self, admitted_at: float) -> None:
+        """A call whose slot was reserved at ``admitted_at`` (:meth:`acquire`'s answer) was
+        throttled.
+
+        Only a call admitted after the bucket last slowed down says something about its new
+        pace. Calls admitted before it fail together and count as the one signal they are, even
+        those still waiting for their slot then and sent later: their pacing is the old one.
+        (Counting those by the time they were *sent* cut a bucket to its minimum rate within a
+        few hundred milliseconds, and made the fault soak 5x slower.)
+        """
         now = _clock()
         self.throttles += 1
-        # Calls in flight together fail together: one decrease per interval is enough.
-        if now - self._last_throttle > 1.0 / self.rate:
-            self.rate = max(self.MIN_RATE, self.rate * self.DECREASE)
-            self.burst = 1
-            # Pause: no slot sooner than one (new) interval from now; slots already reserved
-            # stay where they are (moving them earlier would bunch the callers up again).
-            self._tat = max(self._tat, now + 1.0 / self.rate)
         self._last_throttle = now
         self._last_update = now
+        if admitted_at < self._slowed_at:
+            return
+        self._slowed_at = now
+        if self.burst > 1:
+            self.burst = 1  # first stop bunching; the rate may well be fine
+            self._burst_level = 1.0
+        else:
+            self.rate = max(self.MIN_RATE, self.rate * self.DECREASE)
+        # Pause: no slot sooner than one (new) interval from now; slots already reserved stay
+        # where they are (moving them earlier would bunch the callers up again).
+        self._tat = max(self._tat, now + 1.0 / self.rate)
 
     def _recover(self, now: float) -> None:
-        if self.rate < self.max_rate and now - self._last_throttle > self.QUIET_SECONDS:
-            regained = self.max_rate * self.RECOVERY_PER_SECOND * (now - self._last_update)
-            self.rate = min(self.max_rate, self.rate + regained)
-            self.burst = max(
-                1, min(self.max_burst, round(self.max_burst * self.rate / self.max_rate))
-            )
+        if now - self._last_throttle > self.QUIET_SECONDS:
+            step = self.RECOVERY_PER_SECOND * (now - self._last_update)
+            if self.rate < self.max_rate:
+                self.rate = min(self.max_rate, self.rate + self.max_rate * step)
+            if self.burst < self.max_burst:
+                self._burst_level = min(self.max_burst, self._burst_level + self.max_burst * step)
+                self.burst = int(self._burst_level)
         self._last_update = now
 
 

@@ -242,8 +242,9 @@ class Engine:
             if self._stopping:
                 raise Stopped
             await refresh_current()
+            admitted_at = 0.0
             if bucket is not None:
-                await bucket.acquire()
+                admitted_at = await bucket.acquire()
             if reservation is not None:
                 await reservation.reserve()
             # A token per call, not per task: a call made while signing another (a hub's
@@ -273,7 +274,7 @@ class Engine:
             if failure.throttled:
                 stats.throttles += 1
                 if bucket is not None:
-                    bucket.on_throttle()
+                    bucket.on_throttle(admitted_at)
             if failure.error_code in EXPIRED_CODES and isinstance(
                 credentials, AssumedRoleCredentials
             ):
