@@ -203,9 +203,10 @@ def _fix_user_agent(client: Any) -> str:
     botocore rebuilds it for every request (to add per-request feature flags that fleetscan's
     calls never set), sanitising each component character by character: about a tenth of the
     CPU an aiobotocore call costs here (measured with py-spy). The string is the same for
-    every call of a client, so the client's builder returns the first one it built. If a
-    botocore release renames the builder, requests keep botocore's own and fleetscan's
-    Storage Gateway calls send the short form: correctness does not depend on it.
+    every call of a client, so the client's builder returns the first one it built (and so does
+    this function, called again on the same client). If a botocore release renames the
+    builder, requests keep botocore's own and fleetscan's Storage Gateway calls send the short
+    form: correctness does not depend on it.
     """
     creator = getattr(client, "_user_agent_creator", None)
     if creator is None or not callable(getattr(creator, "to_string", None)):
@@ -241,7 +242,6 @@ class AwsClients:
             tcp_keepalive=True,
         )
         self._clients: dict[tuple[str, str], Any] = {}
-        self._user_agents: dict[tuple[str, str], str] = {}
         self._storage_gateways: dict[str, StorageGatewayClient] = {}
         self._stack = contextlib.AsyncExitStack()
 
@@ -265,12 +265,9 @@ class AwsClients:
             client = await self._stack.enter_async_context(
                 self._session.create_client(service, region_name=region, config=self._config)
             )
-            user_agent = _fix_user_agent(client)
+            _fix_user_agent(client)
             # Another task may have created it while we awaited; keep the first, close ours later.
-            if key not in self._clients:
-                self._clients[key] = client
-                self._user_agents[key] = user_agent
-            client = self._clients[key]
+            client = self._clients.setdefault(key, client)
         return client
 
     async def storage_gateway(self, region: str) -> StorageGatewayClient:
@@ -280,9 +277,8 @@ class AwsClients:
             client = await self.client("storagegateway", region)
             fast = self._storage_gateways.setdefault(
                 region,
-                StorageGatewayClient(
-                    client, current_credentials, self._user_agents[("storagegateway", region)]
-                ),
+                # The client's User-Agent is already built: this only reads it back.
+                StorageGatewayClient(client, current_credentials, _fix_user_agent(client)),
             )
         return fast
 

@@ -12,9 +12,8 @@ Every AWS call goes through :meth:`Engine.call`: the unit's adaptive token bucke
 budget (for ListVolumeRecoveryPoints), a global cap on calls in flight, fleetscan's retry policy
 and the run's retry budget. Records go to the writer through a bounded memory object stream, and
 stay within the record budget until written, so a slow writer slows the scan instead of growing
-memory. Nothing here
-raises for a failed account, region or gateway: failures become error records, and one account
-failing never stops the others.
+memory. Nothing here raises for a failed account, region or gateway: failures become error
+records, and one account failing never stops the others.
 """
 
 from __future__ import annotations
@@ -268,7 +267,6 @@ class Engine:
                     failure = classify(exc)
                 finally:
                     stats.in_flight -= 1
-
             finally:
                 self._calls_in_flight.release_on_behalf_of(slot)
             if failure.throttled:
