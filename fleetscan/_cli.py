@@ -1,8 +1,9 @@
 """The ``fleetscan`` command: flags and a TOML file in, a validated ScanConfig out.
 
 The CLI is a thin layer: it validates everything before importing the scan engine, so bad input
-costs no AWS call and no import of aiobotocore, and it imports the emulator only for
-``fleetscan emulator`` (the scanner itself never depends on it).
+costs no AWS call and no engine import (botocore's region data is read only when region names
+must be checked), and it imports the emulator only for ``fleetscan emulator`` (the scanner
+itself never depends on it).
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ def run_scan_command(config, *, quiet, log_format):
     fields["static_account_ids"] = config.static_account_ids()
     fields["quiet"] = quiet
     fields["log_format"] = log_format
-    fields["emulator_imported"] = "fleetscan.emulator" in sys.modules
+    # Validating the command line needs neither the emulator nor the scan engine nor the audit.
+    heavy = ("fleetscan.emulator", "fleetscan._scan", "fleetscan._audit")
+    fields["heavy_imports"] = [name for name in heavy if name in sys.modules]
     print(json.dumps(fields, default=str))
     expected_secret = os.environ.get("FAKE_SECRET_CHECK")
     if expected_secret and config.external_id != expected_secret:
@@ -338,7 +340,7 @@ def test_flags_override_the_config_file(env: dict[str, str], tmp_path: Path) -> 
     )
     assert config["quiet"] is False
     assert config["log_format"] == "text"
-    assert config["emulator_imported"] is False
+    assert config["heavy_imports"] == []
 
 
 def test_alternative_flags_replace_the_files_choice(env: dict[str, str], tmp_path: Path) -> None:
@@ -476,7 +478,7 @@ def test_every_scan_flag_reaches_the_config(env: dict[str, str], tmp_path: Path)
         "static_account_ids": ["111122223333", "444455556666"],
         "quiet": True,
         "log_format": "json",
-        "emulator_imported": False,
+        "heavy_imports": [],
     }
 
 

@@ -279,3 +279,18 @@ async def test_a_slow_consumer_holds_the_scan_within_its_record_budget(
     assert budget.answers > 0
     assert budget.peak <= budget.cap + largest
     assert (budget.used, budget.outstanding) == (0, 0)  # everything written was released
+
+
+def test_the_public_names_load_on_first_use() -> None:
+    """``fleetscan`` loads its public names lazily: each must still resolve, to the object its
+    module defines, and a misspelt one must fail as a missing attribute does."""
+    import fleetscan._run
+
+    resolved = {name: getattr(fleetscan, name) for name in fleetscan.__all__}
+    assert resolved["scan"] is fleetscan._scan.scan
+    assert resolved["run_scan"] is fleetscan._run.run_scan
+    assert resolved["ScanStats"] is fleetscan._scan.ScanStats
+    assert issubclass(resolved["ConfigError"], resolved["FleetscanError"])
+    assert set(fleetscan.__all__) <= set(dir(fleetscan))
+    with pytest.raises(AttributeError, match="scna"):
+        fleetscan.scna  # noqa: B018
