@@ -6,6 +6,7 @@ assertion depends on how fast this machine is.
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from fleetscan._ratelimit import AdaptiveBucket, RateLimiter, _clock
@@ -68,6 +69,36 @@ async def test_slots_are_reserved_in_order_at_the_rate() -> None:
         await bucket.acquire()
     # Five slots reserved, one interval apart, whatever the wall clock did meanwhile.
     assert bucket._tat - max(start, 0) >= 4 / 50
+
+
+async def test_calls_admitted_before_a_slow_down_count_once_even_when_sent_after_it() -> None:
+    """Through acquire() itself: calls that reserved their slots before a throttle, and so are
+    sent after it at the old pace, are the same signal as the first throttle. Counting them by
+    when they were sent cut a bucket to its minimum within a few hundred milliseconds (the fault
+    soak took 5x longer)."""
+    bucket = AdaptiveBucket(rate=50, burst=2)
+    first = await bucket.acquire()
+    await bucket.acquire()  # the burst is spent: every call below waits for its slot
+    admitted: list[float] = []
+
+    async def queued_call() -> None:
+        admitted.append(await bucket.acquire())  # reserves now, is sent when its slot comes
+        bucket.on_throttle(admitted[-1])  # ... and is throttled, like the first
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(6):
+            tg.start_soon(queued_call)
+        await anyio.wait_all_tasks_blocked()  # every slot reserved; most wait for it
+        bucket.on_throttle(first)  # the first call's throttle arrives
+        assert (bucket.rate, bucket.burst) == (50, 1)
+    # All six were sent after the slow-down and throttled: still one signal.
+    assert len(admitted) == 6
+    assert (bucket.rate, bucket.burst) == (50, 1)
+    assert bucket.throttles == 7
+    # A call admitted at the strict pace and throttled: now the rate was too high.
+    late = await bucket.acquire()
+    bucket.on_throttle(late)
+    assert bucket.rate == pytest.approx(50 * AdaptiveBucket.DECREASE)
 
 
 def test_buckets_are_shared_per_unit_and_released() -> None:
