@@ -69,8 +69,8 @@ def kill_and_resume(kills: int, accounts: int, seed: int = 5) -> dict[str, Any]:
             # Whatever the exit code: a session may finish the run (manifest written last) and
             # be killed before it exits; the run is then complete, and resuming it is refused.
             run_id = latest_run(output)
-            if run_id and _status(output, run_id) == "complete":
-                break
+            if run_id and _status(output, run_id) in ("complete", "partial"):
+                break  # finished: partial runs are judged by the verdict below
             if sessions > kills + 5:
                 raise RuntimeError("the run never completed")
         verdict = verify_run(stack.fleet, str(output), run_id, regions=REGIONS)

@@ -514,7 +514,7 @@ def scan_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _collect_less() -> None:
-    """Run Python's cycle collector less often in a process this command owns.
+    """Run Python's cycle collector less often while the command runs (main() restores it).
 
     A scan allocates millions of short-lived objects (answers, records, tasks) and next to no
     cyclic garbage; at the default first threshold (700 allocations) the collector ran ~200 times
@@ -605,6 +605,7 @@ def _emulator(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fleetscan`` command; return its exit code (argparse's own exits included)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    thresholds = gc.get_threshold()
     try:
         if arguments[:1] == ["emulator"]:
             return _emulator(arguments)
@@ -639,3 +640,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    finally:
+        gc.set_threshold(*thresholds)  # a caller's process gets its collector back
