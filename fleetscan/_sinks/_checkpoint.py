@@ -40,6 +40,7 @@ import orjson
 from .._exceptions import ConfigError, FleetscanError
 from .._records import DATASETS, Dataset, format_time
 from ._common import Compression, FileEntry, RunInfo
+from ._s3io import S3Reader
 
 CHECKPOINT_VERSION = 1
 
@@ -258,10 +259,7 @@ def _says_finished(manifest: bytes) -> bool:
 
 async def _load_s3_checkpoint(destination: str, run_id: str, profile: str | None) -> Checkpoint:
     """List the checkpoint entries under the prefix, pick the run, read its entries in order."""
-    # Imported here: the reader module imports the S3 sink, which imports this one.
-    from ._read import _S3Reader
-
-    async with _S3Reader(destination, profile=profile) as reader:
+    async with S3Reader(destination, profile=profile) as reader:
         runs: dict[tuple[str, str], dict[int, str]] = {}
         async for relpath in reader.keys("checkpoints/"):
             match = _S3_ENTRY.fullmatch(relpath)

@@ -9,7 +9,6 @@ alike (same layout, same checks); the plain ones read a local directory synchron
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import os
@@ -17,22 +16,15 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.to_thread
-import botocore.exceptions
 import orjson
 
-from .._config import parse_s3_url
-from .._exceptions import ConfigError, FleetscanError
 from .._records import DATASETS
-from .._retry import Backoff, RetryFailed, retry_call
 from ._common import MANIFEST_VERSION
-from ._s3 import create_s3_client, describe_failure
-
-_CHUNK = 1 << 20
+from ._s3io import CHUNK, S3Reader
 
 
 def find_manifest(dest: str | os.PathLike[str], run_id: str) -> Path:
@@ -114,7 +106,7 @@ def _read_file(path: Path, entry: dict[str, Any], verify: bool) -> Iterator[dict
     tail = b""
     with path.open("rb") as handle:
         while True:
-            chunk = handle.read(_CHUNK)
+            chunk = handle.read(CHUNK)
             last = not chunk
             sha.update(chunk)
             stored += len(chunk)
@@ -143,8 +135,6 @@ _MANIFEST_KEY = re.compile(r"manifests/dt=[0-9]{4}-[0-9]{2}-[0-9]{2}/(?P<run_id>
 # The run ids fleetscan makes (20261127T205709Z-3f9a1c) name their start date: the manifest's key.
 _RUN_DATE = re.compile(r"(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})T[0-9]{6}Z-")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-#: Attempts per S3 read (and re-opens of a body that broke off).
-READ_ATTEMPTS = 5
 #: Manifests fetched at once when listing the runs under an S3 destination.
 _MANIFEST_READS = 8
 
@@ -158,101 +148,8 @@ def _check_run_id(run_id: str) -> None:
         raise ValueError(f"{run_id!r} is not a fleetscan run id")
 
 
-class _S3Reader:
-    """The objects under one ``s3://bucket/prefix/``, read with fleetscan's retries."""
-
-    def __init__(self, dest: str, *, profile: str | None = None) -> None:
-        self.bucket, self.prefix = parse_s3_url(dest, "dest")
-        self.dest = f"s3://{self.bucket}/{self.prefix}"
-        self._profile = profile
-        self._backoff = Backoff()
-        self._stack = contextlib.AsyncExitStack()
-        self._client: Any = None
-
-    async def __aenter__(self) -> _S3Reader:
-        try:
-            self._client = await self._stack.enter_async_context(
-                create_s3_client(profile=self._profile)
-            )
-        except botocore.exceptions.ProfileNotFound as exc:
-            raise ConfigError("profile", str(exc)) from None
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._client = None
-        with anyio.CancelScope(shield=True):
-            await self._stack.aclose()
-
-    def url(self, relpath: str) -> str:
-        return self.dest + relpath
-
-    async def _call(self, operation: str, relpath: str, **params: Any) -> dict[str, Any]:
-        method = getattr(self._client, _SNAKE[operation])
-        params["Bucket"] = self.bucket
-
-        async def call() -> dict[str, Any]:
-            answer: dict[str, Any] = await method(**params)
-            return answer
-
-        try:
-            return await retry_call(
-                call, operation=operation, max_attempts=READ_ATTEMPTS, backoff=self._backoff
-            )
-        except RetryFailed as exc:
-            if exc.failure.error_code in ("NoSuchKey", "404"):
-                raise FileNotFoundError(f"{self.url(relpath)} does not exist") from None
-            raise FleetscanError(describe_failure(exc, self.url(relpath))) from exc
-
-    async def read(self, relpath: str) -> bytes:
-        """A whole (small) object."""
-        return b"".join([chunk async for chunk in self.chunks(relpath)])
-
-    async def chunks(self, relpath: str) -> AsyncIterator[bytes]:
-        """An object's bytes in order; a body that breaks off is re-opened where it stopped
-        (and only if the object is still the same one)."""
-        offset = 0
-        etag: str | None = None
-        reopened = 0
-        while True:
-            params: dict[str, Any] = {"Key": self.prefix + relpath}
-            if etag is not None:
-                params.update(Range=f"bytes={offset}-", IfMatch=etag)
-            answer = await self._call("GetObject", relpath, **params)
-            etag = etag or answer.get("ETag")
-            body = answer["Body"]
-            try:
-                async with body:
-                    while True:
-                        chunk = await body.read(_CHUNK)
-                        if not chunk:
-                            return
-                        offset += len(chunk)
-                        yield chunk
-            except Exception as exc:
-                if not _broke_off(exc):
-                    raise
-                broke: Exception = exc
-            reopened += 1
-            if etag is None or reopened >= READ_ATTEMPTS:
-                raise FleetscanError(f"reading {self.url(relpath)} broke off: {broke}") from broke
-            await anyio.sleep(self._backoff.delay(reopened))
-
-    async def keys(self, relprefix: str) -> AsyncIterator[str]:
-        """The relpath of every object whose relpath starts with ``relprefix``, from a listing."""
-        params: dict[str, Any] = {"Prefix": self.prefix + relprefix}
-        while True:
-            page = await self._call("ListObjectsV2", relprefix, **params)
-            for item in page.get("Contents") or ():
-                yield str(item["Key"])[len(self.prefix) :]
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-            params["ContinuationToken"] = token
+class _S3RunReader(S3Reader):
+    """An S3 destination's objects, and its runs' manifests."""
 
     async def manifest_keys(self) -> AsyncIterator[tuple[str, str]]:
         """(run id, relpath) of every manifest under the destination, from a listing."""
@@ -268,8 +165,7 @@ class _S3Reader:
         date = _RUN_DATE.match(run_id)
         if date is not None:
             guess = f"manifests/dt={date['y']}-{date['m']}-{date['d']}/{run_id}.json"
-            with contextlib.suppress(FileNotFoundError):
-                await self._call("HeadObject", guess, Key=self.prefix + guess)
+            if await self.exists(guess):
                 return guess
         found = [relpath async for rid, relpath in self.manifest_keys() if rid == run_id]
         if not found:
@@ -285,23 +181,9 @@ class _S3Reader:
         return _parse_manifest(await self.read(relpath), self.url(relpath))
 
 
-def _broke_off(exc: Exception) -> bool:
-    """A connection lost while a body was read: aiohttp's payload errors, botocore's streaming
-    and timeout errors, or a plain socket error."""
-    module = type(exc).__module__.split(".", 1)[0]
-    return isinstance(exc, OSError | EOFError) or module in ("aiohttp", "botocore", "aiobotocore")
-
-
-_SNAKE = {
-    "GetObject": "get_object",
-    "HeadObject": "head_object",
-    "ListObjectsV2": "list_objects_v2",
-}
-
-
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     async with await anyio.open_file(path, "rb") as handle:
-        while chunk := await handle.read(_CHUNK):
+        while chunk := await handle.read(CHUNK):
             yield chunk
 
 
@@ -345,7 +227,7 @@ async def aread_manifest(dest: str, run_id: str) -> dict[str, Any]:
     the file is not a fleetscan manifest, :class:`FleetscanError` when S3 refuses the read.
     """
     if _is_s3(dest):
-        async with _S3Reader(dest) as reader:
+        async with _S3RunReader(dest) as reader:
             return await reader.manifest(run_id)
     _check_run_id(run_id)
     return await anyio.to_thread.run_sync(lambda: read_manifest(find_manifest(dest, run_id)))
@@ -361,7 +243,7 @@ async def aiter_records(dest: str, run_id: str, dataset: str) -> AsyncIterator[d
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     if _is_s3(dest):
-        async with _S3Reader(dest) as reader:
+        async with _S3RunReader(dest) as reader:
             manifest = await reader.manifest(run_id)
             for entry in manifest["files"]:
                 if entry["dataset"] != dataset:
@@ -402,7 +284,7 @@ def _local_runs(dest: str) -> list[dict[str, Any]]:
 
 async def _s3_runs(dest: str) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
-    async with _S3Reader(dest) as reader:
+    async with _S3RunReader(dest) as reader:
         relpaths = [relpath async for _, relpath in reader.manifest_keys()]
         limiter = anyio.CapacityLimiter(_MANIFEST_READS)
 

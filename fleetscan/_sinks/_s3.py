@@ -45,9 +45,7 @@ import anyio
 import anyio.to_thread
 import botocore.exceptions
 import orjson
-from aiobotocore.config import AioConfig
 
-from .._aws import new_session
 from .._config import parse_s3_url
 from .._exceptions import ConfigError, SinkError
 from .._records import DATASETS, Dataset, Record
@@ -74,10 +72,9 @@ from ._common import (
     manifest_relpath,
     object_relpath,
 )
+from ._s3io import create_s3_client, describe_failure
 
 if TYPE_CHECKING:
-    from contextlib import AbstractAsyncContextManager
-
     from .._config import ScanConfig
 
 ChecksumAlgorithm = Literal["CRC32", "SHA256"]
@@ -119,50 +116,6 @@ def composite_checksum(algorithm: str, part_digests: list[bytes]) -> str:
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
-
-
-def create_s3_client(
-    *,
-    profile: str | None = None,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
-    max_pool_connections: int = 4,
-) -> AbstractAsyncContextManager[Any]:
-    """An S3 client from an ordinary aiobotocore session: ambient credentials, ``--profile``,
-    ``AWS_ENDPOINT_URL_S3``, ``AWS_CA_BUNDLE`` and proxies as the SDK reads them.
-
-    botocore's retries are off (fleetscan retries itself). Without a configured region the
-    client signs for us-east-1; botocore follows S3's redirect to a bucket's own region.
-    """
-    session = new_session(profile)
-    region = session.get_config_variable("region") or "us-east-1"
-    config = AioConfig(
-        retries={"mode": "standard", "total_max_attempts": 1},
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        max_pool_connections=max_pool_connections,
-        tcp_keepalive=True,
-    )
-    client: AbstractAsyncContextManager[Any] = session.create_client(
-        "s3", region_name=region, config=config
-    )
-    return client
-
-
-def describe_failure(exc: RetryFailed, where: str) -> str:
-    """One line for people: what failed, where, how often, and S3's own words."""
-    failure = exc.failure
-    text = f"S3 {exc.operation} of {where} failed"
-    if exc.attempts > 1:
-        text += f" after {exc.attempts} attempts"
-    text += f": {failure.error_code}"
-    if failure.message:
-        text += f": {failure.message}"
-    if failure.error_code in ("AccessDenied", "403", "AllAccessDisabled"):
-        text += " (see configs/iam/s3-writer.json for the permissions fleetscan needs)"
-    elif failure.error_code == "NoSuchBucket":
-        text += " (create the bucket first, or check the name)"
-    return text
 
 
 @dataclass(frozen=True, kw_only=True)

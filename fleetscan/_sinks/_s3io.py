@@ -1,0 +1,192 @@
+"""S3 as both sides use it: the client every S3 call goes through, and an object reader.
+
+The writer (:mod:`._s3`), the checkpoint loader and the run readers all build on this module and
+on nothing of each other, so the sink package has no import cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+import botocore.exceptions
+from aiobotocore.config import AioConfig
+
+from .._aws import new_session
+from .._config import parse_s3_url
+from .._exceptions import ConfigError, FleetscanError
+from .._retry import Backoff, RetryFailed, retry_call
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+#: Bytes read from a file or an object body at a time.
+CHUNK = 1 << 20
+#: Attempts per S3 read (and re-opens of a body that broke off).
+READ_ATTEMPTS = 5
+
+
+def create_s3_client(
+    *,
+    profile: str | None = None,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    max_pool_connections: int = 4,
+) -> AbstractAsyncContextManager[Any]:
+    """An S3 client from an ordinary aiobotocore session: ambient credentials, ``--profile``,
+    ``AWS_ENDPOINT_URL_S3``, ``AWS_CA_BUNDLE`` and proxies as the SDK reads them.
+
+    botocore's retries are off (fleetscan retries itself). Without a configured region the
+    client signs for us-east-1; botocore follows S3's redirect to a bucket's own region.
+    """
+    session = new_session(profile)
+    region = session.get_config_variable("region") or "us-east-1"
+    config = AioConfig(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_pool_connections=max_pool_connections,
+        tcp_keepalive=True,
+    )
+    client: AbstractAsyncContextManager[Any] = session.create_client(
+        "s3", region_name=region, config=config
+    )
+    return client
+
+
+def describe_failure(exc: RetryFailed, where: str) -> str:
+    """One line for people: what failed, where, how often, and S3's own words."""
+    failure = exc.failure
+    text = f"S3 {exc.operation} of {where} failed"
+    if exc.attempts > 1:
+        text += f" after {exc.attempts} attempts"
+    text += f": {failure.error_code}"
+    if failure.message:
+        text += f": {failure.message}"
+    if failure.error_code in ("AccessDenied", "403", "AllAccessDisabled"):
+        text += " (see configs/iam/s3-writer.json for the permissions fleetscan needs)"
+    elif failure.error_code == "NoSuchBucket":
+        text += " (create the bucket first, or check the name)"
+    return text
+
+
+class S3Reader:
+    """The objects under one ``s3://bucket/prefix/``, read with fleetscan's retries."""
+
+    def __init__(self, dest: str, *, profile: str | None = None) -> None:
+        self.bucket, self.prefix = parse_s3_url(dest, "dest")
+        self.dest = f"s3://{self.bucket}/{self.prefix}"
+        self._profile = profile
+        self._backoff = Backoff()
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._client = await self._stack.enter_async_context(
+                create_s3_client(profile=self._profile)
+            )
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise ConfigError("profile", str(exc)) from None
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._client = None
+        with anyio.CancelScope(shield=True):
+            await self._stack.aclose()
+
+    def url(self, relpath: str) -> str:
+        return self.dest + relpath
+
+    async def _call(self, operation: str, relpath: str, **params: Any) -> dict[str, Any]:
+        method = getattr(self._client, _SNAKE[operation])
+        params["Bucket"] = self.bucket
+
+        async def call() -> dict[str, Any]:
+            answer: dict[str, Any] = await method(**params)
+            return answer
+
+        try:
+            return await retry_call(
+                call, operation=operation, max_attempts=READ_ATTEMPTS, backoff=self._backoff
+            )
+        except RetryFailed as exc:
+            if exc.failure.error_code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"{self.url(relpath)} does not exist") from None
+            raise FleetscanError(describe_failure(exc, self.url(relpath))) from exc
+
+    async def exists(self, relpath: str) -> bool:
+        """Whether an object is there (HeadObject: needs s3:GetObject, not s3:ListBucket)."""
+        try:
+            await self._call("HeadObject", relpath, Key=self.prefix + relpath)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def read(self, relpath: str) -> bytes:
+        """A whole (small) object."""
+        return b"".join([chunk async for chunk in self.chunks(relpath)])
+
+    async def chunks(self, relpath: str) -> AsyncIterator[bytes]:
+        """An object's bytes in order; a body that breaks off is re-opened where it stopped
+        (and only if the object is still the same one)."""
+        offset = 0
+        etag: str | None = None
+        reopened = 0
+        while True:
+            params: dict[str, Any] = {"Key": self.prefix + relpath}
+            if etag is not None:
+                params.update(Range=f"bytes={offset}-", IfMatch=etag)
+            answer = await self._call("GetObject", relpath, **params)
+            etag = etag or answer.get("ETag")
+            body = answer["Body"]
+            try:
+                async with body:
+                    while True:
+                        chunk = await body.read(CHUNK)
+                        if not chunk:
+                            return
+                        offset += len(chunk)
+                        yield chunk
+            except Exception as exc:
+                if not _broke_off(exc):
+                    raise
+                broke: Exception = exc
+            reopened += 1
+            if etag is None or reopened >= READ_ATTEMPTS:
+                raise FleetscanError(f"reading {self.url(relpath)} broke off: {broke}") from broke
+            await anyio.sleep(self._backoff.delay(reopened))
+
+    async def keys(self, relprefix: str) -> AsyncIterator[str]:
+        """The relpath of every object whose relpath starts with ``relprefix``, from a listing."""
+        params: dict[str, Any] = {"Prefix": self.prefix + relprefix}
+        while True:
+            page = await self._call("ListObjectsV2", relprefix, **params)
+            for item in page.get("Contents") or ():
+                yield str(item["Key"])[len(self.prefix) :]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            params["ContinuationToken"] = token
+
+
+def _broke_off(exc: Exception) -> bool:
+    """A connection lost while a body was read: aiohttp's payload errors, botocore's streaming
+    and timeout errors, or a plain socket error."""
+    module = type(exc).__module__.split(".", 1)[0]
+    return isinstance(exc, OSError | EOFError) or module in ("aiohttp", "botocore", "aiobotocore")
+
+
+_SNAKE = {
+    "GetObject": "get_object",
+    "HeadObject": "head_object",
+    "ListObjectsV2": "list_objects_v2",
+}
