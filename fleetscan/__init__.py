@@ -1,5 +1,21 @@
 """fleetscan: the recovery point of every AWS Storage Gateway cached volume, organization-wide.
 
+Scan (configuration in, records out):
+    ScanConfig       what to scan and how; validates itself, raises ConfigError naming the field
+    scan(config)     every record as it is produced (an async generator)
+    run_scan(config) a whole run to config.output (a directory, s3://bucket/prefix/ or "-"),
+                     manifest last; returns a ScanResult
+    plan_scan(config) the accounts and regions a scan would cover, without a Storage Gateway call
+
+Read a run back (local or S3, checked against its manifest; each has an ``a``-prefixed async
+twin):
+    list_runs(dest), latest_run(dest), read_manifest(dest, run), read_records(dest, dataset, run)
+
+Audit:
+    audit(source, Policy.single("24h")) judges every cached volume: compliant, stale or unknown.
+
+Exceptions: FleetscanError and its subclasses ConfigError, DiscoveryError, SinkError.
+
 The public names load on first use (PEP 562): ``fleetscan --help`` and a refused flag need
 neither aiobotocore nor the audit's report writers, and a scan does not pay for the audit's
 imports. ``from fleetscan import scan`` works as with eager imports.
@@ -23,7 +39,18 @@ if TYPE_CHECKING:
         Record,
         RecoveryPointRecord,
     )
-    from ._run import ScanResult, run_scan
+    from ._run import ScanResult, plan_scan, run_scan
+    from ._runs import (
+        Run,
+        alatest_run,
+        alist_runs,
+        aread_manifest,
+        aread_records,
+        latest_run,
+        list_runs,
+        read_manifest,
+        read_records,
+    )
     from ._scan import ScanStats, scan
 
 #: Each public name, and the private module that defines it.
@@ -43,6 +70,16 @@ _HOMES = {
     "RecoveryPointRecord": "._records",
     "ScanResult": "._run",
     "run_scan": "._run",
+    "plan_scan": "._run",
+    "Run": "._runs",
+    "alatest_run": "._runs",
+    "alist_runs": "._runs",
+    "aread_manifest": "._runs",
+    "aread_records": "._runs",
+    "latest_run": "._runs",
+    "list_runs": "._runs",
+    "read_manifest": "._runs",
+    "read_records": "._runs",
     "ScanStats": "._scan",
     "scan": "._scan",
 }
@@ -58,12 +95,22 @@ __all__ = [
     "Policy",
     "Record",
     "RecoveryPointRecord",
+    "Run",
     "ScanConfig",
     "ScanResult",
     "ScanStats",
     "SinkError",
     "__version__",
+    "alatest_run",
+    "alist_runs",
+    "aread_manifest",
+    "aread_records",
     "audit",
+    "latest_run",
+    "list_runs",
+    "plan_scan",
+    "read_manifest",
+    "read_records",
     "run_scan",
     "scan",
 ]

@@ -1,3 +1,3 @@
-from fleetscan._cli import main
+from fleetscan._commands import main
 
 raise SystemExit(main())

@@ -1,15 +1,14 @@
-"""A whole scan to a destination, and the commands the CLI runs.
+"""A whole scan to a destination: the library's "do it all" entry point.
 
-:func:`run_scan` is the library's "do it all" entry point: scan, write every record as it
-arrives, write the manifest last, and say how it went. The CLI functions below only add the
-terminal around it (progress, summary, exit codes).
+:func:`run_scan` scans, writes every record as it arrives, writes the manifest last, and says how
+it went; :func:`plan_scan` says what a scan would cover without calling Storage Gateway. The
+``fleetscan scan`` command only adds a terminal around them (``fleetscan._commands``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,7 +16,6 @@ from typing import IO, Any
 
 import anyio
 
-from . import _progress
 from ._config import ScanConfig, storage_gateway_regions
 from ._exceptions import ConfigError, FleetscanError
 from ._scan import Engine, ScanStats, UnitBatch, new_run_id
@@ -25,7 +23,6 @@ from ._sinks import RunInfo, S3Options, S3Sink, load_checkpoint, open_sink
 
 EXIT_OK = 0
 EXIT_FATAL = 1
-EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
 
@@ -205,35 +202,7 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def run_scan_command(config: ScanConfig, *, quiet: bool = False, log_format: str = "text") -> int:
-    """``fleetscan scan``: run, show progress and a summary, return the exit code."""
-    if config.dry_run:
-        return _progress.print_plan(anyio.run(_plan, config, backend="asyncio"), log_format)
-    display = _progress.Display(enabled=not quiet and log_format == "text" and sys.stderr.isatty())
-    try:
-        with display:
-            result = anyio.run(
-                lambda: run_scan(config, on_stats=display.update, handle_signals=True),
-                backend="asyncio",
-            )
-    except KeyboardInterrupt:  # before the signal handlers were in place
-        _progress.say("interrupted before the scan started", log_format)
-        return 130
-    except FleetscanError as exc:
-        _progress.say(str(exc), log_format, error=True)
-        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FATAL
-    if not quiet:
-        _progress.print_summary(result.manifest, result.stats, log_format)
-    if result.status == "interrupted":
-        _progress.say(
-            f"interrupted: finished units are saved; resume with: fleetscan scan <same flags> "
-            f"--output {config.output} --resume {result.run_id}",
-            log_format,
-        )
-    return result.exit_code
-
-
-async def _plan(config: ScanConfig) -> dict[str, Any]:
+async def plan_scan(config: ScanConfig) -> dict[str, Any]:
     """Accounts x regions and the calls they need at least, with no Storage Gateway call."""
     from ._aws import AmbientCredentials, AwsClients, acting_as
     from ._discovery import discover_accounts
@@ -265,15 +234,3 @@ async def _plan(config: ScanConfig) -> dict[str, Any]:
             "ListVolumeRecoveryPoints": "one per cached gateway found",
         },
     }
-
-
-def run_demo_command(args: Any) -> int:
-    """``fleetscan demo``: the emulated organization, scanned end to end, then checked."""
-    from ._demo import run_demo
-
-    return run_demo(
-        output=str(getattr(args, "output", "fleetscan-demo")),
-        accounts=int(getattr(args, "accounts", 24)),
-        seed=int(getattr(args, "seed", 2026)),
-        quiet=bool(getattr(args, "quiet", False)),
-    )

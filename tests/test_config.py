@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetscan import ConfigError, ScanConfig
+from fleetscan import ConfigError, ScanConfig, run_scan
 from fleetscan._config import (
     CONFIG_KEYS,
     build_config,
@@ -136,7 +136,6 @@ def test_an_account_id_given_as_a_number_gets_a_hint() -> None:
         ({"read_timeout": -1.0}, "read_timeout", "greater than 0"),
         ({"compress": "zstd"}, "compress", "'none' or 'gzip'"),
         ({"max_object_bytes": 5 * 1024 * 1024 - 1}, "max_object_bytes", "5 MiB"),
-        ({"output": None}, "output", "--output"),
         ({"output": ""}, "output", "empty"),
         ({"output": "s3://Bad_Bucket/x"}, "output", "s3://BUCKET"),
         ({"run_id": "../escape"}, "run_id", "file names"),
@@ -597,3 +596,13 @@ def test_accounts_file_lines_load_or_fail_at_the_first_bad_line(tokens: list[str
             load_accounts_file(path)
         assert caught.value.field == "accounts_file"
         assert caught.value.problem.startswith(f"{path}:{bad[0]}: ")
+
+
+async def test_output_is_needed_to_write_a_run_not_to_stream_one() -> None:
+    """scan() only streams records, so a config without output is valid; run_scan() writes a
+    run and refuses one without a destination, before any AWS call."""
+    config = ScanConfig(accounts=("111122223333",), role_name="Reader")
+    assert config.output is None
+    with pytest.raises(ConfigError, match="output") as refused:
+        await run_scan(config)
+    assert refused.value.field == "output"

@@ -1,7 +1,8 @@
-"""What a person sees on stderr: live progress on a terminal, a summary table, or JSON lines.
+"""A scan with a person watching: live progress on a terminal, a summary table, or JSON lines.
 
 stdout is left to the data (``--output -`` streams records there), so everything here writes to
-stderr.
+stderr. Importing this module imports the engine: commands import it only once their input is
+known good.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import time
 from types import TracebackType
 from typing import Any
 
+import anyio
 import orjson
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ._scan import ScanStats
-from ._sinks import manifest_location
+from .._config import ScanConfig
+from .._exceptions import ConfigError, FleetscanError
+from .._run import plan_scan, run_scan
+from .._scan import ScanStats
+from .._sinks import manifest_location
 
 _console = Console(stderr=True, highlight=False)
 
@@ -131,3 +136,31 @@ def print_plan(plan: dict[str, Any], log_format: str) -> int:
         _console.print(f"  {operation}: {count}")
     _console.print("no Storage Gateway call was made")
     return 0
+
+
+def scan_with_progress(config: ScanConfig, *, quiet: bool = False, log_format: str = "text") -> int:
+    """``fleetscan scan``: run, show progress and a summary, return the exit code."""
+    if config.dry_run:
+        return print_plan(anyio.run(plan_scan, config, backend="asyncio"), log_format)
+    display = Display(enabled=not quiet and log_format == "text" and sys.stderr.isatty())
+    try:
+        with display:
+            result = anyio.run(
+                lambda: run_scan(config, on_stats=display.update, handle_signals=True),
+                backend="asyncio",
+            )
+    except KeyboardInterrupt:  # before the signal handlers were in place
+        say("interrupted before the scan started", log_format)
+        return 130
+    except FleetscanError as exc:
+        say(str(exc), log_format, error=True)
+        return 2 if isinstance(exc, ConfigError) else 1
+    if not quiet:
+        print_summary(result.manifest, result.stats, log_format)
+    if result.status == "interrupted":
+        say(
+            f"interrupted: finished units are saved; resume with: fleetscan scan <same flags> "
+            f"--output {config.output} --resume {result.run_id}",
+            log_format,
+        )
+    return result.exit_code

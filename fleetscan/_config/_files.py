@@ -1,0 +1,192 @@
+"""Reading configuration from files: a TOML config, an account list; merging them with flags.
+
+Types are checked here, against what TOML says the user wrote; values are checked by
+:class:`ScanConfig` once flags are merged in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from .._exceptions import ConfigError
+from ._checks import REGION_KEYWORDS
+from ._model import CONFIG_KEYS, ScanConfig
+from ._values import check_account_id, show, type_name
+
+# How each TOML key is read: what TOML type it takes, and how it becomes a ScanConfig value.
+_BOOL_KEYS = frozenset({"org", "include_inactive", "assume_role", "dry_run", "bucket_key"})
+_INT_KEYS = frozenset(
+    {
+        "role_duration_seconds",
+        "concurrency",
+        "burst",
+        "max_attempts",
+        "max_object_bytes",
+        "file_mode",
+    }
+)
+_FLOAT_KEYS = frozenset(
+    {
+        "rate",
+        "retry_budget_ratio",
+        "connect_timeout",
+        "read_timeout",
+        "checkpoint_interval",
+        "stop_grace_seconds",
+    }
+)
+_STR_KEYS = frozenset(
+    {
+        "role_name",
+        "role_arn_template",
+        "external_id",
+        "role_session_name",
+        "hub_role_arn",
+        "profile",
+        "partition",
+        "output",
+        "compress",
+        "run_id",
+        "resume",
+        "sse",
+        "sse_kms_key_id",
+        "expected_bucket_owner",
+        "checksum_algorithm",
+    }
+)
+_ACCOUNT_LIST_KEYS = frozenset({"accounts", "exclude_accounts"})
+_SPECIAL_KEYS = frozenset({"ous", "accounts_file", "regions"})
+assert CONFIG_KEYS == (
+    _BOOL_KEYS | _INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _ACCOUNT_LIST_KEYS | _SPECIAL_KEYS
+), "every ScanConfig field needs a TOML reading rule"
+
+
+def _wrong_type(key: str, expected: str, value: object, source: Path) -> ConfigError:
+    return ConfigError(key, f"must be {expected}, not {type_name(value)} (in {source})")
+
+
+def _string_list(key: str, value: object, source: Path, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _wrong_type(key, f"a list of {what}", value, source)
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(f"{key}[{i}]", f"must be a string, not {type_name(item)}")
+    return tuple(value)
+
+
+def _read_value(key: str, value: object, source: Path) -> object:
+    if key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise _wrong_type(key, "true or false", value, source)
+        return value
+    if key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _wrong_type(key, "an integer", value, source)
+        return value
+    if key in _FLOAT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _wrong_type(key, "a number", value, source)
+        return float(value)
+    if key in _STR_KEYS:
+        if not isinstance(value, str):
+            raise _wrong_type(key, "a string", value, source)
+        return value
+    if key in _ACCOUNT_LIST_KEYS:
+        if not isinstance(value, list):
+            raise _wrong_type(key, "a list of account ids", value, source)
+        return tuple(check_account_id(item, f"{key}[{i}]") for i, item in enumerate(value))
+    if key == "ous":
+        return _string_list(key, value, source, "OU ids")
+    if key == "accounts_file":
+        if not isinstance(value, str):
+            raise _wrong_type(key, "a path string", value, source)
+        # Relative to the config file, so a config and its account list travel together.
+        return source.parent / value
+    # regions: "all" | "enabled" | a list of names (a lone name or "a,b" is read as a list too).
+    if isinstance(value, str):
+        if value in REGION_KEYWORDS:
+            return value
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return _string_list(key, value, source, "region names")
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML config into ScanConfig keyword arguments; refuse what ScanConfig cannot take.
+
+    Types are checked here, against what TOML says the user wrote; values are checked by
+    ScanConfig once flags are merged in. ``accounts_file`` is resolved against the file's folder.
+    """
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {source}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte, which no file name can hold
+        raise ConfigError("config", f"{show(str(source))} is not a usable path") from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{source}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        # The message ends with "(at line N, column M)".
+        raise ConfigError("config", f"{source}: invalid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        if key not in CONFIG_KEYS:
+            close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            # A quoted TOML key can hold anything, a newline included: name it on one line.
+            shown = key if re.fullmatch(r"[\x21-\x7e]{1,64}", key) else show(key)
+            raise ConfigError(shown, f"unknown key in {source}{hint}")
+        values[key] = _read_value(key, value, source)
+    return values
+
+
+#: Settings that only make sense when roles are assumed (refused with assume_role = false).
+_ASSUME_ROLE_ONLY: Final = (
+    "org",
+    "ous",
+    "accounts",
+    "accounts_file",
+    "role_name",
+    "role_arn_template",
+    "external_id",
+    "hub_role_arn",
+)
+
+
+def build_config(file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> ScanConfig:
+    """Merge a config file's values with flags: a flag replaces what the file says.
+
+    Where settings are alternatives, a flag for one drops the file's others, as a user expects:
+    ``--accounts`` (or ``--org`` / ``--accounts-file``) replaces the file's account sources,
+    ``--role-name`` replaces its ``role_arn_template`` and vice versa, and ``--no-assume-role``
+    drops the file's accounts and roles.
+    """
+    for values in (file_values, overrides):
+        _refuse_unknown(values.keys())
+    merged = dict(file_values)
+    given = overrides.keys()
+    if given & {"org", "accounts", "accounts_file"}:
+        for key in ("org", "ous", "accounts", "accounts_file"):
+            merged.pop(key, None)
+    if given & {"role_name", "role_arn_template"}:
+        merged.pop("role_name", None)
+        merged.pop("role_arn_template", None)
+    if overrides.get("assume_role") is False:
+        for key in _ASSUME_ROLE_ONLY:
+            merged.pop(key, None)
+    merged.update(overrides)
+    return ScanConfig(**merged)
+
+
+def _refuse_unknown(keys: Iterable[str]) -> None:
+    for key in keys:
+        if key not in CONFIG_KEYS:
+            raise ConfigError(key, "unknown setting")
