@@ -30,4 +30,4 @@ lint: install
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) fleetscan-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) fleetscan-demo fleetscan-audit .pytest_cache .mypy_cache .ruff_cache

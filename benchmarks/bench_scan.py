@@ -433,7 +433,7 @@ def startup_cpu(workdir: Path) -> dict[str, float]:
     every run's CPU, shown so the per-call figures can be read without it."""
     env = clean_env(workdir)
     probes = {
-        "fleetscan": "import fleetscan._run, fleetscan._cli",
+        "fleetscan": "import fleetscan._run, fleetscan._commands",
         "baseline": "import boto3, concurrent.futures, json; boto3.session.Session()",
     }
     return {

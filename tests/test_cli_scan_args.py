@@ -2,8 +2,8 @@
 
 Bad input must end with one line naming the field, exit code 2, no traceback, no secret, and no
 AWS call. Where a test needs to see the ScanConfig the command hands to the engine, a small
-script stands in for `fleetscan._run` (see ENGINE_STUB): running the real engine needs the
-emulated fleet, which the scan tests cover; here the subject is the command line itself.
+script stands in for `fleetscan._commands._progress` (see ENGINE_STUB): running the real engine
+needs the emulated fleet, which the scan tests cover; here the subject is the command line.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import fleetscan
 SECRET = "Do-Not-Leak/Ext.Id@42"
 VALID = ["--accounts", "111122223333", "--role-name", "FleetscanReader"]
 
-# Replaces fleetscan._run after `import fleetscan`, so main()'s lazy import finds it: the stub
+# Replaces the command layer's scan runner (fleetscan._commands._progress), which main() imports
+# only once the input is valid: the stub
 # prints what main() handed over and returns FAKE_EXIT (or raises KeyboardInterrupt).
 ENGINE_STUB = """
 import json, os, sys, types
-import fleetscan._cli
+import fleetscan._commands
 
-def run_scan_command(config, *, quiet, log_format):
+def scan_with_progress(config, *, quiet, log_format):
     if os.environ.get("FAKE_INTERRUPT"):
         raise KeyboardInterrupt
     fields = {k: v for k, v in vars(config).items() if not k.startswith("_")}
@@ -47,10 +48,10 @@ def run_scan_command(config, *, quiet, log_format):
         return 99
     return int(os.environ.get("FAKE_EXIT", "0"))
 
-stub = types.ModuleType("fleetscan._run")
-stub.run_scan_command = run_scan_command
-sys.modules["fleetscan._run"] = stub
-raise SystemExit(fleetscan._cli.main(sys.argv[1:]))
+stub = types.ModuleType("fleetscan._commands._progress")
+stub.scan_with_progress = scan_with_progress
+sys.modules["fleetscan._commands._progress"] = stub
+raise SystemExit(fleetscan._commands.main(sys.argv[1:]))
 """
 
 

@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fleetscan import ConfigError, ScanConfig
-from fleetscan._cli import build_parser, scan_overrides
+from fleetscan._commands import build_parser
+from fleetscan._commands._args import scan_overrides
 from fleetscan._config import CONFIG_KEYS, PARTITIONS, build_config, load_config_file
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

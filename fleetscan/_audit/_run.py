@@ -1,0 +1,38 @@
+"""An audit with its reports: the library call behind ``fleetscan audit --report-dir``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._config import parse_s3_url
+from .._exceptions import ConfigError
+from ._evaluate import AuditResult, audit
+from ._policy import Policy
+from ._reports import FindingsWriter, write_reports
+
+
+async def audit_to_dir(
+    source: str, policy: Policy, *, run_id: str | None = None, report_dir: Path | None = None
+) -> AuditResult:
+    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after."""
+    if report_dir is None:
+        return await audit(source, policy, run_id=run_id)
+    with FindingsWriter(report_dir) as findings:
+        result = await audit(source, policy, run_id=run_id, on_finding=findings.write)
+    write_reports(result, report_dir)
+    return result
+
+
+def check_source(source: str) -> str:
+    """A local ``--input`` must be an existing directory (S3 is checked when it is read)."""
+    if source.startswith("s3://"):
+        parse_s3_url(source, "--input")
+        return source
+    if "://" in source:
+        raise ConfigError("--input", f"{source}: give a local directory or s3://bucket/prefix/")
+    if not os.path.isdir(source):
+        what = "does not exist" if not os.path.exists(source) else "is not a directory"
+        raise ConfigError("--input", f"{source} {what}")
+    # Absolute, so the report's evidence names the data wherever the report is read.
+    return os.path.abspath(source)

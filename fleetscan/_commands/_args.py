@@ -1,0 +1,311 @@
+"""What the commands share: the parser class, value types, and the scan's options.
+
+``fleetscan scan`` and ``fleetscan audit`` (which can scan first) take the same scan options, so
+they are declared once here; :func:`scan_config` turns parsed flags and ``--config`` into a
+validated :class:`~fleetscan.ScanConfig` without importing the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .._config import (
+    CHECKSUM_ALGORITHMS,
+    CONFIG_KEYS,
+    MIN_OBJECT_BYTES,
+    SSE_MODES,
+    ScanConfig,
+    build_config,
+    load_config_file,
+)
+
+#: Read when --external-id is not given: keeps the value out of the process list and shell history.
+EXTERNAL_ID_ENV = "FLEETSCAN_EXTERNAL_ID"
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its error messages kept free of values that may be secrets."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_redact(message)}\n")
+
+
+def _redact(message: str) -> str:
+    """Hide the values after unrecognized options: a mistyped ``--external-id`` is still secret."""
+    prefix = "unrecognized arguments: "
+    if not message.startswith(prefix):
+        return message
+    shown: list[str] = []
+    after_option = False
+    for token in message[len(prefix) :].split(" "):
+        if token.startswith("-"):
+            name, equals, _ = token.partition("=")
+            shown.append(f"{name}=<hidden>" if equals else token)
+            after_option = not equals
+        elif after_option:
+            shown.append("<hidden>")
+            after_option = False
+        else:
+            shown.append(token)
+    return prefix + " ".join(shown)
+
+
+def comma_list(text: str) -> list[str]:
+    """``a, b,c,`` -> [a, b, c]: spaces and a trailing comma are harmless in a pasted list."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+_DURATION = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>[smh]?)", re.IGNORECASE)
+_SIZE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>(?:[kmg]i?b?)?)", re.IGNORECASE)
+
+
+def duration(text: str) -> int:
+    """Seconds, or with a unit: ``3600``, ``3600s``, ``60m``, ``1h``."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 3600, 60m, 1h)")
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600}[match["unit"].lower()]
+    return int(match["number"]) * factor
+
+
+def size(text: str) -> int:
+    """Bytes, or with a binary unit: ``134217728``, ``128MiB``, ``128M``, ``1GiB``."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 134217728, 128MiB, 1GiB)")
+    unit = match["unit"].lower()[:1]
+    factor = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+    return int(match["number"]) * factor
+
+
+_FILE_MODE = re.compile(r"(?:0o?)?(?P<digits>[0-7]{1,3})", re.IGNORECASE)
+
+
+def file_mode_type(text: str) -> int:
+    """Octal permission bits as ``chmod`` takes them: ``0640``, ``640`` or ``0o640``."""
+    match = _FILE_MODE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an octal permission mode from 000 to 777 (e.g. 0600, 0640)"
+        )
+    return int(match["digits"], 8)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) -> None:
+    """The scan's options; ``fleetscan audit`` takes the same ones to scan before it audits."""
+    scan.add_argument("--config", metavar="PATH", type=Path, help="TOML file with any option")
+
+    accounts = scan.add_argument_group("accounts")
+    accounts.add_argument(
+        "--org",
+        action=argparse.BooleanOptionalAction,
+        help="every account of the organization (ListAccounts with the ambient credentials)",
+    )
+    accounts.add_argument(
+        "--ou",
+        dest="ous",
+        metavar="ID",
+        action="append",
+        help="with --org: only accounts under this OU, recursively (repeatable)",
+    )
+    accounts.add_argument(
+        "--accounts",
+        metavar="IDS",
+        type=comma_list,
+        action="extend",
+        help="comma-separated 12-digit account ids",
+    )
+    accounts.add_argument(
+        "--accounts-file",
+        metavar="PATH",
+        type=Path,
+        help="one account id a line (# comments), or CSV with an account_id column",
+    )
+    accounts.add_argument(
+        "--exclude-accounts",
+        metavar="IDS",
+        type=comma_list,
+        action="extend",
+        help="comma-separated account ids to skip",
+    )
+    accounts.add_argument(
+        "--include-inactive",
+        action=argparse.BooleanOptionalAction,
+        help="also scan SUSPENDED / PENDING_CLOSURE accounts of the organization",
+    )
+
+    roles = scan.add_argument_group("roles and credentials")
+    roles.add_argument("--role-name", metavar="NAME", help="role to assume in each account")
+    roles.add_argument(
+        "--role-arn-template",
+        metavar="TEMPLATE",
+        help="instead of --role-name: 'arn:{partition}:iam::{account_id}:role/NAME'",
+    )
+    roles.add_argument(
+        "--external-id",
+        metavar="VALUE",
+        help=f"external id for AssumeRole (or set {EXTERNAL_ID_ENV}, which keeps it out of ps)",
+    )
+    roles.add_argument("--role-session-name", metavar="NAME", help="default: fleetscan")
+    roles.add_argument(
+        "--role-duration",
+        dest="role_duration_seconds",
+        metavar="SECONDS",
+        type=duration,
+        help="assumed session length, 900-43200 s or e.g. 1h (default 3600)",
+    )
+    roles.add_argument(
+        "--hub-role-arn",
+        metavar="ARN",
+        help="assume this role first and chain into every account (sessions capped at 1 hour)",
+    )
+    roles.add_argument(
+        "--assume-role",
+        action=argparse.BooleanOptionalAction,
+        help="--no-assume-role scans only the ambient account with the ambient credentials",
+    )
+    roles.add_argument("--profile", metavar="NAME", help="AWS profile for the ambient credentials")
+    roles.add_argument("--partition", metavar="NAME", help="aws (default), aws-cn or aws-us-gov")
+
+    where = scan.add_argument_group("regions")
+    where.add_argument(
+        "--regions",
+        metavar="LIST",
+        help="comma-separated names, 'all' (every Storage Gateway region of the partition) or "
+        "'enabled' (default: those enabled in each account)",
+    )
+
+    tuning = scan.add_argument_group("pace")
+    tuning.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="calls in flight (default 128; more for far regions, ~0.35 MB each)",
+    )
+    tuning.add_argument(
+        "--rate", type=float, metavar="N", help="requests/s per account and region (default 20)"
+    )
+    tuning.add_argument("--burst", type=int, metavar="N", help="token bucket burst (default 10)")
+    tuning.add_argument(
+        "--max-attempts", type=int, metavar="N", help="attempts per call, 1-20 (default 8)"
+    )
+    tuning.add_argument("--connect-timeout", type=float, metavar="SECONDS", help="default 10")
+    tuning.add_argument("--read-timeout", type=float, metavar="SECONDS", help="default 30")
+
+    output = scan.add_argument_group("output")
+    output.add_argument(
+        "--output",
+        metavar="DEST",
+        help="a directory, s3://BUCKET/PREFIX/, or - for recovery points on stdout",
+    )
+    output.add_argument("--compress", choices=("none", "gzip"), help="default: none")
+    output.add_argument(
+        "--max-object-bytes",
+        type=size,
+        metavar="SIZE",
+        help=f"roll files over at this size, at least {MIN_OBJECT_BYTES >> 20}MiB (default 128MiB)",
+    )
+    output.add_argument("--run-id", metavar="ID", help="default: a fresh, sortable id")
+    output.add_argument(
+        "--file-mode",
+        type=file_mode_type,
+        metavar="MODE",
+        help="permissions of every output file and its folders, in octal (default 0600)",
+    )
+    s3 = scan.add_argument_group("S3 output (with --output s3://BUCKET/PREFIX/)")
+    s3.add_argument(
+        "--sse",
+        choices=SSE_MODES,
+        help="server-side encryption of every object (default: the bucket's own)",
+    )
+    s3.add_argument(
+        "--sse-kms-key-id",
+        metavar="KEY",
+        help="with --sse aws:kms: key id, key ARN or alias (default: the aws/s3 key)",
+    )
+    s3.add_argument(
+        "--bucket-key",
+        action=argparse.BooleanOptionalAction,
+        help="with --sse aws:kms: use an S3 Bucket Key (fewer KMS requests)",
+    )
+    s3.add_argument(
+        "--expected-bucket-owner",
+        metavar="ACCOUNT",
+        help="12-digit account that must own the bucket; S3 refuses every request otherwise",
+    )
+    s3.add_argument(
+        "--checksum-algorithm",
+        choices=CHECKSUM_ALGORITHMS,
+        help="checksum S3 verifies on every part and object (default: CRC32)",
+    )
+    output.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue an interrupted run ('latest' or its id) in the same --output (directory "
+        "or s3:// prefix): finished units are skipped, nothing is written twice",
+    )
+    output.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often finished units are made durable and checkpointed (default 30)",
+    )
+    output.add_argument(
+        "--stop-grace-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, time calls in flight get to finish (default 10)",
+    )
+    if not for_audit:
+        output.add_argument(
+            "--dry-run",
+            action=argparse.BooleanOptionalAction,
+            help="print the plan (accounts x regions, expected calls); call no Storage Gateway API",
+        )
+    output.add_argument(
+        "--quiet", action="store_true", default=False, help="no progress display or summary"
+    )
+    output.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="default: text"
+    )
+
+
+def scan_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ScanConfig values the user gave as flags (argparse.SUPPRESS leaves out the others)."""
+    overrides = {key: value for key, value in vars(args).items() if key in CONFIG_KEYS}
+    for key in ("ous", "accounts", "exclude_accounts"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+    if "regions" in overrides:
+        text = overrides["regions"].strip()
+        overrides["regions"] = text if text in ("all", "enabled") else tuple(comma_list(text))
+    if (
+        "external_id" not in overrides
+        and overrides.get("assume_role") is not False
+        and os.environ.get(EXTERNAL_ID_ENV)
+    ):
+        overrides["external_id"] = os.environ[EXTERNAL_ID_ENV]
+    return overrides
+
+
+def scan_config(args: argparse.Namespace) -> ScanConfig:
+    """The ScanConfig of ``--config`` and the flags given (flags win), validated."""
+    file_values = load_config_file(args.config) if "config" in args else {}
+    return build_config(file_values, scan_overrides(args))

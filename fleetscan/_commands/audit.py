@@ -1,0 +1,305 @@
+"""``fleetscan audit``: optionally scan first, judge the run, write the reports, set the exit code.
+
+Exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
+(``--fail-on`` narrows this), 2 bad input. When it scans first, a scan that fails outright returns
+the scan's own code (1 fatal, 130 interrupted); a partial scan is audited, its gaps as unknowns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._config import CONFIG_KEYS, ScanConfig
+from .._exceptions import ConfigError
+from ._args import add_scan_options, scan_config
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .._audit import AuditResult, Policy
+
+FAIL_ON = ("stale", "unknown", "none")
+#: Accounts listed in the terminal table; the reports list them all.
+TERMINAL_ROWS = 15
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _max_age(text: str) -> str:
+    from .._audit import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+_AUDIT_EPILOG = """\
+Audit an existing run (a local directory or s3://bucket/prefix/; the latest complete run unless
+--run names one, even a partial one), or give scan flags and --output to scan first and audit the
+fresh run. A volume is stale when its recovery point is older than its objective, measured at the
+time it was scanned; a gateway or an account/region that could not be read is unknown.
+
+examples:
+  fleetscan audit --input ./inventory --max-age 24h --report-dir ./audit
+  fleetscan audit --input s3://bucket/fleetscan/ --policy audit-policy.toml --fail-on stale
+  fleetscan audit --org --role-name FleetscanReader --output ./inventory --max-age 1d
+
+exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
+(--fail-on stale: only stale fails; none: always 0), 2 bad input; when it scans first, a scan
+that fails outright exits with the scan's code (1 fatal, 130 interrupted).
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    audit: argparse.ArgumentParser = subparsers.add_parser(
+        "audit",
+        help="which cached volumes are past their recovery-point objective",
+        description="Judge every cached volume of a run against its recovery-point objective: "
+        "compliant, stale or unknown; write findings, Markdown, HTML and JUnit reports.",
+        epilog=_AUDIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
+    )
+    what = audit.add_argument_group("audit")
+    what.add_argument(
+        "--input",
+        metavar="DEST",
+        default=None,
+        help="the scan's output to audit: a directory or s3://bucket/prefix/",
+    )
+    what.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        default=None,
+        help="audit this run, whatever its status (default: the latest complete run)",
+    )
+    objectives = what.add_mutually_exclusive_group(required=True)
+    objectives.add_argument(
+        "--max-age",
+        metavar="DURATION",
+        type=_max_age,
+        default=None,
+        help="one objective for every volume: 90s, 30m, 24h, 7d",
+    )
+    objectives.add_argument(
+        "--policy",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="TOML policy: a default objective and overrides by OU, account, region and "
+        "gateway name (configs/audit-policy.example.toml)",
+    )
+    what.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="write findings.ndjson, report.md, report.html and junit.xml here",
+    )
+    what.add_argument(
+        "--fail-on",
+        choices=("stale", "unknown", "none"),
+        default="unknown",
+        help="unknown (default): exit 4 on stale, 5 on unknown; stale: only stale fails; "
+        "none: exit 0 whatever was found",
+    )
+    add_scan_options(audit, for_audit=True)
+
+
+@dataclass(frozen=True)
+class AuditRequest:
+    """What ``fleetscan audit`` was asked, validated by the CLI."""
+
+    policy: Policy
+    source: str | None = None
+    run_id: str | None = None
+    #: Set: scan first with this config (its ``output`` is where the run goes), then audit it.
+    scan: ScanConfig | None = None
+    report_dir: Path | None = None
+    fail_on: str = "unknown"
+    quiet: bool = False
+    log_format: str = "text"
+
+
+def run(args: argparse.Namespace) -> int:
+    """``fleetscan audit``: check every input first (exit 2 naming it), then scan and/or audit."""
+    from .._audit import Policy, load_policy
+
+    policy = load_policy(args.policy) if args.policy else Policy.single(args.max_age)
+    scan_flags = sorted(key for key in vars(args) if key in CONFIG_KEYS or key == "config")
+    scan = None
+    if args.input is not None:
+        if scan_flags:
+            shown = ", ".join("--" + key.replace("_", "-") for key in scan_flags)
+            raise ConfigError(
+                "--input", f"audits a run already written; drop the scan flags ({shown})"
+            )
+    else:
+        if not scan_flags:
+            raise ConfigError(
+                "--input",
+                "give --input DEST to audit a run, or scan flags (e.g. --org --role-name NAME) "
+                "and --output DEST to scan first",
+            )
+        if args.run is not None:
+            raise ConfigError("--run", "names a run under --input; a fresh scan is audited as is")
+        scan = scan_config(args)
+        if getattr(scan, "resume", None):
+            raise ConfigError(
+                "--resume",
+                "finish the run with fleetscan scan --resume, then audit it with --input",
+            )
+    request = AuditRequest(
+        policy=policy,
+        source=args.input,
+        run_id=args.run,
+        scan=scan,
+        report_dir=args.report_dir,
+        fail_on=args.fail_on,
+        quiet=args.quiet,
+        log_format=args.log_format,
+    )
+    return run_request(request)
+
+
+def run_request(request: AuditRequest) -> int:
+    """Scan first if asked, audit, write the reports, print the summary; the exit code."""
+    import anyio
+
+    from .._audit import audit_to_dir, check_source
+    from .._audit._reports import prepare_report_dir
+
+    if request.fail_on not in FAIL_ON:
+        raise ConfigError("--fail-on", f"must be one of {', '.join(FAIL_ON)}")
+    report_dir = prepare_report_dir(request.report_dir) if request.report_dir else None
+    source, run_id = request.source, request.run_id
+    if request.scan is not None:
+        from .._scan import new_run_id
+        from ._progress import scan_with_progress
+
+        config = request.scan
+        if not config.output or config.output == "-":
+            raise ConfigError("--output", "the audit reads the run back: give a directory or S3")
+        if config.dry_run:
+            raise ConfigError("--dry-run", "an audit needs a real scan")
+        config = replace(config, run_id=config.run_id or new_run_id())
+        code = scan_with_progress(config, quiet=request.quiet, log_format=request.log_format)
+        if code not in (0, 3):  # complete or partial: there is a run to audit
+            return code
+        source, run_id = config.output, config.run_id
+    if source is None:
+        raise ConfigError("--input", "give --input DEST, or scan flags and --output DEST")
+    source = check_source(source)
+    try:
+        result = anyio.run(
+            lambda: audit_to_dir(source, request.policy, run_id=run_id, report_dir=report_dir),
+            backend="asyncio",
+        )
+    except (ValueError, OSError) as exc:
+        # A damaged or unreadable run: the data is bad input, not a crash.
+        raise ConfigError("--input", f"cannot audit {source}: {exc}") from None
+    code = result.exit_code(request.fail_on)
+    if not request.quiet:
+        print_summary(result, report_dir, code, request.log_format)
+    return code
+
+
+def print_summary(
+    result: AuditResult, report_dir: Path | None, code: int | None, log_format: str = "text"
+) -> None:
+    """The terminal summary on stderr: accounts with problems first, then the verdict.
+
+    ``code`` is the exit code the audit returns, shown with the verdict (None: not an audit
+    command's own exit, as in the demo).
+    """
+    import orjson
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .._audit import format_duration
+    from .._audit._reports import verdict
+
+    console = _console()
+    if log_format == "json":
+        event = {
+            "event": "audit_finished",
+            "run_id": result.run_id,
+            "run_status": result.run_status,
+            "compliant": result.counts["compliant"],
+            "stale": result.counts["stale"],
+            "unknown": result.counts["unknown"],
+            "accounts": len(result.accounts),
+            "report_dir": str(report_dir) if report_dir else None,
+            "exit_code": code,
+        }
+        sys.stderr.write(orjson.dumps(event).decode() + "\n")
+        return
+    table = Table(
+        title=escape(f"fleetscan audit of run {result.run_id} ({result.run_status})"),
+        caption=escape(f"objectives: {result.policy.source}"),
+        title_justify="left",
+        caption_justify="left",
+    )
+    table.add_column("account", no_wrap=True, min_width=12)
+    table.add_column("name", no_wrap=True, overflow="ellipsis", max_width=24)
+    for column in ("compliant", "stale", "unknown", "oldest"):
+        table.add_column(column, justify="right", no_wrap=True)
+    # One objective for all: the caption says it; with a policy, each account's objectives.
+    per_account = bool(result.policy.rules)
+    if per_account:
+        table.add_column("objective", overflow="fold")
+    judged = [s for s in result.accounts.values() if sum(s.counts.values())]
+    ordered = sorted(
+        judged,
+        key=lambda s: (not s.failing, -s.counts["stale"], -s.counts["unknown"], s.account_id or ""),
+    )
+    for summary in ordered[:TERMINAL_ROWS]:
+        counts = summary.counts
+        row = [
+            escape(summary.account_id or "(organization)"),
+            escape(summary.account_name or "-"),
+            f"{counts['compliant']:,}",
+            f"[red]{counts['stale']:,}[/]" if counts["stale"] else "0",
+            f"[yellow]{counts['unknown']:,}[/]" if counts["unknown"] else "0",
+            format_duration(summary.worst_age) if summary.worst_age is not None else "-",
+        ]
+        if per_account:
+            row.append(", ".join(sorted({format_duration(s) for s in summary.objectives.values()})))
+        table.add_row(*row)
+    rest = ordered[TERMINAL_ROWS:]
+    if rest:
+        failing = sum(1 for s in rest if s.failing)
+        table.add_row(f"+{len(rest)} more", f"{failing} of them failing")
+    empty = len(result.accounts) - len(judged)
+    if empty:
+        table.add_row(f"+{empty} more", "no cached volume")
+    table.add_section()
+    table.add_row(
+        "total",
+        f"{len(result.accounts)} accounts",
+        f"{result.counts['compliant']:,}",
+        f"{result.counts['stale']:,}",
+        f"{result.counts['unknown']:,}",
+    )
+    console.print(table)
+    for warning in result.warnings:
+        console.print(f"fleetscan: warning: {warning}", markup=False)
+    colour = "red" if result.counts["stale"] else "yellow" if result.counts["unknown"] else "green"
+    suffix = f" (exit code {code})" if code is not None else ""
+    console.print(f"[bold {colour}]{verdict(result)}[/]{suffix}")
+    if report_dir is not None:
+        console.print(
+            f"reports: {report_dir}/findings.ndjson, report.md, report.html, junit.xml",
+            markup=False,
+        )

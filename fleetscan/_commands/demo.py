@@ -1,0 +1,153 @@
+"""``fleetscan demo``: scan an emulated organization end to end, then check the result.
+
+The stack (moto for STS/Organizations/EC2/S3, the Storage Gateway emulator) runs in this process
+on loopback; the scan reaches it only through the standard ``AWS_ENDPOINT_URL_<SERVICE>``
+variables, exactly as it would reach AWS. The scanner itself never imports the emulator: only
+this command does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ._args import positive_int
+
+
+def add_parser(subparsers: Any) -> None:
+    demo: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="scan an emulated organization, started for the run (no AWS account needed)",
+        description="Start the emulated AWS fleet on loopback and scan it, with progress and "
+        "a summary. Needs the 'emulator' extra.",
+        allow_abbrev=False,
+    )
+    demo.add_argument(
+        "--output",
+        metavar="DIR",
+        type=Path,
+        default=Path("fleetscan-demo"),
+        help="where the datasets go (default: ./fleetscan-demo)",
+    )
+    demo.add_argument(
+        "--accounts",
+        metavar="N",
+        type=positive_int,
+        default=24,
+        help="member accounts in the emulated organization (default 24)",
+    )
+    demo.add_argument(
+        "--seed", metavar="N", type=int, default=2026, help="fleet seed (default 2026)"
+    )
+    demo.add_argument("--quiet", action="store_true", help="no progress display or summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(
+        output=str(args.output), accounts=args.accounts, seed=args.seed, quiet=args.quiet
+    )
+
+
+def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
+    from .._config import ScanConfig
+    from ._progress import say, scan_with_progress
+
+    try:
+        from ..emulator import FleetSpec, start_stack
+        from ..emulator._faults import FaultRule, Faults
+    except ImportError as exc:  # the emulator extra brings moto and trustme
+        say(f"the demo needs the emulator extra: pip install 'fleetscan[emulator]' ({exc})", "text")
+        return 2
+    spec = FleetSpec(seed=seed, accounts=accounts)
+    # A realistic day: some latency, a few InternalServerErrors (both status codes AWS uses),
+    # and a per-(account, region) throttle that fleetscan's rate limiter has to respect.
+    faults = Faults(
+        [
+            FaultRule(
+                latency_ms=15,
+                jitter_ms=10,
+                internal_error_rate=0.02,
+                internal_error_status=400,
+                throttle_rate=25,
+                throttle_burst=10,
+            ),
+            FaultRule(
+                operation="ListVolumeRecoveryPoints",
+                latency_ms=15,
+                jitter_ms=10,
+                internal_error_rate=0.03,
+                internal_error_status=500,
+                throttle_rate=25,
+                throttle_burst=10,
+            ),
+        ]
+    )
+    with tempfile.TemporaryDirectory() as empty, start_stack(spec, faults=faults) as stack:
+        saved = dict(os.environ)
+        os.environ.update(stack.env())
+        # Keep the developer's own ~/.aws out of the demo.
+        os.environ["AWS_CONFIG_FILE"] = str(Path(empty) / "config")
+        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(Path(empty) / "credentials")
+        try:
+            if not quiet:
+                say(
+                    f"demo organization: {accounts} member accounts (one suspended), seed {seed}; "
+                    f"scanning into {output}/",
+                    "text",
+                )
+            config = ScanConfig(
+                org=True,
+                role_name=stack.role_name,
+                regions=spec.regions,
+                output=output,
+            )
+            code = scan_with_progress(config, quiet=quiet)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        if not quiet:
+            _check(stack.fleet, output)
+            _audit_summary(output)
+    return code
+
+
+def _check(fleet: object, output: str) -> None:
+    """Compare the newest run under ``output`` with the fleet's ground truth, and say so."""
+    from .._sinks import latest_run
+    from ..emulator import Fleet, verify_run
+    from ._progress import say
+
+    assert isinstance(fleet, Fleet)
+    run_id = latest_run(output)
+    if run_id is not None:
+        say(verify_run(fleet, output, run_id).describe(), "text")
+
+
+#: The demo fleet's recovery points are either hours old or more than a day old.
+DEMO_MAX_AGE = "24h"
+
+
+def _audit_summary(output: str) -> None:
+    """End the demo with what compliance teams want: ``fleetscan audit`` of the run just made."""
+    import anyio
+
+    from .._audit import Policy, audit
+    from .._sinks import latest_run
+    from ._progress import say
+    from .audit import print_summary
+
+    run_id = latest_run(output)
+    if run_id is None:
+        return
+    result = anyio.run(
+        lambda: audit(output, Policy.single(DEMO_MAX_AGE), run_id=run_id), backend="asyncio"
+    )
+    print_summary(result, None, None)
+    say(
+        f"reports: fleetscan audit --input {output} --max-age {DEMO_MAX_AGE} "
+        "--report-dir fleetscan-audit",
+        "text",
+    )

@@ -1,0 +1,59 @@
+"""``fleetscan scan``: flags and a TOML file in, a validated ScanConfig, a scan with progress.
+
+Everything is validated before the engine is imported, so bad input costs no AWS call and no
+engine import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from .._exceptions import ConfigError
+from ._args import add_scan_options, scan_config
+
+_SCAN_EPILOG = """\
+A TOML file (--config) can set every option; a flag given on the command line replaces the
+file's value. Alternatives replace each other: --org, --accounts or --accounts-file replace the
+file's account sources; --role-name replaces its role_arn_template and vice versa;
+--no-assume-role drops its accounts and roles. Examples are in the configs/ folder.
+
+examples:
+  fleetscan scan --org --role-name FleetscanReader --output ./out
+  fleetscan scan --accounts 111122223333,444455556666 \\
+      --role-arn-template 'arn:{partition}:iam::{account_id}:role/FleetscanReader' \\
+      --regions us-east-1,eu-west-1 --output - > recovery_points.ndjson
+  fleetscan scan --config configs/organization.toml --regions all --dry-run
+
+exit codes: 0 complete, 3 partial (data written, the manifest lists what failed), 1 fatal,
+2 bad input (nothing was called), 130 interrupted.
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    scan: argparse.ArgumentParser = subparsers.add_parser(
+        "scan",
+        help="scan every cached volume's recovery points across accounts and regions",
+        description="Scan the recovery points of every Storage Gateway cached volume across "
+        "accounts and regions, into NDJSON datasets and a manifest.",
+        epilog=_SCAN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
+    )
+    add_scan_options(scan)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = scan_config(args)
+    if config.output is None and not config.dry_run:
+        raise ConfigError(
+            "output",
+            "where should records go? Set output (--output DIR, or - for stdout), "
+            "or dry_run (--dry-run) to plan only",
+        )
+    # Only now, with the input known good, is the engine looked up and asked for anything.
+    progress = importlib.import_module("fleetscan._commands._progress")
+    code: int = progress.scan_with_progress(config, quiet=args.quiet, log_format=args.log_format)
+    return code

@@ -1,0 +1,127 @@
+"""Reading runs back: the public readers, for a local directory and ``s3://bucket/prefix/`` alike.
+
+Every reader goes through a run's manifest, never a directory listing: only the manifest says
+which files belong to a run and that they are complete, and it carries their sizes, record
+counts and SHA-256, which the readers check. A run without a manifest never finished and is not
+seen. ``run="latest"`` is the run that started last among those with a manifest, whatever its
+status (``complete``, ``partial``, ``failed`` or ``interrupted``: the manifest says which).
+
+Each reader has an async form (``a``-prefixed, for code already on an event loop) and a plain
+one. The plain readers of an S3 destination run the async ones on an event loop of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+
+from ._records import DATASETS
+from ._sinks import _read
+
+#: What ``run=`` takes besides a run id.
+LATEST = "latest"
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run that has a manifest."""
+
+    run_id: str
+    #: ``complete``, ``partial``, ``failed`` or ``interrupted``.
+    status: str
+    #: UTC RFC 3339, from the manifest.
+    started_at: str
+
+
+async def alist_runs(dest: str) -> list[Run]:
+    """Every run under ``dest`` that has a manifest, oldest first."""
+    return [Run(r["run_id"], r["status"], r["started_at"]) for r in await _read.alist_runs(dest)]
+
+
+async def alatest_run(dest: str, *, complete_only: bool = False) -> str | None:
+    """The id of the run that started last (None: no run has a manifest there).
+
+    With ``complete_only``, only runs whose manifest says ``complete`` count.
+    """
+    return await _read.alatest_run(dest, complete_only=complete_only)
+
+
+async def aread_manifest(dest: str, run: str = LATEST) -> dict[str, Any]:
+    """The manifest of a run (``run``: its id, or ``"latest"``).
+
+    Raises FileNotFoundError when the run has no manifest (it never finished, or there is no
+    run), ValueError when the file is not a fleetscan manifest, :class:`~fleetscan.FleetscanError`
+    when S3 refuses the read.
+    """
+    return await _read.aread_manifest(dest, await _resolve(dest, run))
+
+
+async def aread_records(
+    dest: str, dataset: str = "recovery_points", *, run: str = LATEST
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Every record of one dataset of a run, in the order written.
+
+    Files are streamed, so memory stays bounded. Each file's size, SHA-256 and record count are
+    checked against the manifest once it is read: a mismatch raises ValueError naming the file
+    (after that file's records were yielded, so count what you consume before trusting it).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    run_id = await _resolve(dest, run)
+    async for record in _read.aiter_records(dest, run_id, dataset):
+        yield record
+
+
+def list_runs(dest: str) -> list[Run]:
+    """:func:`alist_runs`, for code without an event loop."""
+    return _blocking(alist_runs, dest)
+
+
+def latest_run(dest: str, *, complete_only: bool = False) -> str | None:
+    """:func:`alatest_run`, for code without an event loop."""
+    return _blocking(lambda: alatest_run(dest, complete_only=complete_only))
+
+
+def read_manifest(dest: str, run: str = LATEST) -> dict[str, Any]:
+    """:func:`aread_manifest`, for code without an event loop."""
+    return _blocking(aread_manifest, dest, run)
+
+
+def read_records(
+    dest: str, dataset: str = "recovery_points", *, run: str = LATEST
+) -> Generator[dict[str, Any], None, None]:
+    """:func:`aread_records`, for code without an event loop (a generator: stop it early with
+    ``close()`` or by leaving the loop, and the run's files are closed)."""
+    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+        records = aread_records(dest, dataset, run=run)
+
+        async def next_record() -> dict[str, Any]:
+            return await anext(records)
+
+        try:
+            while True:
+                try:
+                    record = portal.call(next_record)
+                except StopAsyncIteration:
+                    return
+                yield record
+        finally:
+            portal.call(records.aclose)
+
+
+async def _resolve(dest: str, run: str) -> str:
+    if run != LATEST:
+        return run
+    run_id = await _read.alatest_run(dest, complete_only=False)
+    if run_id is None:
+        raise FileNotFoundError(f"no run with a manifest under {dest}")
+    return run_id
+
+
+def _blocking(fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+    return anyio.run(fn, *args, backend="asyncio")
