@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -195,7 +196,9 @@ async def test_records_reach_disk_as_they_arrive_under_a_temporary_name(tmp_path
             written += size
             longest = max(longest, size)
     final = tmp_path / "recovery_points" / DT / f"{RUN_ID}-00000.ndjson"
-    partial = final.with_name(f".{final.name}.partial")
+    # Hidden (a glob for *.ndjson skips it), and with a random part no one can predict.
+    (partial,) = final.parent.glob(f".{final.name}.*.partial")
+    assert re.fullmatch(rf"\.{final.name}\.[0-9a-f]{{8}}\.partial", partial.name)
     assert not final.exists(), "a file is visible under its final name before it is complete"
     on_disk = partial.stat().st_size
     # At most one buffer (about 1 MiB) is held in memory, whatever has been written.
@@ -474,8 +477,11 @@ def test_a_write_failure_mid_run_fails_cleanly(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()
     result = json.loads(done.stdout)
-    partial = tmp_path / "recovery_points" / DT / f".{RUN_ID}-00000.ndjson.partial"
-    assert result["error"] == f"cannot write {partial}: File too large (errno 27)"
+    partial = re.escape(f"{tmp_path}/recovery_points/{DT}/.{RUN_ID}-00000.ndjson.")
+    assert re.fullmatch(
+        rf"cannot write {partial}[0-9a-f]{{8}}\.partial: File too large \(errno 27\)",
+        result["error"],
+    )
     manifest = result["manifest"]
     assert manifest["status"] == "failed"
     assert read_manifest(tmp_path / MANIFEST) == manifest
@@ -555,8 +561,10 @@ def test_read_only_directories_give_sink_errors_naming_the_path(tmp_path: Path) 
     assert result["open"] == (
         f"cannot create directory {read_only}/manifests: Permission denied (errno 13)"
     )
-    assert result["finish"] == (
-        f"cannot create {blocked}/.{RUN_ID}-00000.ndjson.partial: Permission denied (errno 13)"
+    partial = re.escape(f"{blocked}/.{RUN_ID}-00000.ndjson.")
+    assert re.fullmatch(
+        rf"cannot create {partial}[0-9a-f]{{8}}\.partial: Permission denied \(errno 13\)",
+        result["finish"],
     )
     assert result["after_finish"] == [str(writable / MANIFEST)]
     manifest = result["manifest"]
