@@ -359,6 +359,18 @@ def test_bad_destinations_and_options_are_refused_before_any_write(
     assert files_under(tmp_path) == set()
 
 
+def test_a_destination_below_a_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_bytes(b"data\n")
+    with pytest.raises(ConfigError) as caught:
+        open_sink(str(tmp_path / "afile" / "sub"), RUN)
+    assert caught.value.field == "output"
+    assert caught.value.problem == (
+        f"{tmp_path / 'afile'} is not a directory, so {tmp_path / 'afile' / 'sub'} cannot be "
+        "created in it"
+    )
+    assert (tmp_path / "afile").read_bytes() == b"data\n"
+
+
 def test_run_ids_that_could_escape_the_destination_are_refused() -> None:
     for bad in ("../escape", "a/b", ".hidden", "", "x" * 129):
         with pytest.raises(ConfigError) as caught:
