@@ -171,11 +171,11 @@ def _difference(key: str, before: object, after: object) -> str:
         dropped = [item for item in before if item not in after]
         parts = []
         if added:
-            parts.append(f"this resume adds {_items(added)}")
+            parts.append(f"adds {_items(added)}")
         if dropped:
             parts.append(f"drops {_items(dropped)}")
         if parts:
-            return ", ".join(parts)
+            return "this resume " + " and ".join(parts)
     return f"the run's is {_value(before)}, this resume's {_value(after)}"
 
 
