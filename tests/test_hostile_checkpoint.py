@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from synthetic_run import DT, RUN, RUN_ID, session, unit_key, unit_records
 
 from fleetscan import ConfigError, ScanConfig
-from fleetscan._config import stored_config
+from fleetscan._config import run_config, stored_config
 from fleetscan._sinks import S3Options, S3Sink
 from fleetscan._sinks._checkpoint import Checkpoint, parse_checkpoint, read_checkpoint
 from fleetscan.emulator import Stack
@@ -290,8 +290,7 @@ def _assert_sound(checkpoint: Checkpoint, data: bytes) -> None:
         assert all(isinstance(p, str) and p for p in unit)
     assert data[: checkpoint.intact_bytes].endswith(b"\n")
     if checkpoint.config is not None:
-        values = {k: v for k, v in checkpoint.config.items() if k != "external_id"}
-        ScanConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        assert isinstance(run_config(checkpoint.config), ScanConfig)
 
 
 def attempt(read: Callable[[], Checkpoint]) -> Checkpoint | ConfigError:
