@@ -259,7 +259,9 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         "--resume",
         metavar="RUN_ID",
         help="continue an interrupted run ('latest' or its id) in the same --output (directory "
-        "or s3:// prefix): finished units are skipped, nothing is written twice",
+        "or s3:// prefix): finished units are skipped, nothing is written twice; the run's own "
+        "accounts, roles and regions are used (a flag that changes them is refused), pace and "
+        "timeout flags may differ",
     )
     output.add_argument(
         "--checkpoint-interval",

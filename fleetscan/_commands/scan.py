@@ -1,7 +1,8 @@
 """``fleetscan scan``: flags and a TOML file in, a validated ScanConfig, a scan with progress.
 
 Everything is validated before the engine is imported, so bad input costs no AWS call and no
-engine import.
+engine import. A ``--resume`` is the exception: what it may be given depends on the run's stored
+configuration, so its checkpoint is read (by the library, engine imported) first.
 """
 
 from __future__ import annotations
