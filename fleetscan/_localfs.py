@@ -28,7 +28,8 @@ from ._exceptions import ConfigError
 
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
-#: Attempts at a fresh temporary name before giving up (each collision is 1 in 2**32).
+#: Attempts at a fresh temporary name (each collision is 1 in 2**32), or at a directory that
+#: keeps vanishing between its creation and its opening, before giving up.
 _TEMP_ATTEMPTS: Final = 16
 
 
@@ -148,7 +149,7 @@ class Tree:
 
     def _open_directory(self, parent: int, reldir: str, name: str, create: bool) -> int | None:
         created = False
-        while True:
+        for _ in range(_TEMP_ATTEMPTS):  # made and removed by someone else meanwhile: again
             try:
                 fd = os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
                 break
@@ -164,6 +165,8 @@ class Tree:
                 pass  # made meanwhile (by us or anyone): checked like any other once opened
             except OSError as exc:
                 raise _at(exc, self.path(reldir)) from exc
+        else:
+            raise _missing(self.path(reldir))
         try:
             self._check_owner(fd, reldir)
             if created:
@@ -217,15 +220,18 @@ class Tree:
     def open(self, relpath: str, flags: int, mode: int = 0o600, *, create_dirs: bool = True) -> int:
         """``os.open`` of ``relpath`` that never follows a link, in a checked directory.
 
-        A link raises :class:`ConfigError` naming it; a file must be a regular file of ours.
-        Missing (``O_CREAT`` not given): FileNotFoundError, with the full path.
+        A link raises :class:`ConfigError` naming it, and so does anything but a regular file of
+        ours (a FIFO, a device, another user's file). Missing (``O_CREAT`` not given):
+        FileNotFoundError, with the full path.
         """
         reldir, _, name = relpath.rpartition("/")
         parent = self.directory(reldir, create=create_dirs)
         if parent is None:
             raise _missing(self.path(relpath))
         try:
-            fd = os.open(name, flags | os.O_NOFOLLOW | _CLOEXEC, mode, dir_fd=parent)
+            # O_NONBLOCK: a FIFO planted at the name cannot hang the open (no effect on files).
+            flags |= os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+            fd = os.open(name, flags, mode, dir_fd=parent)
         except OSError as exc:
             self._refuse_file(relpath, exc)
         try:

@@ -158,6 +158,30 @@ def test_the_command_refuses_a_tampered_checkpoint_with_one_line_and_touches_not
     assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("fifo_at", ["checkpoint", "manifest"])
+def test_a_fifo_at_a_checkpoint_or_manifest_name_is_refused_not_waited_on(
+    tmp_path: Path, fifo_at: str
+) -> None:
+    """Reading a FIFO waits for a writer that never comes: the resume would hang for good."""
+    dest = tmp_path / "out"
+    checkpoint = base_run(dest)
+    name = checkpoint if fifo_at == "checkpoint" else dest / "manifests" / DT / f"{RUN_ID}.json"
+    name.unlink()
+    os.mkfifo(name)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "fleetscan", "scan", "--output", str(dest), "--resume", RUN_ID],
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLEETSCAN_"))},
+        capture_output=True,
+        timeout=120,  # a hang guard: the refusal takes a second or two
+        check=False,
+    )
+
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert stderr == f"fleetscan: error: output: {name} is not a regular file\n"
+
+
 # -- S3: the same reader, the object named ------------------------------------------------------
 
 BUCKET = "fleetscan-tampered"

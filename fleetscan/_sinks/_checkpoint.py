@@ -50,7 +50,7 @@ from .._exceptions import ConfigError, FleetscanError
 from .._localfs import Tree
 from .._records import DATASETS, Dataset, format_time
 from ._checkpoint_file import CheckpointFile, writer_identity
-from ._common import Compression, FileEntry, RunInfo, object_relpath
+from ._common import Compression, FileEntry, RunInfo, manifest_relpath, object_relpath
 from ._s3io import S3Reader
 
 CHECKPOINT_VERSION = 1
@@ -59,8 +59,8 @@ CHECKPOINT_VERSION = 1
 UnitKey = tuple[str, ...]
 
 
-#: A run's data file name, and its temporary local names (``.NAME.partial`` from fleetscan
-#: 0.1.0, ``.NAME.RANDOM.partial`` since).
+#: A run's data file name, and its temporary local names (``.NAME.RANDOM.partial``; earlier
+#: versions wrote the predictable ``.NAME.partial``).
 _RUN_FILE = (
     r"{run_id}-[0-9]{{5,}}\.ndjson(?:\.gz)?"
     r"|\.{run_id}-[0-9]{{5,}}\.ndjson(?:\.gz)?(?:\.[0-9a-f]{{8}})?\.partial"
@@ -108,10 +108,12 @@ def is_run_file(name: str, run_id: str) -> bool:
     return re.fullmatch(_RUN_FILE.format(run_id=re.escape(run_id)), name) is not None
 
 
-def is_manifest_temporary(name: str, run_id: str) -> bool:
-    """Whether a file name is a temporary manifest of ``run_id`` that a killed session left."""
-    pattern = r"\.{run_id}\.json(?:\.[0-9a-f]{{8}})?\.partial"
-    return re.fullmatch(pattern.format(run_id=re.escape(run_id)), name) is not None
+def is_temporary_of(name: str, final: str) -> bool:
+    """Whether a file name is a temporary file of ``final`` (a manifest or a checkpoint) that a
+    killed session left behind (``.FINAL.RANDOM.partial``, or ``.FINAL.partial`` from earlier
+    versions)."""
+    pattern = r"\.{final}(?:\.[0-9a-f]{{8}})?\.partial"
+    return re.fullmatch(pattern.format(final=re.escape(final)), name) is not None
 
 
 @dataclass
@@ -443,7 +445,7 @@ def _unit(unit: object, what: str) -> UnitKey:
 
 def stray_files(tree: Tree, run: RunInfo, keep: Iterable[FileEntry]) -> list[str]:
     """Files of this run no checkpoint entry names (to delete before resuming): data files
-    renamed but not committed, temporary files, and temporary manifests, as relpaths."""
+    renamed but not committed, and every temporary file of the run, as relpaths."""
     kept = {f.path for f in keep}
     strays = []
     for dataset in DATASETS:
@@ -452,12 +454,13 @@ def stray_files(tree: Tree, run: RunInfo, keep: Iterable[FileEntry]) -> list[str
             relpath = f"{directory}/{name}"
             if is_run_file(name, run.run_id) and relpath not in kept:
                 strays.append(relpath)
-    directory = f"manifests/{run.partition}"
-    strays += [
-        f"{directory}/{name}"
-        for name in tree.names(directory)
-        if is_manifest_temporary(name, run.run_id)
-    ]
+    for final in (manifest_relpath(run), checkpoint_relpath(run)):
+        directory, _, final_name = final.rpartition("/")
+        strays += [
+            f"{directory}/{name}"
+            for name in tree.names(directory)
+            if is_temporary_of(name, final_name)
+        ]
     return strays
 
 
