@@ -336,6 +336,38 @@ async def test_an_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / MANIFEST) == manifest
 
 
+CHILD_KILLED_AFTER_START = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from fleet_records import RUN
+from fleetscan._sinks import open_sink
+
+open_sink(sys.argv[2], RUN)
+os._exit(0)  # gone like a killed scan: a checkpoint, no manifest, nothing committed
+"""
+
+
+def test_a_new_run_never_reuses_an_existing_checkpoint(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_KILLED_AFTER_START, str(TESTS), str(tmp_path)],
+        capture_output=True,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    checkpoint = tmp_path / "checkpoints" / DT / f"{RUN_ID}.ndjson"
+    before = checkpoint.read_bytes()
+    with pytest.raises(ConfigError) as caught:
+        open_sink(str(tmp_path), RUN)
+    assert caught.value.field == "run_id"
+    assert caught.value.problem == (
+        f"run {RUN_ID} already has a checkpoint at {checkpoint}; resume it "
+        f"(--resume {RUN_ID}) or choose another run id"
+    )
+    assert checkpoint.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("destination", "options", "field", "words"),
     [
