@@ -236,9 +236,11 @@ async def resume_config(given: Mapping[str, Any]) -> tuple[ScanConfig, bool]:
     header = await load_checkpoint(
         output, resume, profile=profile if isinstance(profile, str) else None, lock=False
     )
+    # The run found now, by its id: "latest" must not name another run by the time it starts.
+    pinned = {**given, "resume": header.run_id}
     if header.config is None:
-        return ScanConfig(**given), False
-    return resumed_config(header.config, given, header.run_id), True
+        return ScanConfig(**pinned), False
+    return resumed_config(header.config, pinned, header.run_id), True
 
 
 def _is_interruption(exc: BaseException) -> bool:
