@@ -63,6 +63,13 @@ def encode(entries: list[Any]) -> bytes:
 
 PATH = f"recovery_points/{DT}/{RUN_ID}-00000.ndjson"
 WHERE = f"/somewhere/checkpoints/{DT}/{RUN_ID}.ndjson"
+PATH_ENTRY = {
+    "dataset": "recovery_points",
+    "path": PATH,
+    "records": 3,
+    "bytes": 9,
+    "sha256": "0" * 64,
+}
 
 
 def _set(line: int, *keys: str | int, value: Any) -> Mutation:
@@ -100,6 +107,8 @@ TAMPERED: list[tuple[Mutation, int, str]] = [
     (_set(2, "files", 0, "path", value="../../../../outside.txt"), 2, "is not a data file of run"),
     (_set(1, "run_id", value="another-run"), 1, "says run 'another-run'"),
     (_set(3, "files", 0, "path", value=PATH), 3, f"names {PATH} again"),
+    (_set(2, "files", value=[PATH_ENTRY, PATH_ENTRY]), 2, f"files[1] names {PATH} twice"),
+    (_set(2, "files", value=[PATH_ENTRY, None]), 2, "files[1] must be an object, not None"),
     (_set(3, "next_seq", "recovery_points", value=1), 3, "a resumed session would write over it"),
     (_set(1, "started_at", value="2025-12-31T23:00:00.000Z"), 1, "is not in dt=2026-01-02"),
     (_set(1, "config", "regions", value=["us-east-1", "../etc"]), 1, "config.regions[1]"),

@@ -365,12 +365,17 @@ def _commit(entry: dict[str, Any], checkpoint: Checkpoint, run: RunInfo, name: s
             raise _Invalid(f"next_seq names an unknown dataset {show(dataset)}")
         seqs[dataset] = _count(value, f"next_seq.{dataset}")
     new_files = [_file(item, i, checkpoint, run) for i, item in enumerate(files)]
-    new_units = []
+    named: set[str] = set()
+    for i, (f, _) in enumerate(new_files):
+        if f.path in named:
+            raise _Invalid(f"files[{i}] names {f.path} twice")
+        named.add(f.path)
+    new_units: set[UnitKey] = set()
     for i, unit in enumerate(units):
         key = _unit(unit, f"units[{i}]")
         if key in checkpoint.units or key in new_units:
             raise _Invalid(f"units[{i}] {show(unit)} was already checkpointed")
-        new_units.append(key)
+        new_units.add(key)
     for f, seq in new_files:
         if seq >= seqs.get(f.dataset, 0):
             raise _Invalid(
@@ -397,12 +402,11 @@ def _file(item: object, index: int, checkpoint: Checkpoint, run: RunInfo) -> tup
     if not isinstance(dataset, str) or dataset not in DATASETS:
         raise _Invalid(f"{what}.dataset {show(dataset)} is not one of {', '.join(DATASETS)}")
     seq = _file_seq(path, dataset, run, checkpoint.compression)
-    if seq is None:
+    if seq is None or not isinstance(path, str):
         example = object_relpath(dataset, run, 0, checkpoint.compression)
         raise _Invalid(
             f"{what}.path {show(path)} is not a data file of run {run.run_id} (like {example})"
         )
-    assert isinstance(path, str)
     if path in checkpoint.named_by:
         raise _Invalid(f"{what} names {path} again ({checkpoint.named_by[path]} named it)")
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
