@@ -348,13 +348,7 @@ os._exit(0)  # gone like a killed scan: a checkpoint, no manifest, nothing commi
 
 
 def test_a_new_run_never_reuses_an_existing_checkpoint(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD_KILLED_AFTER_START, str(TESTS), str(tmp_path)],
-        capture_output=True,
-        env=child_env(),
-        timeout=120,
-        check=False,
-    )
+    done = run_child(CHILD_KILLED_AFTER_START, str(tmp_path))
     assert done.returncode == 0, done.stderr.decode()
     checkpoint = tmp_path / "checkpoints" / DT / f"{RUN_ID}.ndjson"
     before = checkpoint.read_bytes()
@@ -453,6 +447,17 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+def run_child(code: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``code`` in a Python process of its own, given the tests' folder and ``args``."""
+    return subprocess.run(
+        [sys.executable, "-c", code, str(TESTS), *args],
+        capture_output=True,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
+
+
 def test_stdout_is_the_process_stdout_by_default(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", CHILD_STDOUT, str(TESTS)],
@@ -512,13 +517,7 @@ anyio.run(main, backend="asyncio")
 
 
 def test_a_write_failure_mid_run_fails_cleanly(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD_FILE_LIMIT, str(TESTS), str(tmp_path)],
-        capture_output=True,
-        env=child_env(),
-        timeout=120,
-        check=False,
-    )
+    done = run_child(CHILD_FILE_LIMIT, str(tmp_path))
     assert done.returncode == 0, done.stderr.decode()
     result = json.loads(done.stdout)
     partial = re.escape(f"{tmp_path}/recovery_points/{DT}/.{RUN_ID}-00000.ndjson.")
