@@ -20,7 +20,7 @@ from .._config import (
     MIN_OBJECT_BYTES,
     SSE_MODES,
     ScanConfig,
-    build_config,
+    given_values,
     load_config_file,
 )
 
@@ -259,7 +259,9 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         "--resume",
         metavar="RUN_ID",
         help="continue an interrupted run ('latest' or its id) in the same --output (directory "
-        "or s3:// prefix): finished units are skipped, nothing is written twice",
+        "or s3:// prefix): finished units are skipped, nothing is written twice; the run's own "
+        "accounts, roles and regions are used (a flag that changes them is refused), pace and "
+        "timeout flags may differ",
     )
     output.add_argument(
         "--checkpoint-interval",
@@ -305,7 +307,12 @@ def scan_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def scan_values(args: argparse.Namespace) -> dict[str, Any]:
+    """What the user set, from ``--config`` and the flags given (flags win), not yet checked."""
+    file_values = load_config_file(args.config) if "config" in args else {}
+    return given_values(file_values, scan_overrides(args))
+
+
 def scan_config(args: argparse.Namespace) -> ScanConfig:
     """The ScanConfig of ``--config`` and the flags given (flags win), validated."""
-    file_values = load_config_file(args.config) if "config" in args else {}
-    return build_config(file_values, scan_overrides(args))
+    return ScanConfig(**scan_values(args))
