@@ -8,7 +8,8 @@ comment on the line before a block says more about it:
 
 * ``<!-- docs-test: emulator -->``: the block starts the emulator. The test runs it as written,
   in the background, reads the ``export``/``unset`` lines it prints and applies them to every
-  later block, as the user pastes them into a second terminal; it is stopped at the end.
+  later block, as the user pastes them into a second terminal; it is stopped (Ctrl-C) at the
+  end. Documents that start the same emulator share one.
 * ``<!-- docs-test: exit 4; creates audit/report.html -->``: the exit code the text promises
   (default 0), and files the block must leave behind.
 * ``<!-- docs-test: skip REASON -->``: a block that cannot run here (real AWS, root, the suite
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,9 +143,10 @@ def _base_env(home: Path) -> dict[str, str]:
 
 
 class Emulator:
-    """The document's ``fleetscan emulator serve`` block, running as written."""
+    """A document's ``fleetscan emulator serve`` block, running as written."""
 
     def __init__(self, block: Block, cwd: Path, env: dict[str, str]) -> None:
+        self.block = block
         self.process = subprocess.Popen(
             ["bash", "-c", block.code],
             cwd=cwd,
@@ -156,6 +159,9 @@ class Emulator:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
+        self.exports: dict[str, str] = {}
+        self.unsets: list[str] = []
+        self._read_exports()
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -163,19 +169,24 @@ class Emulator:
             self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
 
-    def apply_exports(self, env: dict[str, str], where: Block) -> None:
-        """Read the printed lines up to the last one and apply them, as a shell would."""
+    def _read_exports(self) -> None:
+        """The printed lines, up to the last one: what the user pastes into a second terminal."""
         while True:
             line = self.lines.get(timeout=BLOCK_TIMEOUT)
-            assert line is not None, f"{where}: the emulator ended early: {self.stop()}"
+            assert line is not None, f"{self.block}: the emulator ended early: {self.stop()}"
             if line.startswith("export "):
                 key, _, value = shlex.split(line)[1].partition("=")
-                env[key] = value
+                self.exports[key] = value
             elif line.startswith("unset "):
-                for key in line.split()[1:]:
-                    env.pop(key, None)
+                self.unsets.extend(line.split()[1:])
             elif line.startswith("# role "):
                 return
+
+    def apply(self, env: dict[str, str]) -> None:
+        """What pasting the lines does to a shell's environment."""
+        env.update(self.exports)
+        for key in self.unsets:
+            env.pop(key, None)
 
     def stop(self) -> str:
         """Ctrl-C, as the text says; the whole group is killed if it does not stop."""
@@ -188,6 +199,34 @@ class Emulator:
                 self.process.wait(timeout=60)
         assert self.process.stderr is not None
         return self.process.stderr.read()
+
+
+class Emulators:
+    """One emulator per distinct command: documents that start the same one (the README and
+    Getting started both say ``fleetscan emulator serve``) share it, as two terminals of one user
+    would, which spares the suite a start, a stop and a cold first scan."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.running: dict[str, Emulator] = {}
+
+    def start(self, block: Block, cwd: Path, env: dict[str, str]) -> Emulator:
+        if block.code not in self.running:
+            self.running[block.code] = Emulator(block, cwd, env)
+        return self.running[block.code]
+
+    def stop_all(self) -> None:
+        for emulator in self.running.values():
+            emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
+    started = Emulators(tmp_path_factory.mktemp("emulators"))
+    try:
+        yield started
+    finally:
+        started.stop_all()
 
 
 def _run(block: Block, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -219,32 +258,28 @@ def clone(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("document", RUNNABLE)
-def test_examples_run_as_written(document: str, clone: Path, tmp_path: Path) -> None:
+def test_examples_run_as_written(
+    document: str, clone: Path, tmp_path: Path, emulators: Emulators
+) -> None:
     found = blocks(document)
     skipped = [b for b in found if b.language in RUN_LANGUAGES and b.skip is not None]
     assert len(skipped) <= MAX_SKIPPED, f"{document}: too many blocks skipped: {skipped}"
+    assert sum(b.emulator for b in found) <= 1, f"{document}: more than one emulator"
     env = _base_env(tmp_path)
-    emulator: Emulator | None = None
     ran = 0
-    try:
-        for block in found:
-            if not block.runs:
-                continue
-            if block.emulator:
-                assert emulator is None, f"{block}: a second emulator"
-                emulator = Emulator(block, clone, env)
-                emulator.apply_exports(env, block)
-                continue
-            result = _run(block, clone, env)
-            shown = f"{block} exited {result.returncode}\n{block.code}\n{result.stderr[-3000:]}"
-            assert result.returncode == block.exit_code, shown
-            assert "Traceback" not in result.stderr, shown
-            for path in block.creates:
-                assert (clone / path).exists(), f"{block}: {path} was not created\n{shown}"
-            ran += 1
-    finally:
-        if emulator is not None:
-            emulator.stop()
+    for block in found:
+        if not block.runs:
+            continue
+        if block.emulator:
+            emulators.start(block, emulators.home, _base_env(emulators.home)).apply(env)
+            continue
+        result = _run(block, clone, env)
+        shown = f"{block} exited {result.returncode}\n{block.code}\n{result.stderr[-3000:]}"
+        assert result.returncode == block.exit_code, shown
+        assert "Traceback" not in result.stderr, shown
+        for path in block.creates:
+            assert (clone / path).exists(), f"{block}: {path} was not created\n{shown}"
+        ran += 1
     assert ran, f"{document}: no example ran"
 
 

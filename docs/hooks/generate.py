@@ -147,7 +147,13 @@ def toml_value(name: str, value: Any) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text fit for a table cell: one line, pipes escaped, and ``<run_id>`` kept visible (outside
+    backticks, Markdown would take it for an HTML tag)."""
+    parts = text.replace("|", "\\|").replace("\n", " ").split("`")
+    return "`".join(
+        part if i % 2 else part.replace("<", "&lt;").replace(">", "&gt;")
+        for i, part in enumerate(parts)
+    )
 
 
 def _flag(action: argparse.Action) -> str:
