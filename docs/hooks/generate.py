@@ -34,7 +34,7 @@ from fleetscan._records import DATASETS
 
 MARKER = re.compile(r"^<!-- fleetscan:(?P<kind>[a-z-]+)(?: +(?P<arg>[^>]*?))? *-->$", re.MULTILINE)
 #: Help is rendered at this width, whatever the terminal that builds the site.
-HELP_COLUMNS = 100
+HELP_COLUMNS = 90
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
