@@ -45,6 +45,10 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
 def render(kind: str, arg: str) -> str:
     if kind == "help":
         return help_text(arg)
+    if kind == "commands":
+        return commands_table()
+    if kind == "help-all":
+        return all_help()
     if kind == "config-table":
         return config_table()
     if kind == "schema":
@@ -100,6 +104,38 @@ def help_text(path: str) -> str:
     with _columns(HELP_COLUMNS):
         text = find_command(path).format_help()
     return f"```text\n{text.rstrip()}\n```"
+
+
+def leaf_commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every command that runs something, as (path, one-line help): ("scan",), ("emulator",
+    "serve"), ... in the order ``--help`` lists them."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                if subcommands(sub):
+                    yield from leaf_commands(sub, (*path, name))
+                else:
+                    yield (*path, name), helps.get(name, "")
+
+
+def commands_table() -> str:
+    rows = [
+        f"| [`fleetscan {' '.join(p)}`](#fleetscan-{'-'.join(p)}) | {_cell(h)} |"
+        for p, h in leaf_commands(full_parser())
+    ]
+    return "| command | what it does |\n|---|---|\n" + "\n".join(rows)
+
+
+def all_help() -> str:
+    """``fleetscan --help``, then each command's, each under a heading of its own."""
+    sections = [f"## `fleetscan`\n\n{help_text('')}"]
+    for path, _ in leaf_commands(full_parser()):
+        name = " ".join(path)
+        sections.append(f"## `fleetscan {name}`\n\n{help_text(name)}")
+    return "\n\n".join(sections)
 
 
 # -- the configuration -----------------------------------------------------------------------
