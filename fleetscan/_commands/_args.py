@@ -163,7 +163,11 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         metavar="VALUE",
         help=f"external id for AssumeRole (or set {EXTERNAL_ID_ENV}, which keeps it out of ps)",
     )
-    roles.add_argument("--role-session-name", metavar="NAME", help="default: fleetscan")
+    roles.add_argument(
+        "--role-session-name",
+        metavar="NAME",
+        help="session name, shown in CloudTrail (default: fleetscan)",
+    )
     roles.add_argument(
         "--role-duration",
         dest="role_duration_seconds",
@@ -182,7 +186,11 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         help="--no-assume-role scans only the ambient account with the ambient credentials",
     )
     roles.add_argument("--profile", metavar="NAME", help="AWS profile for the ambient credentials")
-    roles.add_argument("--partition", metavar="NAME", help="aws (default), aws-cn or aws-us-gov")
+    roles.add_argument(
+        "--partition",
+        metavar="NAME",
+        help="the accounts' partition: aws (default), aws-cn or aws-us-gov",
+    )
 
     where = scan.add_argument_group("regions")
     where.add_argument(
@@ -206,8 +214,18 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
     tuning.add_argument(
         "--max-attempts", type=int, metavar="N", help="attempts per call, 1-20 (default 8)"
     )
-    tuning.add_argument("--connect-timeout", type=float, metavar="SECONDS", help="default 10")
-    tuning.add_argument("--read-timeout", type=float, metavar="SECONDS", help="default 30")
+    tuning.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time to open a connection to an endpoint (default 10)",
+    )
+    tuning.add_argument(
+        "--read-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time to wait for the next bytes of an answer (default 30)",
+    )
 
     output = scan.add_argument_group("output")
     output.add_argument(
@@ -215,14 +233,20 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         metavar="DEST",
         help="a directory, s3://BUCKET/PREFIX/, or - for recovery points on stdout",
     )
-    output.add_argument("--compress", choices=("none", "gzip"), help="default: none")
+    output.add_argument(
+        "--compress", choices=("none", "gzip"), help="gzip: .ndjson.gz data files (default: none)"
+    )
     output.add_argument(
         "--max-object-bytes",
         type=size,
         metavar="SIZE",
         help=f"roll files over at this size, at least {MIN_OBJECT_BYTES >> 20}MiB (default 128MiB)",
     )
-    output.add_argument("--run-id", metavar="ID", help="default: a fresh, sortable id")
+    output.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="the run's id, which names its files (default: a fresh, sortable id)",
+    )
     output.add_argument(
         "--file-mode",
         type=file_mode_type,
@@ -285,7 +309,10 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         "--quiet", action="store_true", default=False, help="no progress display or summary"
     )
     output.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="default: text"
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr as text, or one JSON object a line (default: text)",
     )
 
 
