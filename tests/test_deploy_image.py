@@ -53,6 +53,24 @@ def output() -> Iterator[Path]:
         yield path
 
 
+def test_the_stand_in_for_the_container_is_read_only_but_for_its_volumes() -> None:
+    """What the other tests' verdicts rest on: run_as_image's root filesystem refuses writes, its
+    volumes take them, and the process is the image's user."""
+    launch = Launch(argv=(), env={}, user=None, read_only_root=True, writable=("/tmp",))
+    probe = ROOT / ".read-only-probe"
+    with scratch_dir(owner=image().user) as workdir:
+        script = f"id -u; id -g; touch {workdir}/written; touch {probe} 2>&1 || true"
+        proc = run_as_image(
+            launch, argv=("sh", "-c", script), env={}, workdir=workdir, timeout=TIMEOUT
+        )
+        assert (workdir / "written").is_file()
+    assert proc.returncode == 0, proc.stderr
+    uid, gid, refused = proc.stdout.splitlines()
+    assert (int(uid), int(gid)) == image().user
+    assert refused.endswith("Read-only file system")
+    assert not probe.exists()
+
+
 def test_the_image_scans_as_its_own_user_on_a_read_only_root(
     stack: Stack, stack_env: dict[str, str], output: Path
 ) -> None:
