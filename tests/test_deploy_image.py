@@ -53,6 +53,18 @@ def output() -> Iterator[Path]:
         yield path
 
 
+def assert_one_shard(launch: Launch, run_id: str) -> None:
+    """What every shard of a run gets alike: the image's entrypoint, ``--shard auto``, the run's
+    id, the external id in its environment only, a read-only root with a writable /tmp."""
+    assert launch.argv[:2] == ("fleetscan", "scan")
+    assert launch.argv[launch.argv.index("--shard") + 1] == "auto"
+    assert launch.argv[launch.argv.index("--run-id") + 1] == run_id
+    assert launch.env["FLEETSCAN_EXTERNAL_ID"] == EXTERNAL_ID
+    assert not any(EXTERNAL_ID in part for part in launch.argv)
+    assert launch.read_only_root
+    assert launch.writable == ("/tmp",)
+
+
 def test_the_stand_in_for_the_container_is_read_only_but_for_its_volumes() -> None:
     """What the other tests' verdicts rest on: run_as_image's root filesystem refuses writes, its
     volumes take them, and the process is the image's user."""
@@ -156,15 +168,7 @@ def test_each_cronjob_pod_is_one_shard_of_one_run_at_a_time() -> None:
     assert (first.env["JOB_COMPLETION_INDEX"], last.env["JOB_COMPLETION_INDEX"]) == ("0", "3")
     assert first.env["FLEETSCAN_SHARD_COUNT"] == last.env["FLEETSCAN_SHARD_COUNT"] == "4"
     for launch in (first, last):
-        assert launch.argv[:2] == ("fleetscan", "scan")
-        assert without_option(launch.argv, "--shard") != launch.argv
-        assert launch.argv[launch.argv.index("--shard") + 1] == "auto"
-        assert launch.argv[launch.argv.index("--run-id") + 1] == "fleetscan-29412345"
-        # The external id is in the environment, not on the command line.
-        assert launch.env["FLEETSCAN_EXTERNAL_ID"] == EXTERNAL_ID
-        assert not any(EXTERNAL_ID in part for part in launch.argv)
-        assert launch.read_only_root
-        assert launch.writable == ("/tmp",)
+        assert_one_shard(launch, "fleetscan-29412345")
         assert launch.user == image().user
     # A later run is another Job, another name, another run id.
     other = kubernetes_launch(job_name="fleetscan-29413785", index=0, secrets=SECRETS)
@@ -192,13 +196,8 @@ def test_each_batch_array_child_is_one_shard_of_the_submitted_run() -> None:
         assert child.env["AWS_BATCH_JOB_ARRAY_INDEX"] == str(index)
         assert child.env["AWS_BATCH_JOB_ARRAY_SIZE"] == "4"
         assert child.env["AWS_BATCH_JOB_ID"] == f"4c5d2e1f-8a9b-4c3d-9e8f-7a6b5c4d3e2f:{index}"
-        assert child.argv[child.argv.index("--shard") + 1] == "auto"
         # One run id for every child: the schedule's execution id, not the child's job id.
-        assert child.argv[child.argv.index("--run-id") + 1] == "d32c5kddcf5bb8c3"
-        assert child.env["FLEETSCAN_EXTERNAL_ID"] == EXTERNAL_ID
-        assert not any(EXTERNAL_ID in part for part in child.argv)
-        assert child.read_only_root
-        assert child.writable == ("/tmp",)
+        assert_one_shard(child, "d32c5kddcf5bb8c3")
     # Exit 2 (bad input) and 3 (partial) are not retried; anything else is, child by child.
     exits = children[0].facts["definition"]["RetryStrategy"]["EvaluateOnExit"]
     assert [(e.get("OnExitCode"), e["Action"]) for e in exits[:2]] == [("2", "EXIT"), ("3", "EXIT")]
