@@ -9,13 +9,15 @@ There is no container daemon on this machine, so nothing here builds or starts t
   ``deploy/cloudformation/batch.yaml`` (a child of the array job the schedule submits), resolving
   what the engine resolves: downward-API fields, secrets, ``$(VAR)`` references, Batch's
   ``Ref::`` parameters and its array variables;
-- :func:`run_as_image` runs such a command line with this checkout's ``fleetscan`` the way the
-  container runtime would: the image's environment and user, a read-only root filesystem, and only
-  the mounts the definition declares writable. It uses a private mount namespace (``unshare``,
-  ``mount``, ``setpriv`` from util-linux), so it needs root, as CI has.
+- :func:`run_as_image` (and :func:`start_as_image`, for several at once) runs such a command line
+  with this checkout's ``fleetscan`` the way the container runtime would: the image's environment
+  and user, a read-only root filesystem, and only the mounts the definition declares writable. It
+  uses a private mount namespace (``unshare``, ``mount``, ``setpriv`` from util-linux), so it
+  needs root, as CI has.
 
-A test that runs three shards (once ``--shard`` exists) takes a launch per index and runs them side
-by side; nothing else is needed.
+A test that runs three shards (once ``--shard`` exists) takes a launch per index
+(``kubernetes_launch(..., index=k, shards=3)`` or ``batch_launch(..., index=k, size=3)``) and starts
+each with :func:`start_as_image`; nothing else is needed.
 """
 
 from __future__ import annotations
@@ -432,15 +434,15 @@ def scratch_dir(owner: tuple[int, int] | None = None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_as_image(
+def start_as_image(
     launch: Launch,
     *,
     argv: Sequence[str] | None = None,
     env: Mapping[str, str],
     workdir: Path,
-    timeout: float,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``launch`` (or ``argv`` in its place) as the image would run it.
+) -> subprocess.Popen[str]:
+    """Start ``launch`` (or ``argv`` in its place) as the image would run it; several can run
+    side by side, as an engine runs the shards of a run.
 
     The environment is the image's, then the launch's, then ``env`` (the engine's credentials and,
     for the emulator, its endpoints); the image's PATH points at this interpreter's ``bin``
@@ -449,7 +451,7 @@ def run_as_image(
     writable. ``workdir`` stands in for the image's WORKDIR, which does not exist on this machine.
     """
     if os.geteuid() != 0:
-        raise RuntimeError("run_as_image needs root (a mount namespace), as CI has")
+        raise RuntimeError("start_as_image needs root (a mount namespace), as CI has")
     spec = image()
     bin_dir = str(Path(sys.prefix) / "bin")
     image_env = dict(spec.env)
@@ -473,6 +475,25 @@ def run_as_image(
         str(user[0]), str(user[1]),
         *writable, "--", *(argv if argv is not None else launch.argv),
     ]  # fmt: skip
-    return subprocess.run(
-        command, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    return subprocess.Popen(
+        command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def run_as_image(
+    launch: Launch,
+    *,
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str],
+    workdir: Path,
+    timeout: float,
+) -> subprocess.CompletedProcess[str]:
+    """:func:`start_as_image`, waited for: killed (and the test failed) after ``timeout``."""
+    process = start_as_image(launch, argv=argv, env=env, workdir=workdir)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
