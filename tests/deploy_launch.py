@@ -17,7 +17,10 @@ There is no container daemon on this machine, so nothing here builds or starts t
 
 A test that runs three shards (once ``--shard`` exists) takes a launch per index
 (``kubernetes_launch(..., index=k, shards=3)`` or ``batch_launch(..., index=k, size=3)``) and starts
-each with :func:`start_as_image`; nothing else is needed.
+each with :func:`start_as_image`; nothing else is needed. With conftest's ``stack`` (whose
+accounts already have the FleetscanReader role), ``env=stack_env`` gives the shards its static
+keys in place of the engine's identity; create the manifests' bucket (``amzn-s3-demo-bucket``)
+first. ``tests/test_deploy_aws.py`` shows the engines' own identities (IRSA, a Batch job role).
 """
 
 from __future__ import annotations

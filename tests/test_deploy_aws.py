@@ -70,6 +70,8 @@ ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
 K8S_SECRETS = {("fleetscan", "external-id"): EXTERNAL_ID}
 #: Generous: a scan of the test fleet takes seconds, far more on a loaded machine.
 SCAN_TIMEOUT = 300
+#: The Deploy page's commands: a dozen AWS CLI processes and `make lint-deploy`.
+PAGE_TIMEOUT = 900
 
 
 @pytest.fixture
@@ -562,7 +564,7 @@ def test_the_deploy_page_commands_deploy_what_a_scheduled_run_needs(
         env=env,
         capture_output=True,
         text=True,
-        timeout=SCAN_TIMEOUT,
+        timeout=PAGE_TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
