@@ -60,7 +60,7 @@ from fleetscan.emulator import FleetSpec, Stack, start_stack
 SEEDED_ROLE = "EmulatorAdministrator"
 MEMBER_ROLE = "FleetscanReader"
 SCANNER_ROLE = "FleetscanScanner"
-#: Hex, as deploy/README.md generates it.
+#: Hex, as the Deploy page (docs/deploy.md) generates it.
 EXTERNAL_ID = "5f3c9e0b7a1d4c2e8f6a0b3d9c7e1f25a4b6c8d0e2f4a6b8"
 BUCKET = "amzn-s3-demo-bucket"
 PREFIX = "fleetscan"
@@ -507,7 +507,7 @@ def test_an_array_child_of_the_batch_job_scans_through_the_job_role(
 
 # -- the Deploy page ------------------------------------------------------------------------------
 
-PAGE = ROOT / "deploy" / "README.md"
+PAGE = ROOT / "docs" / "deploy.md"
 _NOT_RUN = re.compile(r"<!-- not run by tests/test_deploy_aws\.py: (?P<reason>.+\S) -->")
 
 
