@@ -22,6 +22,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "internal_error",
     "malformed",
     "expired_token",
+    "empty_page",
 )
 
 
