@@ -293,7 +293,7 @@ class Faults:
                 raise TypeError(f"Faults takes FaultRule objects, got {type(rule).__name__}")
         self._rules: tuple[FaultRule, ...] = tuple(rules)
         self._active = tuple(rule for rule in self._rules if not rule.is_noop)
-        self._cache: dict[tuple[str, str, str], FaultRule] = {}
+        self._cache: dict[tuple[str, str, str, str | None], FaultRule] = {}
 
     @property
     def rules(self) -> tuple[FaultRule, ...]:
@@ -319,8 +319,7 @@ class Faults:
         nothing applies, so the server's fast path is an identity check."""
         if not self._active:
             return NO_FAULT
-        # An account belongs to one organization: the account determines it for the cache.
-        key = (account_id, region, operation)
+        key = (account_id, region, operation, organization_id)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
