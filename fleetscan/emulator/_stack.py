@@ -47,9 +47,9 @@ __all__ = [
 
 #: Not a secret: moto and the emulator accept any secret, and this one only looks like a key.
 MANAGEMENT_SECRET_ACCESS_KEY = "fleetscan/emulated/not-a-secret/0000000000000"
-#: Who answers STS and Organizations: the fleet model (fast at any size) or moto (its fidelity).
-IDENTITY_MODES = ("fleet", "moto")
 Identity = Literal["fleet", "moto"]
+#: Who answers STS and Organizations: the fleet model (fast at any size) or moto (its fidelity).
+IDENTITY_MODES: tuple[Identity, ...] = ("fleet", "moto")
 
 _active_lock = threading.Lock()
 _active: Stack | None = None

@@ -329,7 +329,7 @@ async def test_an_empty_page_with_a_next_token_continues_where_it_was(
         listed = []
         token = None
         while True:
-            extra = {"NextToken": token} if token else {}
+            extra: dict[str, str] = {"NextToken": token} if token else {}
             page = await call(
                 "organizations", "ListAccounts", account_id=management, MaxResults=2, **extra
             )
@@ -478,7 +478,7 @@ async def test_assume_role_refuses_what_aws_refuses(
     ok = await call("sts", "AssumeRole", credentials=admin, DurationSeconds=3600, **chained)
     assert account_id_from_access_key(ok["Credentials"]["AccessKeyId"]) == guarded.id
 
-    invalid = [
+    invalid: list[dict[str, Any]] = [
         {"RoleArn": f"arn:aws:iam::{active.id}:role/FleetscanReader", "RoleSessionName": "a b"},
         {"RoleArn": f"arn:aws:iam::{active.id}:role/FleetscanReader", "DurationSeconds": 899},
         {"RoleArn": f"arn:aws:iam::{active.id}:role/FleetscanReader", "DurationSeconds": 43201},
@@ -630,7 +630,7 @@ _FAULTED_CALLS: dict[str, tuple[str, str, dict[str, Any], dict[str, tuple[str, i
         },
     ),
 }
-_FAULTS = {
+_FAULTS: dict[str, dict[str, Any]] = {
     "throttle": {"throttle_rate": 0},
     "internal": {"internal_error_rate": 1.0},
     "denied": {"access_denied": True},

@@ -378,7 +378,7 @@ def test_two_organizations_look_the_same_through_the_fleet_model_and_moto(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec = FleetSpec(seed=5, accounts=9, organizations=2, regions=("us-east-1", "eu-west-1"))
-    seen = {}
+    seen: dict[str, Any] = {}
     for identity in IDENTITY_MODES:
         with start_stack(spec, organizations=TWO_ORGANIZATIONS, identity=identity) as stack:
             for key, value in stack.env().items():
