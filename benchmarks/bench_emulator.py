@@ -26,6 +26,7 @@ Run: ``python -m benchmarks.bench_emulator`` (``make bench`` runs it with the ot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -175,27 +176,46 @@ async def _load(
     return ok, failed, elapsed
 
 
+@contextlib.contextmanager
+def _emulator_process(
+    tls_dir: str | None = None,
+    accounts: int = ACCOUNTS,
+    regions: tuple[str, ...] = STORAGE_GATEWAY_REGIONS,
+) -> Iterator[tuple[str, Callable[[], float]]]:
+    """The emulator in its own process (:func:`_serve`): (its URL, a reader of its CPU time)."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve, args=(child, tls_dir, accounts, regions), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(300):
+            raise RuntimeError("the emulator process did not start")
+        endpoint_url: str = parent.recv()
+
+        def cpu() -> float:
+            parent.send("cpu")
+            seconds: float = parent.recv()
+            return seconds
+
+        yield endpoint_url, cpu
+        parent.send("stop")
+        process.join(timeout=30)
+    finally:
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=10)
+
+
 def _bench_server(
     mix: list[tuple[dict[str, str], bytes]], tls: TLSMaterial | None
 ) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(
-        target=_serve, args=(child, str(tls.directory) if tls else None), daemon=True
-    )
-    process.start()
-    try:
-        if not parent.poll(120):
-            raise RuntimeError("the emulator process did not start")
-        endpoint_url = parent.recv()
-        ssl_context = tls.client_ssl_context() if tls else None
-        runs = []
+    ssl_context = tls.client_ssl_context() if tls else None
+    runs = []
+    with _emulator_process(str(tls.directory) if tls else None) as (endpoint_url, cpu):
         for _ in range(RUNS):
-            parent.send("cpu")
-            cpu_before = parent.recv()
+            cpu_before = cpu()
             ok, failed, elapsed = asyncio.run(_load(endpoint_url, mix, RUN_SECONDS, ssl_context))
-            parent.send("cpu")
-            cpu_used = parent.recv() - cpu_before
+            cpu_used = cpu() - cpu_before
             if failed:
                 raise RuntimeError(f"{failed} calls failed during the benchmark")
             runs.append(
@@ -206,12 +226,6 @@ def _bench_server(
                     "server_cpu_us_per_call": round(cpu_used / max(ok, 1) * 1e6, 1),
                 }
             )
-        parent.send("stop")
-        process.join(timeout=30)
-    finally:
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=10)
     median_rate = statistics.median(r["calls_per_s"] for r in runs)
     median_cpu = statistics.median(r["server_cpu_us_per_call"] for r in runs)
     return {
@@ -399,30 +413,9 @@ async def _scale_run(url: str, fleet: Fleet, cpu: Callable[[], float]) -> dict[s
 
 
 def _emulator_at_scale(accounts: int) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(
-        target=_serve, args=(child, None, accounts, SCALE_REGIONS), daemon=True
-    )
-    process.start()
-    try:
-        if not parent.poll(300):
-            raise RuntimeError("the emulator process did not start")
-        url = parent.recv()
-
-        def cpu() -> float:
-            parent.send("cpu")
-            seconds: float = parent.recv()
-            return seconds
-
-        result = asyncio.run(_scale_run(url, Fleet(_fleet_spec(accounts, SCALE_REGIONS)), cpu))
-        parent.send("stop")
-        process.join(timeout=30)
-    finally:
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=10)
-    return result
+    fleet = Fleet(_fleet_spec(accounts, SCALE_REGIONS))
+    with _emulator_process(None, accounts, SCALE_REGIONS) as (url, cpu):
+        return asyncio.run(_scale_run(url, fleet, cpu))
 
 
 def _process_cpu(pid: int) -> float:

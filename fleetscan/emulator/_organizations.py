@@ -14,6 +14,7 @@ import base64
 import binascii
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -273,20 +274,24 @@ class Organizations(Service):
         return self._page(call, organization, "Roots", view.root, "ListRoots")
 
     def _list_ous_for_parent(self, call: Call) -> bytes:
-        organization, view = self._organization(call, listing=True)
-        parent = self._parent(call, organization)
-        items = view.ous_under.get(parent)
-        if items is None:
-            raise _PARENT_NOT_FOUND
-        return self._page(call, organization, "OrganizationalUnits", items, f"OUs:{parent}")
+        return self._list_under(call, "OrganizationalUnits", lambda view: view.ous_under)
 
     def _list_accounts_for_parent(self, call: Call) -> bytes:
+        return self._list_under(call, "Accounts", lambda view: view.accounts_under)
+
+    def _list_under(
+        self,
+        call: Call,
+        key: str,
+        table: Callable[[_OrganizationView], dict[str, list[bytes]]],
+    ) -> bytes:
+        """One page of what ``table`` holds directly under the call's ParentId."""
         organization, view = self._organization(call, listing=True)
         parent = self._parent(call, organization)
-        items = view.accounts_under.get(parent)
+        items = table(view).get(parent)
         if items is None:
             raise _PARENT_NOT_FOUND
-        return self._page(call, organization, "Accounts", items, f"Accounts:{parent}")
+        return self._page(call, organization, key, items, f"{key}:{parent}")
 
     def _list_children(self, call: Call) -> bytes:
         organization, view = self._organization(call, listing=True)
