@@ -10,8 +10,10 @@ script gets from ``stack.env()``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import botocore.exceptions
 import certifi
@@ -19,6 +21,7 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.config import Config
 
+import fleetscan
 from fleetscan import ConfigError
 from fleetscan.emulator import (
     IDENTITY_MODES,
@@ -28,6 +31,7 @@ from fleetscan.emulator import (
     Stack,
     account_id_from_access_key,
     start_stack,
+    verify_run,
 )
 
 
@@ -407,6 +411,30 @@ def test_two_organizations_look_the_same_through_the_fleet_model_and_moto(
         }
         member, caller = view["member_caller"]
         assert caller == member
+
+
+def test_a_scan_of_the_ambient_organization_is_exactly_its_ground_truth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Today's scanner, ``--org`` with the exported keys, against two organizations: it sees the
+    first organization (the keys' own) and nothing of the second, record for record."""
+    spec = FleetSpec(seed=5, accounts=8, organizations=2, regions=("us-east-1", "eu-west-1"))
+    with start_stack(spec) as stack:
+        for key, value in stack.env().items():
+            monkeypatch.setenv(key, value)
+        config = fleetscan.ScanConfig(
+            org=True, role_name=stack.role_name, regions=spec.regions, output=str(tmp_path)
+        )
+        result = anyio.run(fleetscan.run_scan, config, backend="asyncio")
+        first, second = stack.organizations
+        assert result.status == "complete"
+        assert result.stats.accounts == len(stack.fleet.ground_truth().organizations[first.id])
+        mine = verify_run(stack.fleet, str(tmp_path), result.run_id, organizations={first.id})
+        assert mine.exact
+        assert mine.expected > 0
+        everything = verify_run(stack.fleet, str(tmp_path), result.run_id)
+        theirs = stack.fleet.ground_truth(organizations={second.id}).recovery_points
+        assert everything.missing == len(theirs) > 0
 
 
 @pytest.mark.parametrize("identity", IDENTITY_MODES)
