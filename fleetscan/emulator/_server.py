@@ -78,7 +78,7 @@ class Caller(NamedTuple):
 class AuthFailure(NamedTuple):
     """Why a request's credentials cannot be used; each service words it its own way."""
 
-    kind: str  # one of _wire.AUTH_FAILURES
+    kind: str  # missing, incomplete, invalid_signature, unrecognized or expired
     message: str
 
 
@@ -315,7 +315,7 @@ class EmulatorServer:
             if raw is None:
                 raw = await request.read()
             call.params = service.protocol.parse(raw)
-            body = service.handlers[operation](call)
+            body = handler(call)
             status = 200
         except ApiError as error:
             if not malformed:

@@ -193,9 +193,8 @@ class Ec2Protocol(Protocol):
         return parse_form(raw)
 
 
-#: The ways a request's credentials can fail, before it becomes a call.
-AUTH_FAILURES = ("missing", "incomplete", "invalid_signature", "unrecognized", "expired")
-
+#: How a JSON service refuses credentials, by the way they failed before the request became a
+#: call: (HTTP status, code). Every service answers the same five kinds, each in its own words.
 _JSON_AUTH: dict[str, tuple[int, str]] = {
     "missing": (403, CORAL + "MissingAuthenticationTokenException"),
     "incomplete": (400, CORAL + "IncompleteSignatureException"),
