@@ -253,7 +253,7 @@ def export_lines(stack: Stack) -> list[str]:
     each organization and how to reach it: what a ``[[organizations]]`` entry needs."""
     spec = stack.fleet.spec
     organizations = len(stack.organizations)
-    where = "organization" if organizations == 1 else f"{organizations} organizations"
+    where = "1 organization" if organizations == 1 else f"{organizations} organizations"
     lines = [
         f"# fleetscan emulator: {spec.accounts} member accounts in {where} (seed {spec.seed}), "
         f"{len(spec.regions)} regions; Storage Gateway, EC2 at {stack.endpoint_url}, "
