@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def _emulator(quick: bool) -> dict[str, Any]:
     from . import bench_emulator
 
-    result: dict[str, Any] = bench_emulator.main()
+    result: dict[str, Any] = bench_emulator.main(quick)
     return result
 
 

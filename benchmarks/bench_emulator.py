@@ -1,4 +1,4 @@
-"""How fast is the Storage Gateway emulator, and how fast is a fleet built?
+"""How fast is the emulator, how fast is a fleet built, and does a call cost more as runs grow?
 
 The emulator must never be what limits a scanner's benchmark, so it is measured alone: it runs
 in its own process (one core, as ``fleetscan emulator serve`` does) and this process loads it
@@ -11,20 +11,36 @@ Reported: median calls/s over 3 runs of a few seconds, for plain HTTP and for TL
 server's CPU time per call (what one core can serve when the client is not the limit), and the
 time to build the fleet of 10,000 accounts x 34 regions.
 
+Then, at scale (:func:`identity_scale`): the server's CPU per call of what a scan of every account
+makes, in the order it makes them, on fleets of 1,000 and 10,000 accounts x 16 regions: an
+AssumeRole into every account (the session keys it returns then sign that account's calls), every
+ListAccounts page, a DescribeRegions and a ListGateways per account. Each operation's calls run in
+ten consecutive slices; a cost that grew with the run (moto's STS searched every key it had issued
+for each call) would show as a last slice dearer than the first, and 10,000 accounts dearer than
+1,000. Outside ``--quick`` the same AssumeRole and ListAccounts calls go to moto seeded with 1,000
+accounts (the stack's ``identity="moto"``), for comparison.
+
 Run: ``python -m benchmarks.bench_emulator`` (``make bench`` runs it with the others).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import random
+import re
+import shlex
 import ssl
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +48,8 @@ import aiohttp
 import orjson
 
 from fleetscan.emulator import (
+    DEFAULT_REGIONS,
+    MANAGEMENT_ACCOUNT_ID,
     STORAGE_GATEWAY_REGIONS,
     EmulatorServer,
     Fleet,
@@ -49,13 +67,20 @@ SEED = 2024
 _TARGET = "StorageGateway_20130630."
 
 
-def _fleet_spec() -> FleetSpec:
-    return FleetSpec(seed=SEED, accounts=ACCOUNTS, regions=STORAGE_GATEWAY_REGIONS)
+def _fleet_spec(
+    accounts: int = ACCOUNTS, regions: tuple[str, ...] = STORAGE_GATEWAY_REGIONS
+) -> FleetSpec:
+    return FleetSpec(seed=SEED, accounts=accounts, regions=regions)
 
 
-def _serve(conn: multiprocessing.connection.Connection, tls_dir: str | None) -> None:
+def _serve(
+    conn: multiprocessing.connection.Connection,
+    tls_dir: str | None,
+    accounts: int = ACCOUNTS,
+    regions: tuple[str, ...] = STORAGE_GATEWAY_REGIONS,
+) -> None:
     """The server process: build the fleet, serve, answer CPU-time queries until told to stop."""
-    fleet = Fleet(_fleet_spec())
+    fleet = Fleet(_fleet_spec(accounts, regions))
     tls = TLSMaterial.load(Path(tls_dir)) if tls_dir else None
 
     async def run() -> None:
@@ -151,27 +176,46 @@ async def _load(
     return ok, failed, elapsed
 
 
+@contextlib.contextmanager
+def _emulator_process(
+    tls_dir: str | None = None,
+    accounts: int = ACCOUNTS,
+    regions: tuple[str, ...] = STORAGE_GATEWAY_REGIONS,
+) -> Iterator[tuple[str, Callable[[], float]]]:
+    """The emulator in its own process (:func:`_serve`): (its URL, a reader of its CPU time)."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve, args=(child, tls_dir, accounts, regions), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(300):
+            raise RuntimeError("the emulator process did not start")
+        endpoint_url: str = parent.recv()
+
+        def cpu() -> float:
+            parent.send("cpu")
+            seconds: float = parent.recv()
+            return seconds
+
+        yield endpoint_url, cpu
+        parent.send("stop")
+        process.join(timeout=30)
+    finally:
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=10)
+
+
 def _bench_server(
     mix: list[tuple[dict[str, str], bytes]], tls: TLSMaterial | None
 ) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(
-        target=_serve, args=(child, str(tls.directory) if tls else None), daemon=True
-    )
-    process.start()
-    try:
-        if not parent.poll(120):
-            raise RuntimeError("the emulator process did not start")
-        endpoint_url = parent.recv()
-        ssl_context = tls.client_ssl_context() if tls else None
-        runs = []
+    ssl_context = tls.client_ssl_context() if tls else None
+    runs = []
+    with _emulator_process(str(tls.directory) if tls else None) as (endpoint_url, cpu):
         for _ in range(RUNS):
-            parent.send("cpu")
-            cpu_before = parent.recv()
+            cpu_before = cpu()
             ok, failed, elapsed = asyncio.run(_load(endpoint_url, mix, RUN_SECONDS, ssl_context))
-            parent.send("cpu")
-            cpu_used = parent.recv() - cpu_before
+            cpu_used = cpu() - cpu_before
             if failed:
                 raise RuntimeError(f"{failed} calls failed during the benchmark")
             runs.append(
@@ -182,12 +226,6 @@ def _bench_server(
                     "server_cpu_us_per_call": round(cpu_used / max(ok, 1) * 1e6, 1),
                 }
             )
-        parent.send("stop")
-        process.join(timeout=30)
-    finally:
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout=10)
     median_rate = statistics.median(r["calls_per_s"] for r in runs)
     median_cpu = statistics.median(r["server_cpu_us_per_call"] for r in runs)
     return {
@@ -208,7 +246,279 @@ def fleet_build_seconds() -> float:
     return statistics.median(times)
 
 
-def main() -> dict[str, Any]:
+# -- at scale: identity calls and Storage Gateway, per account ----------------------------------
+
+SCALE_ACCOUNTS = (1_000, 10_000)
+SCALE_REGIONS = DEFAULT_REGIONS
+SLICES = 10
+MOTO_ACCOUNTS = 1_000
+_ROLE = "FleetscanReader"
+_CREDENTIALS = re.compile(
+    rb"<AccessKeyId>([^<]+)</AccessKeyId>.*<SessionToken>([^<]+)</SessionToken>"
+)
+
+Request = tuple[dict[str, str], bytes]
+
+
+def _signed(
+    service: str,
+    access_key_id: str,
+    region: str,
+    *,
+    target: str | None = None,
+    token: str | None = None,
+) -> dict[str, str]:
+    """Headers of a signed-looking call: what the emulator (and moto) read from a request."""
+    headers = {
+        "Content-Type": "application/x-amz-json-1.1"
+        if target
+        else "application/x-www-form-urlencoded; charset=utf-8",
+        "X-Amz-Date": "20260101T000000Z",
+        "Authorization": (
+            f"AWS4-HMAC-SHA256 Credential={access_key_id}/20260101/{region}/{service}/"
+            "aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=" + "0" * 64
+        ),
+    }
+    if target is not None:
+        headers["X-Amz-Target"] = target
+    if token is not None:
+        headers["X-Amz-Security-Token"] = token
+    return headers
+
+
+def _assume_role(account_id: str) -> Request:
+    body = urllib.parse.urlencode(
+        {
+            "Action": "AssumeRole",
+            "Version": "2011-06-15",
+            "RoleArn": f"arn:aws:iam::{account_id}:role/{_ROLE}",
+            "RoleSessionName": "fleetscan-bench",
+            "DurationSeconds": "3600",
+        }
+    ).encode()
+    return _signed(
+        "sts", access_key_for_account(MANAGEMENT_ACCOUNT_ID, tag="stack"), "us-east-1"
+    ), body
+
+
+async def _slices(
+    url: str, requests: list[Request], cpu: Callable[[], float], concurrency: int = CONCURRENCY
+) -> tuple[list[float], list[bytes]]:
+    """Send every request once, in ``SLICES`` consecutive slices: the server's CPU microseconds
+    per call of each slice, and every answer body in request order."""
+    answers: list[bytes] = [b""] * len(requests)
+    per_call: list[float] = []
+    size = -(-len(requests) // SLICES)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for first in range(0, len(requests), size):
+            indexes = iter(range(first, min(first + size, len(requests))))
+            before = cpu()
+
+            async def worker(indexes: Iterator[int] = indexes) -> None:
+                for index in indexes:
+                    headers, body = requests[index]
+                    async with session.post(url + "/", headers=headers, data=body) as response:
+                        answers[index] = await response.read()
+                        if response.status != 200:
+                            raise RuntimeError(f"call {index} failed: {answers[index][:300]!r}")
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            per_call.append((cpu() - before) / (min(first + size, len(requests)) - first) * 1e6)
+    return per_call, answers
+
+
+async def _walk_accounts(
+    url: str, headers: dict[str, str], cpu: Callable[[], float], min_pages: int = 1
+) -> list[float]:
+    """Every ListAccounts page, one after the other (each needs the last one's NextToken), walk
+    after walk until ``min_pages`` pages, in ``SLICES`` slices: the server's CPU microseconds per
+    page of each slice."""
+    pages: list[float] = []  # CPU seconds after each page
+    async with aiohttp.ClientSession() as session:
+        start = cpu()
+        while len(pages) < min_pages:
+            body: dict[str, Any] = {"MaxResults": 20}
+            while True:
+                async with session.post(url + "/", headers=headers, data=orjson.dumps(body)) as r:
+                    page = orjson.loads(await r.read())
+                    if r.status != 200:
+                        raise RuntimeError(f"ListAccounts failed: {page}")
+                pages.append(cpu())
+                if not page.get("NextToken"):
+                    break
+                body["NextToken"] = page["NextToken"]
+    size = -(-len(pages) // SLICES)
+    marks = [start, *pages]
+    return [
+        (marks[min(i + size, len(pages))] - marks[i]) / (min(i + size, len(pages)) - i) * 1e6
+        for i in range(0, len(pages), size)
+    ]
+
+
+def _summary(per_call: list[float]) -> dict[str, Any]:
+    return {
+        "first_slice_us": round(per_call[0], 1),
+        "last_slice_us": round(per_call[-1], 1),
+        "median_us": round(statistics.median(per_call), 1),
+        "slices_us": [round(x, 1) for x in per_call],
+    }
+
+
+async def _scale_run(url: str, fleet: Fleet, cpu: Callable[[], float]) -> dict[str, Any]:
+    """The calls a scan of every account makes, per operation, against a running emulator."""
+    accounts = [MANAGEMENT_ACCOUNT_ID, *(a.id for a in fleet.accounts if a.active)]
+    results: dict[str, Any] = {"accounts": len(fleet.accounts), "regions": len(fleet.spec.regions)}
+    per_call, answers = await _slices(url, [_assume_role(a) for a in accounts], cpu)
+    results["AssumeRole"] = _summary(per_call)
+    sessions: list[tuple[str, str, str]] = []
+    for account_id, answer in zip(accounts, answers, strict=True):
+        found = _CREDENTIALS.search(answer)
+        if found is None:
+            raise RuntimeError(f"AssumeRole into {account_id} answered {answer[:300]!r}")
+        sessions.append((account_id, found[1].decode(), found[2].decode()))
+
+    management = access_key_for_account(MANAGEMENT_ACCOUNT_ID, tag="stack")
+    list_accounts = _signed(
+        "organizations", management, "us-east-1", target="AWSOrganizationsV20161128.ListAccounts"
+    )
+    # The first walk renders the organization's pages (once per server); then walks repeat
+    # until 500 pages, so that each slice holds enough pages to measure.
+    results["ListAccounts first walk"] = _summary(await _walk_accounts(url, list_accounts, cpu))
+    results["ListAccounts"] = _summary(await _walk_accounts(url, list_accounts, cpu, 500))
+
+    regions = urllib.parse.urlencode(
+        {"Action": "DescribeRegions", "Version": "2016-11-15"}
+    ).encode()
+    describe = [
+        (_signed("ec2", key, "us-east-1", token=token), regions) for _, key, token in sessions
+    ]
+    results["DescribeRegions"] = _summary((await _slices(url, describe, cpu))[0])
+    rng = random.Random(SEED)
+    list_gateways = [
+        (
+            _signed(
+                "storagegateway",
+                key,
+                rng.choice(fleet.enabled_regions(account_id)),
+                target=_TARGET + "ListGateways",
+                token=token,
+            ),
+            b"{}",
+        )
+        for account_id, key, token in sessions
+    ]
+    results["ListGateways"] = _summary((await _slices(url, list_gateways, cpu))[0])
+    return results
+
+
+def _emulator_at_scale(accounts: int) -> dict[str, Any]:
+    fleet = Fleet(_fleet_spec(accounts, SCALE_REGIONS))
+    with _emulator_process(None, accounts, SCALE_REGIONS) as (url, cpu):
+        return asyncio.run(_scale_run(url, fleet, cpu))
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _moto_at_scale(accounts: int) -> dict[str, Any]:
+    """AssumeRole into every account and every ListAccounts page, answered by moto seeded with
+    the fleet (``fleetscan emulator serve --identity moto``), for comparison."""
+    argv = [sys.executable, "-m", "fleetscan.emulator", "serve", "--identity", "moto"]
+    argv += ["--accounts", str(accounts), "--seed", str(SEED)]
+    argv += ["--regions", ",".join(SCALE_REGIONS)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    try:
+        exports: dict[str, str] = {}
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("export "):
+                key, _, value = shlex.split(line)[1].partition("=")
+                exports[key] = value
+            if line.startswith("# role "):
+                break
+        else:
+            raise RuntimeError(f"moto did not start: exit {process.wait()}")
+        seeded = time.perf_counter() - started
+        url = exports["AWS_ENDPOINT_URL_STS"]
+        fleet = Fleet(_fleet_spec(accounts, SCALE_REGIONS))
+        members = [MANAGEMENT_ACCOUNT_ID, *(a.id for a in fleet.accounts if a.active)]
+
+        def cpu() -> float:
+            return _process_cpu(process.pid)
+
+        async def run() -> dict[str, Any]:
+            results: dict[str, Any] = {"accounts": accounts, "start_seconds": round(seeded, 1)}
+            per_call, _ = await _slices(url, [_assume_role(a) for a in members], cpu, 8)
+            results["AssumeRole"] = _summary(per_call)
+            headers = _signed(
+                "organizations",
+                exports["AWS_ACCESS_KEY_ID"],
+                "us-east-1",
+                target="AWSOrganizationsV20161128.ListAccounts",
+            )
+            results["ListAccounts"] = _summary(await _walk_accounts(url, headers, cpu))
+            return results
+
+        return asyncio.run(run())
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def identity_scale(quick: bool = False) -> dict[str, Any]:
+    """The emulator's CPU per call at 1,000 and 10,000 accounts (and moto's, unless quick)."""
+    results: dict[str, Any] = {
+        "emulator": {str(n): _emulator_at_scale(n) for n in SCALE_ACCOUNTS},
+    }
+    if not quick:
+        results["moto"] = {str(MOTO_ACCOUNTS): _moto_at_scale(MOTO_ACCOUNTS)}
+    _print_scale(results)
+    return results
+
+
+def _print_scale(results: dict[str, Any]) -> None:
+    print(
+        f"Emulator CPU per call at scale (us; first slice / last slice of {SLICES}, one call per "
+        f"account; {len(SCALE_REGIONS)} regions)"
+    )
+    sizes = list(results["emulator"])
+    header = f"{'operation':<25}" + "".join(f"{int(n):>10,} accounts     " for n in sizes)
+    print(header)
+    for operation in (
+        "AssumeRole",
+        "ListAccounts first walk",
+        "ListAccounts",
+        "DescribeRegions",
+        "ListGateways",
+    ):
+        cells = "".join(
+            f"{results['emulator'][n][operation]['first_slice_us']:>10.0f} / "
+            f"{results['emulator'][n][operation]['last_slice_us']:<10.0f}"
+            for n in sizes
+        )
+        print(f"{operation:<25}{cells}")
+    for n, moto in results.get("moto", {}).items():
+        print(
+            f"moto at {int(n):,} accounts (started in {moto['start_seconds']} s): AssumeRole "
+            f"{moto['AssumeRole']['first_slice_us']:.0f} / "
+            f"{moto['AssumeRole']['last_slice_us']:.0f} us, "
+            f"ListAccounts page {moto['ListAccounts']['first_slice_us']:.0f} / "
+            f"{moto['ListAccounts']['last_slice_us']:.0f} us"
+        )
+
+
+def main(quick: bool = False) -> dict[str, Any]:
     """Run the emulator benchmark, print a table and return the figures."""
     build = fleet_build_seconds()
     fleet = Fleet(_fleet_spec())
@@ -227,6 +537,7 @@ def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fleetscan-bench-tls-") as directory:
         results["tls"] = _bench_server(mix, TLSMaterial.create(Path(directory)))
     _print_table(results)
+    results["scale"] = identity_scale(quick)
     return results
 
 
@@ -254,4 +565,4 @@ def _print_table(results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main("--quick" in sys.argv[1:])

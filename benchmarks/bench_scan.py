@@ -419,7 +419,7 @@ def measure(tool: str, emulator: Emulator, workdir: Path, *extra: str) -> Measur
         cpu_s=round(run.cpu_s, 3),
         peak_rss_mb=round(run.peak_rss_mb, 1),
         returncode=run.returncode,
-        calls=counters["calls_total"],
+        calls=counters["calls_by_service"].get("storagegateway", 0),
         calls_by_operation=counters["calls_by_operation"],
         throttles=counters["throttles"],
         recovery_points=records,

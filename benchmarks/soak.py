@@ -170,7 +170,7 @@ def retry_budget(accounts: int) -> dict[str, Any]:
             assert run_id is not None
             (path,) = output.glob(f"manifests/dt=*/{run_id}.json")
             failed = read_manifest(path)["summary"]["units_failed"]
-            calls = stack.emulator.counters.calls()
+            calls = stack.emulator.counters.calls(service="storagegateway")
             rows[label] = {
                 "units_failed": failed,
                 "storage_gateway_calls": calls,

@@ -22,7 +22,8 @@ def fleet_spec() -> FleetSpec:
 
 @pytest.fixture
 def stack(fleet_spec: FleetSpec) -> Iterator[Stack]:
-    """moto and the Storage Gateway emulator for ``fleet_spec``, started fresh for each test."""
+    """The emulator (Storage Gateway, STS, Organizations, EC2) and moto (S3) for ``fleet_spec``,
+    started fresh for each test."""
     with start_stack(fleet_spec) as running:
         yield running
 

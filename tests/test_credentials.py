@@ -1,7 +1,7 @@
 """Assumed-role credentials: one AssumeRole per account, refreshed before expiry, via a hub.
 
 The clock is the only thing faked (a scan cannot be made to last an hour in a test); every
-AssumeRole is real, against moto's STS over HTTP.
+AssumeRole is real, against the emulator's STS over HTTP.
 """
 
 from __future__ import annotations

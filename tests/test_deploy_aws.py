@@ -8,13 +8,14 @@ the way its Kubernetes and AWS Batch definitions run them, through those roles.
   container credentials endpoint for a Batch job role), fleetscan assumes each member's reader
   role with the external id, and writes to S3.
 - What enforces what, here: moto itself lets any role be assumed by anyone. The emulator's
-  AssumeRole guard (``fleetscan.emulator._stack``) refuses a role that does not exist in the
-  account and a trust policy's ``sts:ExternalId`` (StringEquals) that the caller does not meet:
-  those are asserted through real AssumeRole calls. Nothing here evaluates a trust policy's
-  principal, its ``aws:PrincipalArn`` condition, IRSA's ``sub``/``aud`` conditions or any
-  permission policy: those documents are read back through the IAM API and asserted, and each
-  permission policy is compared with the calls the scan made (as ``test_iam_policies`` does for
-  ``configs/iam/``).
+  AssumeRole guard (``fleetscan.emulator._moto``, the stack's ``identity="moto"``) refuses a
+  role that does not exist in the account (the management account's included: the reader role
+  goes there as a plain stack, as the Deploy page says) and a trust policy's ``sts:ExternalId``
+  (StringEquals) that the caller does not meet: those are asserted through real AssumeRole
+  calls. Nothing here evaluates a trust policy's principal, its ``aws:PrincipalArn`` condition,
+  IRSA's ``sub``/``aud`` conditions or any permission policy: those documents are read back
+  through the IAM API and asserted, and each permission policy is compared with the calls the
+  scan made (as ``test_iam_policies`` does for ``configs/iam/``).
 - The containers run with this checkout's ``fleetscan`` as the image would run them
   (:mod:`deploy_launch`), without ``--shard``: shards are being built separately, and today's
   CLI refuses the flag. A shard-less scan of the whole organization is today's ground truth for
@@ -82,7 +83,7 @@ def stack(fleet_spec: FleetSpec) -> Iterator[Stack]:
     The one place these tests depend on moto's identity services: the roles are created by moto's
     CloudFormation in moto's IAM, and the scans assume them through moto's STS.
     """
-    with start_stack(fleet_spec, role_name=SEEDED_ROLE) as running:
+    with start_stack(fleet_spec, role_name=SEEDED_ROLE, identity="moto") as running:
         yield running
 
 
@@ -152,6 +153,17 @@ def deploy_reader_role_to(session: boto3.Session, stack: Stack, ou_names: list[s
         StackSetName="fleetscan-reader",
         DeploymentTargets={"OrganizationalUnitIds": ous},
         Regions=[stack.region],
+    )
+
+
+def deploy_reader_role_to_management(session: boto3.Session, stack: Stack) -> None:
+    """The reader role as a plain stack in the management account, as the Deploy page does: a
+    service-managed StackSet does not deploy there, and the scan includes that account."""
+    client(session, stack, "cloudformation").create_stack(
+        StackName="fleetscan-reader",
+        TemplateBody=(ROOT / "deploy/cloudformation/member-role.yaml").read_text(),
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+        Parameters=parameters(ScannerAccountId=stack.management_account_id, ExternalId=EXTERNAL_ID),
     )
 
 
@@ -281,6 +293,7 @@ def test_a_scan_goes_through_exactly_the_reader_roles_the_stackset_rolled_out(
         operator, stack, "kubernetes", OutputKmsKeyArn=kms["Resource"]
     )
     create_reader_stack_set(operator, stack)
+    deploy_reader_role_to_management(operator, stack)
     env = emulator_env(stack) | irsa_env(scanner_arn, image_tmp)
 
     # First wave: the Production OU (and the OU nested in it). Tonight's Job scans everything.
@@ -462,6 +475,7 @@ def test_an_array_child_of_the_batch_job_scans_through_the_job_role(
     scanner_arn = deploy_scanner_role(operator, stack, "batch")
     create_reader_stack_set(operator, stack)
     deploy_reader_role_to(operator, stack, top_level_ous(stack))
+    deploy_reader_role_to_management(operator, stack)
     secrets = client(operator, stack, "secretsmanager")
     secret = secrets.create_secret(Name="fleetscan/external-id", SecretString=EXTERNAL_ID)["ARN"]
 

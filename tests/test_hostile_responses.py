@@ -4,7 +4,7 @@ Storage Gateway is served here by :mod:`hostile_gateway`, which answers with wha
 generates (wrong types, strings for numbers, negative and huge numbers, missing, extra and
 duplicate fields, unknown gateway types, invalid UTF-8, JSON nested 10,000 deep, non-JSON, empty
 bodies, wrong content types, bad timestamps, error answers with hostile fields); STS is the
-emulated stack's moto. Every example is a real scan (``fleetscan.run_scan``, one member account,
+emulated stack's. Every example is a real scan (``fleetscan.run_scan``, one member account,
 one region) whose output is then read back byte by byte.
 
 The properties, for every answer: the scan ends; it returns a ScanResult (never raises); the
@@ -138,8 +138,8 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    """moto for STS (one stack for the whole module: per example it would be far too slow) and
-    the hostile Storage Gateway endpoint in its place."""
+    """The emulated stack for STS (one for the whole module: per example it would be far too
+    slow) and the hostile Storage Gateway endpoint in its place."""
     home = tmp_path_factory.mktemp("aws-home")
     with start_stack(SPEC) as stack, HostileGateway() as gateway:
         env = stack.env()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import botocore.session
+import pytest
 from moto.backends import get_backend
 
 import fleetscan
@@ -24,11 +26,19 @@ from fleetscan._credentials import (
     MEMBER_SESSION_POLICY,
 )
 from fleetscan._sinks import find_manifest, read_manifest
-from fleetscan.emulator import Stack
+from fleetscan.emulator import FleetSpec, Stack, start_stack
 
 IAM = Path(__file__).resolve().parent.parent / "configs" / "iam"
 #: The services fleetscan talks to; every operation it reports must belong to exactly one.
 SERVICES = ("organizations", "sts", "storagegateway", "ec2")
+
+
+@pytest.fixture
+def stack(fleet_spec: FleetSpec) -> Iterator[Stack]:
+    """moto's STS and IAM: the session policies are read from the sessions moto's STS recorded,
+    and trust policies are changed in moto's IAM."""
+    with start_stack(fleet_spec, identity="moto") as running:
+        yield running
 
 
 def policy(name: str) -> dict[str, Any]:

@@ -42,8 +42,9 @@ SPEC = FleetSpec(seed=20, accounts=5, regions=REGIONS)
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The emulated fleet, with member roles that trust only callers sending the canary
-    external id. One stack for the module: its scans each set and clear their own faults."""
-    with start_stack(SPEC, external_id=CANARY_EXTERNAL_ID) as running:
+    external id. One stack for the module: its scans each set and clear their own faults.
+    moto's STS, whose backend keeps every secret key and session token it issued to look for."""
+    with start_stack(SPEC, external_id=CANARY_EXTERNAL_ID, identity="moto") as running:
         yield running
 
 

@@ -1,7 +1,7 @@
 """``fleetscan demo``: scan an emulated organization end to end, then check the result.
 
-The stack (moto for STS/Organizations/EC2/S3, the Storage Gateway emulator) runs in this process
-on loopback; the scan reaches it only through the standard ``AWS_ENDPOINT_URL_<SERVICE>``
+The stack (the emulator for Storage Gateway, STS, Organizations and EC2; moto for S3) runs in this
+process on loopback; the scan reaches it only through the standard ``AWS_ENDPOINT_URL_<SERVICE>``
 variables, exactly as it would reach AWS. The scanner itself never imports the emulator: only
 this command does.
 """

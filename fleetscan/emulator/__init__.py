@@ -1,11 +1,17 @@
-"""An emulated AWS fleet: Storage Gateway over AWS JSON 1.1, plus moto for STS, Organizations,
-EC2 and S3, seeded with the same organization. The scanner never imports this package."""
+"""An emulated AWS estate: one or more organizations whose member accounts hold Storage Gateways.
+
+The emulator answers Storage Gateway (AWS JSON 1.1), STS, Organizations and EC2
+``DescribeRegions`` from a seeded :class:`Fleet`; moto serves S3 beside it (and, in the stack's
+``identity="moto"`` mode, STS and Organizations too). The scanner never imports this package.
+"""
 
 from ._counters import FAULT_KINDS, Counters
-from ._faults import NO_FAULT, OPERATIONS, FaultRule, Faults, TokenBucket
+from ._faults import NO_FAULT, OPERATIONS, SERVICES, FaultRule, Faults, TokenBucket
 from ._fleet import (
     DEFAULT_REGIONS,
     MANAGEMENT_ACCOUNT_ID,
+    NON_OPT_IN_REGIONS,
+    OPT_IN_REGIONS,
     STORAGE_GATEWAY_REGIONS,
     Account,
     ExpectedGateway,
@@ -14,13 +20,15 @@ from ._fleet import (
     FleetSpec,
     Gateway,
     GroundTruth,
+    Organization,
     OrganizationalUnit,
     Volume,
     access_key_for_account,
     account_id_from_access_key,
 )
+from ._identity import DEFAULT_ROLE_NAME, MANAGEMENT_ROLE_NAME, OrganizationAccess, Roles
 from ._server import EmulatorServer, EmulatorThread
-from ._stack import DEFAULT_ROLE_NAME, Stack, start_stack
+from ._stack import IDENTITY_MODES, Stack, StackOrganization, start_stack
 from ._tls import TLSMaterial
 from ._verify import Verification, verify_run
 
@@ -28,9 +36,14 @@ __all__ = [
     "DEFAULT_REGIONS",
     "DEFAULT_ROLE_NAME",
     "FAULT_KINDS",
+    "IDENTITY_MODES",
     "MANAGEMENT_ACCOUNT_ID",
+    "MANAGEMENT_ROLE_NAME",
+    "NON_OPT_IN_REGIONS",
     "NO_FAULT",
     "OPERATIONS",
+    "OPT_IN_REGIONS",
+    "SERVICES",
     "STORAGE_GATEWAY_REGIONS",
     "Account",
     "Counters",
@@ -44,8 +57,12 @@ __all__ = [
     "FleetSpec",
     "Gateway",
     "GroundTruth",
+    "Organization",
+    "OrganizationAccess",
     "OrganizationalUnit",
+    "Roles",
     "Stack",
+    "StackOrganization",
     "TLSMaterial",
     "TokenBucket",
     "Verification",

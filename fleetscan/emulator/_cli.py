@@ -18,7 +18,8 @@ from typing import Any, TextIO
 from .._exceptions import ConfigError
 from ._faults import FaultRule, Faults
 from ._fleet import DEFAULT_REGIONS, STORAGE_GATEWAY_REGIONS, FleetSpec
-from ._stack import DEFAULT_ROLE_NAME, Stack, check_loopback_host, start_stack
+from ._identity import MANAGEMENT_ROLE_NAME
+from ._stack import DEFAULT_ROLE_NAME, IDENTITY_MODES, Stack, check_loopback_host, start_stack
 
 __all__ = ["add_emulator_parser", "build_parser", "run_emulator_command"]
 
@@ -71,7 +72,16 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         type=_bounded(int, "--accounts", 1),
         default=12,
         metavar="N",
-        help="member accounts in the organization (default: 12)",
+        help="member accounts, in all organizations together (default: 12)",
+    )
+    fleet.add_argument(
+        "--organizations",
+        type=_bounded(int, "--organizations", 1),
+        default=1,
+        metavar="N",
+        help="organizations the members are split into, each with its own management account; "
+        "the first is managed by the exported keys, the others are reached through their "
+        f"management role ({MANAGEMENT_ROLE_NAME}) (default: 1)",
     )
     fleet.add_argument(
         "--seed",
@@ -116,6 +126,13 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         default=DEFAULT_ROLE_NAME,
         metavar="NAME",
         help=f"the reader role in every member account (default: {DEFAULT_ROLE_NAME})",
+    )
+    fleet.add_argument(
+        "--identity",
+        choices=IDENTITY_MODES,
+        default="fleet",
+        help="who answers STS and Organizations: the fleet model (fast at any size), or moto "
+        "seeded with the fleet (default: fleet)",
     )
     faults = serve.add_argument_group("faults (Storage Gateway)")
     faults.add_argument(
@@ -177,14 +194,15 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         type=_bounded(int, "--port", 0, 65535),
         default=0,
         metavar="P",
-        help="Storage Gateway port (default: 0, any free port)",
+        help="the emulator's port: Storage Gateway, STS, Organizations, EC2 (default: 0, any "
+        "free port)",
     )
     network.add_argument(
         "--moto-port",
         type=_bounded(int, "--moto-port", 0, 65535),
         default=0,
         metavar="P",
-        help="moto's port, for STS, Organizations, IAM, EC2 and S3 (default: 0, any free port)",
+        help="moto's port, for S3 and IAM (default: 0, any free port)",
     )
 
 
@@ -192,10 +210,10 @@ def add_emulator_commands(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="emulator_command", metavar="COMMAND", required=True)
     serve = commands.add_parser(
         "serve",
-        help="run moto and the Storage Gateway emulator on loopback until interrupted",
-        description="Start moto (STS, Organizations, IAM, EC2, S3) and the Storage Gateway "
-        "emulator for a seeded fleet, print the environment to export, and serve until "
-        "Ctrl-C or SIGTERM.",
+        help="run the emulated AWS organizations on loopback until interrupted",
+        description="Start the emulator (Storage Gateway, STS, Organizations, EC2) and moto "
+        "(S3, IAM) for a seeded fleet of one or more organizations, print the environment to "
+        "export, and serve until Ctrl-C or SIGTERM.",
     )
     add_serve_arguments(serve)
 
@@ -204,15 +222,15 @@ def add_emulator_parser(subparsers: Any) -> None:
     """Add ``emulator`` (with ``serve``) to the main CLI's subcommands."""
     emulator = subparsers.add_parser(
         "emulator",
-        help="an emulated AWS organization with Storage Gateway, on loopback",
-        description="An emulated AWS organization: moto plus a Storage Gateway emulator.",
+        help="emulated AWS organizations with Storage Gateway, on loopback",
+        description="Emulated AWS organizations with Storage Gateway, on loopback.",
     )
     add_emulator_commands(emulator)
 
 
 def build_parser(prog: str = "python -m fleetscan.emulator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="An emulated AWS organization: moto plus a Storage Gateway emulator."
+        prog=prog, description="Emulated AWS organizations with Storage Gateway, on loopback."
     )
     add_emulator_commands(parser)
     return parser
@@ -231,15 +249,25 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
 
 
 def export_lines(stack: Stack) -> list[str]:
-    """What ``serve`` prints: sourceable by a POSIX shell, comments included."""
+    """What ``serve`` prints: sourceable by a POSIX shell, comments included. The comments name
+    each organization and how to reach it: what a ``[[organizations]]`` entry needs."""
     spec = stack.fleet.spec
+    organizations = len(stack.organizations)
+    where = "1 organization" if organizations == 1 else f"{organizations} organizations"
     lines = [
-        f"# fleetscan emulator: {spec.accounts} member accounts (seed {spec.seed}), "
-        f"{len(spec.regions)} regions; Storage Gateway at {stack.endpoint_url}, "
-        f"moto at {stack.moto_endpoint_url}",
+        f"# fleetscan emulator: {spec.accounts} member accounts in {where} (seed {spec.seed}), "
+        f"{len(spec.regions)} regions; Storage Gateway, EC2 at {stack.endpoint_url}, "
+        f"STS, Organizations at {stack.identity_endpoint_url}, S3 at {stack.moto_endpoint_url}",
     ]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in stack.env().items()]
     lines.append("unset AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_PROFILE AWS_ENDPOINT_URL")
+    for organization in stack.organizations:
+        reach = " (the exported keys)" if organization.index == 0 else ""
+        lines.append(
+            f"# organization {organization.name} {organization.id}: management account "
+            f"{organization.management_account_id}{reach}; management_role_arn "
+            f"{organization.management_role_arn}"
+        )
     lines.append(
         f"# role {stack.role_name} in every member account; "
         f"management account {stack.management_account_id}"
@@ -257,6 +285,7 @@ def serve(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.
         spec = FleetSpec(
             seed=args.seed,
             accounts=args.accounts,
+            organizations=args.organizations,
             regions=tuple(dict.fromkeys(args.regions)) if args.regions else DEFAULT_REGIONS,
             populated_fraction=args.populated_fraction,
             max_gateways_per_pair=args.max_gateways_per_pair,
@@ -272,6 +301,7 @@ def serve(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.
             faults=faults,
             tls=args.tls,
             role_name=args.role_name,
+            identity=args.identity,
             host=args.host,
             port=args.port,
             moto_port=args.moto_port,

@@ -2,8 +2,8 @@
 
 A scanner's claims ("one ListGateways page per empty pair", "never more than N calls in
 flight", "a throttle slows the whole bucket") are only checkable from the server's side, so the
-emulator counts every call by operation, account and region, every fault it injected, every
-error it answered, and how many calls were in flight at once.
+emulator counts every call by operation (of every service it serves), account and region, every
+fault it injected, every error it answered, and how many calls were in flight at once.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from typing import Any
+
+from ._faults import OPERATION_SERVICE
 
 #: The fault kinds counted, in the order the server considers them.
 FAULT_KINDS: tuple[str, ...] = (
@@ -22,6 +24,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "internal_error",
     "malformed",
     "expired_token",
+    "empty_page",
 )
 
 
@@ -81,8 +84,11 @@ class Counters:
         operation: str | None = None,
         account_id: str | None = None,
         region: str | None = None,
+        *,
+        service: str | None = None,
     ) -> int:
-        """Calls received that match every given filter (all calls when none is given)."""
+        """Calls received that match every given filter (all calls, of every service, when none
+        is given); ``service`` is a credential-scope name such as ``storagegateway``."""
         with self._lock:
             items = list(self._calls.items())
         return sum(
@@ -91,6 +97,7 @@ class Counters:
             if (operation is None or op == operation)
             and (account_id is None or account == account_id)
             and (region is None or reg == region)
+            and (service is None or OPERATION_SERVICE.get(op) == service)
         )
 
     @property
@@ -133,13 +140,17 @@ class Counters:
             peak = self._peak_in_flight
             connections = self._connections
         by_operation: Counter[str] = Counter()
+        by_service: Counter[str] = Counter()
         nested: dict[str, dict[str, dict[str, int]]] = {}
         for (operation, account_id, region), count in sorted(calls):
             by_operation[operation] += count
+            by_service[OPERATION_SERVICE.get(operation, "unknown")] += count
             nested.setdefault(operation, {}).setdefault(account_id, {})[region] = count
         return {
             "calls_total": sum(by_operation.values()),
             "calls_by_operation": dict(sorted(by_operation.items())),
+            #: storagegateway, sts, organizations, ec2 -> calls
+            "calls_by_service": dict(sorted(by_service.items())),
             #: operation -> account -> region -> count
             "calls": nested,
             "faults": faults,

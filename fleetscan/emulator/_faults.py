@@ -1,11 +1,21 @@
-"""Fault injection for the Storage Gateway emulator.
+"""Fault injection for the emulator: Storage Gateway, and the STS, Organizations and EC2 calls
+it serves from the fleet model.
 
 A scanner is only as good as its behaviour on a bad day, so the emulator can misbehave the ways
-AWS does: InternalServerError (sent with HTTP 400 or 500: the API pages and the older user guide
-disagree, and both happen), ThrottlingException from a token bucket per (account, region),
-latency, connection resets, responses slower than any sane client timeout, malformed bodies and
-AccessDenied. Rules are scoped globally or to an account, a region, an operation, or any
-combination, and can be changed while the server runs (from Python, over HTTP, from the CLI).
+AWS does: internal errors (Storage Gateway's InternalServerError is sent with HTTP 400 or 500: the
+API pages and the older user guide disagree, and both happen), throttling from a token bucket per
+(account, region, service), latency, connection resets, responses slower than any sane client
+timeout, malformed bodies, access denied, and Organizations' documented empty page that still
+carries a ``NextToken``. Each fault reaches the client in the form its service uses
+(``ThrottlingException``, ``Throttling``, ``TooManyRequestsException``, ``RequestLimitExceeded``,
+...).
+
+Rules are scoped to a service, an organization, an account, a region, an operation, or any
+combination, and can be changed while the server runs (from Python, over HTTP, from the CLI). A
+call's account is the account it is made *as* (the caller's credentials): for ``AssumeRole``, the
+account assuming the role, which is the account AWS counts the call against. A rule that names no
+service and no operation applies to Storage Gateway only, as rules always did; ``service=None``
+makes it apply to every service, and naming an operation implies its service.
 """
 
 from __future__ import annotations
@@ -19,13 +29,34 @@ from typing import Any
 
 import orjson
 
-#: The Storage Gateway operations the emulator answers.
-OPERATIONS: tuple[str, ...] = (
-    "ListGateways",
-    "ListVolumeRecoveryPoints",
-    "DescribeGatewayInformation",
-    "ListVolumes",
-)
+#: The operations the emulator answers, by service (the SigV4 credential scope's name).
+SERVICE_OPERATIONS: dict[str, tuple[str, ...]] = {
+    "storagegateway": (
+        "ListGateways",
+        "ListVolumeRecoveryPoints",
+        "DescribeGatewayInformation",
+        "ListVolumes",
+    ),
+    "sts": ("AssumeRole", "GetCallerIdentity"),
+    "organizations": (
+        "DescribeOrganization",
+        "ListAccounts",
+        "ListRoots",
+        "ListOrganizationalUnitsForParent",
+        "ListAccountsForParent",
+        "ListChildren",
+    ),
+    "ec2": ("DescribeRegions",),
+}
+SERVICES: tuple[str, ...] = tuple(SERVICE_OPERATIONS)
+#: Every operation the emulator answers (names are unique across its services).
+OPERATIONS: tuple[str, ...] = tuple(op for ops in SERVICE_OPERATIONS.values() for op in ops)
+#: The service of each operation.
+OPERATION_SERVICE: dict[str, str] = {
+    op: service for service, ops in SERVICE_OPERATIONS.items() for op in ops
+}
+#: The service a rule applies to when it names neither a service nor an operation.
+DEFAULT_SERVICE = "storagegateway"
 
 #: Field groups: a rule overrides a broader rule group by group, never field by field, so a
 #: specific rule that sets an error rate also brings its own status code.
@@ -37,6 +68,7 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     "slow": ("slow_rate", "slow_seconds"),
     "malformed": ("malformed_rate",),
     "access_denied": ("access_denied",),
+    "empty_page": ("empty_page_rate",),
 }
 
 #: The fields that switch a group on; the others in the group (status, burst, slow_seconds) only
@@ -49,27 +81,44 @@ _PRIMARY_FIELDS: dict[str, tuple[str, ...]] = {
     "slow": ("slow_rate",),
     "malformed": ("malformed_rate",),
     "access_denied": ("access_denied",),
+    "empty_page": ("empty_page_rate",),
 }
 
-_SCOPE_FIELDS = ("account_id", "region", "operation")
+_SCOPE_FIELDS = ("service", "organization_id", "account_id", "region", "operation")
+_RATE_FIELDS = (
+    "reset_rate",
+    "slow_rate",
+    "internal_error_rate",
+    "malformed_rate",
+    "empty_page_rate",
+)
 
 
 @dataclass(frozen=True)
 class FaultRule:
-    """One fault rule. Scope fields left as None match any call.
+    """One fault rule. Scope fields left as None match any call (``service`` excepted: it
+    defaults to Storage Gateway, and to the operation's service when an operation is named).
 
-    The four response faults (reset, slow, internal error, malformed) are drawn from one random
-    number per call, so each happens at its own configured rate as long as their sum is at most 1.
+    The five response faults (reset, slow, internal error, malformed, empty page) are drawn from
+    one random number per call, so each happens at its own configured rate as long as their sum
+    is at most 1.
     """
 
     account_id: str | None = None
     region: str | None = None
     operation: str | None = None
-    #: Probability of InternalServerError.
+    #: ``storagegateway``, ``sts``, ``organizations``, ``ec2``, or None for every service.
+    service: str | None = DEFAULT_SERVICE
+    #: Calls made as any account of this organization (``o-…``), its management account included.
+    organization_id: str | None = None
+    #: Probability of an internal error (Storage Gateway's InternalServerError, Organizations'
+    #: ServiceException, STS's InternalFailure, EC2's InternalError).
     internal_error_rate: float = 0.0
-    #: 400 (the API pages) or 500 (the older user guide); botocore retries only the 500.
+    #: Storage Gateway's InternalServerError status: 400 (the API pages) or 500 (the older user
+    #: guide); botocore retries only the 500. The other services always answer 500.
     internal_error_status: int = 500
-    #: Token bucket per (account, region), in requests per second; None disables throttling.
+    #: Token bucket per (account, region, service), in requests per second; None disables
+    #: throttling, and 0 throttles every matching call ("throttled for good").
     throttle_rate: float | None = None
     throttle_burst: int = 10
     #: Added delay: ``latency_ms + uniform(0, jitter_ms)``.
@@ -82,21 +131,25 @@ class FaultRule:
     slow_seconds: float = 60.0
     #: Probability of an HTTP 200 whose body is truncated, hence not JSON.
     malformed_rate: float = 0.0
-    #: Every matching call answers AccessDeniedException (HTTP 400).
+    #: Every matching call is refused as the service refuses a caller without the permission
+    #: (AccessDeniedException, AccessDenied, UnauthorizedOperation).
     access_denied: bool = False
+    #: Probability that an Organizations List* call answers an empty page that still carries a
+    #: NextToken (the next call continues where this one was): AWS documents that a page may be
+    #: empty before the last. Other operations ignore it.
+    empty_page_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("internal_error_rate", "reset_rate", "slow_rate", "malformed_rate"):
+        for name in _RATE_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"fault rule {name}: expected a number, got {value!r}")
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"fault rule {name}: must be between 0 and 1, got {value}")
-        total = self.reset_rate + self.slow_rate + self.internal_error_rate + self.malformed_rate
+        total = sum(getattr(self, name) for name in _RATE_FIELDS)
         if total > 1.0 + 1e-9:
             raise ValueError(
-                "fault rule: reset_rate + slow_rate + internal_error_rate + malformed_rate "
-                f"must not exceed 1, got {total:g}"
+                f"fault rule: {' + '.join(_RATE_FIELDS)} must not exceed 1, got {total:g}"
             )
         if self.internal_error_status not in (400, 500):
             raise ValueError(
@@ -107,11 +160,11 @@ class FaultRule:
             isinstance(self.throttle_rate, int | float)
             and not isinstance(self.throttle_rate, bool)
             and math.isfinite(self.throttle_rate)
-            and self.throttle_rate > 0
+            and self.throttle_rate >= 0
         ):
             raise ValueError(
-                "fault rule throttle_rate: must be a positive number of requests per second "
-                f"or null, got {self.throttle_rate!r}"
+                "fault rule throttle_rate: must be a number of requests per second >= 0 "
+                f"(0: every call throttled) or null, got {self.throttle_rate!r}"
             )
         if (
             isinstance(self.throttle_burst, bool)
@@ -131,10 +184,31 @@ class FaultRule:
             raise ValueError(
                 f"fault rule access_denied: expected true or false, got {self.access_denied!r}"
             )
-        if self.operation is not None and self.operation not in OPERATIONS:
+        if self.service is not None and self.service not in SERVICES:
             raise ValueError(
-                f"fault rule operation: unknown operation {self.operation!r} "
-                f"(one of {', '.join(OPERATIONS)})"
+                f"fault rule service: unknown service {self.service!r} "
+                f"(one of {', '.join(SERVICES)}, or null for every service)"
+            )
+        if self.operation is not None:
+            if self.operation not in OPERATIONS:
+                raise ValueError(
+                    f"fault rule operation: unknown operation {self.operation!r} "
+                    f"(one of {', '.join(OPERATIONS)})"
+                )
+            service = OPERATION_SERVICE[self.operation]
+            if self.service not in (None, DEFAULT_SERVICE, service):
+                raise ValueError(
+                    f"fault rule: operation {self.operation} belongs to {service}, "
+                    f"not {self.service}"
+                )
+            object.__setattr__(self, "service", service)  # naming an operation names its service
+        if self.organization_id is not None and not (
+            isinstance(self.organization_id, str)
+            and self.organization_id.startswith("o-")
+            and len(self.organization_id) > 2
+        ):
+            raise ValueError(
+                f"fault rule organization_id: expected an o-… id, got {self.organization_id!r}"
             )
         for name in ("account_id", "region"):
             value = getattr(self, name)
@@ -163,11 +237,16 @@ class FaultRule:
         """
         return any(getattr(self, name) != _DEFAULT_VALUES[name] for name in _PRIMARY_FIELDS[group])
 
-    def matches(self, account_id: str, region: str, operation: str) -> bool:
+    def matches(
+        self, account_id: str, region: str, operation: str, organization_id: str | None = None
+    ) -> bool:
+        """Whether a call made as ``account_id`` (of ``organization_id``) falls in the scope."""
         return (
             (self.account_id is None or self.account_id == account_id)
             and (self.region is None or self.region == region)
             and (self.operation is None or self.operation == operation)
+            and (self.service is None or self.service == OPERATION_SERVICE.get(operation))
+            and (self.organization_id is None or self.organization_id == organization_id)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,7 +293,7 @@ class Faults:
                 raise TypeError(f"Faults takes FaultRule objects, got {type(rule).__name__}")
         self._rules: tuple[FaultRule, ...] = tuple(rules)
         self._active = tuple(rule for rule in self._rules if not rule.is_noop)
-        self._cache: dict[tuple[str, str, str], FaultRule] = {}
+        self._cache: dict[tuple[str, str, str, str | None], FaultRule] = {}
 
     @property
     def rules(self) -> tuple[FaultRule, ...]:
@@ -232,26 +311,31 @@ class Faults:
     def __repr__(self) -> str:
         return f"Faults({list(self._rules)!r})"
 
-    def for_call(self, account_id: str, region: str, operation: str) -> FaultRule:
-        """The effective rule for one call. Returns :data:`NO_FAULT` itself when nothing applies,
-        so the server's fast path is an identity check."""
+    def for_call(
+        self, account_id: str, region: str, operation: str, organization_id: str | None = None
+    ) -> FaultRule:
+        """The effective rule for one call made as ``account_id``, a member of
+        ``organization_id`` (None: of no organization). Returns :data:`NO_FAULT` itself when
+        nothing applies, so the server's fast path is an identity check."""
         if not self._active:
             return NO_FAULT
-        key = (account_id, region, operation)
+        key = (account_id, region, operation, organization_id)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        rule = self._resolve(account_id, region, operation)
+        rule = self._resolve(account_id, region, operation, organization_id)
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = rule
         return rule
 
-    def _resolve(self, account_id: str, region: str, operation: str) -> FaultRule:
+    def _resolve(
+        self, account_id: str, region: str, operation: str, organization_id: str | None
+    ) -> FaultRule:
         matching = [
             (rule.specificity, index, rule)
             for index, rule in enumerate(self._active)
-            if rule.matches(account_id, region, operation)
+            if rule.matches(account_id, region, operation, organization_id)
         ]
         if not matching:
             return NO_FAULT
@@ -264,7 +348,13 @@ class Faults:
                     break
         if not values:
             return NO_FAULT
-        return FaultRule(account_id=account_id, region=region, operation=operation, **values)
+        return FaultRule(
+            account_id=account_id,
+            region=region,
+            operation=operation,
+            organization_id=organization_id,
+            **values,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"rules": [rule.to_dict() for rule in self._rules]}
@@ -305,7 +395,8 @@ class Faults:
 
 
 class TokenBucket:
-    """A classic token bucket: ``burst`` tokens, refilled at ``rate`` per second.
+    """A classic token bucket: ``burst`` tokens, refilled at ``rate`` per second; a rate of 0
+    admits nothing at all (a throttle "for good").
 
     Not thread-safe; the server uses its buckets from its event loop only.
     """
@@ -332,6 +423,8 @@ class TokenBucket:
 
     def take(self) -> bool:
         """Take one token; False means the call is throttled."""
+        if self.rate == 0:
+            return False
         self._refill()
         if self._tokens >= 1.0:
             self._tokens -= 1.0

@@ -1,7 +1,14 @@
-"""A deterministic Storage Gateway fleet, generated from a seed.
+"""A deterministic fleet of AWS organizations and their Storage Gateways, generated from a seed.
 
 The fleet is the single source of truth for the emulator *and* for the tests: the server answers
-from it, and :meth:`Fleet.ground_truth` states exactly which records a correct scan must produce.
+from it (Storage Gateway, and STS, Organizations and EC2 ``DescribeRegions`` for the identity
+side), and :meth:`Fleet.ground_truth` states exactly which records a correct scan must produce.
+
+A fleet holds one or more organizations (:attr:`FleetSpec.organizations`). Each has its own
+management account, root, OU tree (one OU nested) and members (one suspended); the member accounts
+of all organizations together are :attr:`Fleet.accounts`, in generation order. With one
+organization the fleet is exactly the single-organization fleet of earlier versions: same account,
+OU, root and organization ids for the same seed.
 
 Scale matters (10,000 accounts x 34 regions), so only the *shape* of the fleet is built eagerly:
 which (account, region) pairs hold gateways, and how many. Gateways and volumes of a pair are
@@ -16,7 +23,7 @@ import datetime as dt
 import functools
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 #: Regions where botocore 1.43 offers storagegateway in the ``aws`` partition.
@@ -36,7 +43,20 @@ DEFAULT_REGIONS: tuple[str, ...] = (
     "eu-west-3", "sa-east-1", "us-east-1", "us-east-2", "us-west-1",
 )  # fmt: skip
 
-#: moto's default account: unknown access keys map to it, so it is the management account.
+#: The regions an account can use without opting in (every other region in the ``aws`` partition
+#: was launched after March 2019 and must be enabled per account first).
+NON_OPT_IN_REGIONS: tuple[str, ...] = (
+    "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-southeast-1",
+    "ap-southeast-2", "ca-central-1", "eu-central-1", "eu-north-1", "eu-west-1", "eu-west-2",
+    "eu-west-3", "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
+)  # fmt: skip
+#: The regions each account must opt in to (EC2 ``DescribeRegions`` says ``not-opted-in`` until).
+OPT_IN_REGIONS: tuple[str, ...] = tuple(
+    r for r in STORAGE_GATEWAY_REGIONS if r not in NON_OPT_IN_REGIONS
+)
+
+#: The first organization's management account: the identity of the stack's ambient keys (and
+#: moto's default account, which unknown access keys map to).
 MANAGEMENT_ACCOUNT_ID = "123456789012"
 
 GATEWAY_TYPES: tuple[tuple[str, float], ...] = (
@@ -94,11 +114,17 @@ class Gateway:
 
 @dataclass(frozen=True)
 class Account:
+    """A member or management account of one of the fleet's organizations."""
+
     id: str
     name: str
     email: str
+    #: The OU the account sits in directly (the root's id for a management account).
     ou_id: str
     status: str  # ACTIVE | SUSPENDED
+    organization_id: str
+    #: When the account joined its organization (ListAccounts' ``JoinedTimestamp``).
+    joined: dt.datetime
 
     @property
     def active(self) -> bool:
@@ -113,11 +139,56 @@ class OrganizationalUnit:
 
 
 @dataclass(frozen=True)
+class Organization:
+    """One AWS organization of the fleet: its ids, its management account and its members.
+
+    ``index`` is its position in :attr:`Fleet.organizations` (0 is the organization whose
+    management account the stack's ambient keys belong to).
+    """
+
+    index: int
+    id: str
+    name: str
+    root_id: str
+    management: Account
+    ous: tuple[OrganizationalUnit, ...]
+    #: Member account ids in generation order (the management account is not among them).
+    member_ids: tuple[str, ...]
+    #: Members that may call the Organizations read APIs as a delegated administrator.
+    delegated_administrators: tuple[str, ...]
+
+    @property
+    def management_account_id(self) -> str:
+        return self.management.id
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:organizations::{self.management.id}:organization/{self.id}"
+
+    def account_arn(self, account_id: str) -> str:
+        return f"arn:aws:organizations::{self.management.id}:account/{self.id}/{account_id}"
+
+    def root_arn(self) -> str:
+        return f"arn:aws:organizations::{self.management.id}:root/{self.id}/{self.root_id}"
+
+    def ou_arn(self, ou_id: str) -> str:
+        return f"arn:aws:organizations::{self.management.id}:ou/{self.id}/{ou_id}"
+
+    def may_list(self, account_id: str) -> bool:
+        """Whether ``account_id`` may call ListAccounts and walk the OU tree: the management
+        account or a delegated administrator, as on AWS."""
+        return account_id == self.management.id or account_id in self.delegated_administrators
+
+
+@dataclass(frozen=True)
 class FleetSpec:
     """Everything a fleet is generated from. Equal specs give equal fleets, in any process."""
 
     seed: int = 1
+    #: Member accounts in all organizations together, split into contiguous blocks.
     accounts: int = 12
+    #: How many organizations the members are split into; each has its own management account.
+    organizations: int = 1
     regions: tuple[str, ...] = DEFAULT_REGIONS
     #: Fraction of member accounts that hold any gateway at all.
     populated_fraction: float = 0.6
@@ -127,6 +198,12 @@ class FleetSpec:
     #: Fraction of volumes whose recovery point is older than a day.
     stale_fraction: float = 0.08
     offline_fraction: float = 0.06
+    #: Chance that an account has opted in to each opt-in region (beyond those where it holds
+    #: gateways, which it must have enabled): EC2 DescribeRegions answers per account.
+    opt_in_fraction: float = 0.25
+    #: Make each organization's first active member a delegated administrator, which may list
+    #: the organization's accounts and OUs like the management account.
+    delegated_administrator: bool = False
     #: The fleet's "now": recovery point times are this minus each volume's age.
     epoch: dt.datetime = field(
         default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -135,6 +212,15 @@ class FleetSpec:
     def __post_init__(self) -> None:
         if self.accounts < 1:
             raise ValueError("a fleet needs at least one member account")
+        if self.organizations < 1:
+            raise ValueError("a fleet needs at least one organization")
+        if self.organizations > self.accounts:
+            raise ValueError(
+                f"{self.organizations} organizations need at least as many member accounts, "
+                f"got {self.accounts}"
+            )
+        if not 0.0 <= self.opt_in_fraction <= 1.0:
+            raise ValueError(f"opt_in_fraction must be between 0 and 1, got {self.opt_in_fraction}")
         unknown = set(self.regions) - set(STORAGE_GATEWAY_REGIONS)
         if unknown:
             raise ValueError(f"not Storage Gateway regions: {sorted(unknown)}")
@@ -151,6 +237,8 @@ class ExpectedGateway:
     status: str  # scanned | not_cached | error
     recovery_point_count: int | None
     error_code: str | None
+    #: The ``o-…`` id of the account's organization.
+    organization_id: str
 
 
 @dataclass(frozen=True)
@@ -164,6 +252,8 @@ class ExpectedRecoveryPoint:
     volume_usage_bytes: int | None
     #: Age at the fleet's epoch; a scan at time T sees ``age + (T - epoch)``.
     age_seconds: float
+    #: The ``o-…`` id of the account's organization.
+    organization_id: str
 
 
 @dataclass(frozen=True)
@@ -176,6 +266,9 @@ class GroundTruth:
     gateway_errors: tuple[tuple[str, str, str, str], ...]
     #: Accounts a scan must skip (suspended) unless asked to include inactive ones.
     skipped_accounts: tuple[str, ...]
+    #: The organizations covered: ``o-…`` id -> the accounts a scan of that organization reaches
+    #: (its management account and its active members, or every member with inactive ones).
+    organizations: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def account_id_from_access_key(access_key_id: str) -> str | None:
@@ -211,69 +304,160 @@ def _rng(*parts: object) -> random.Random:
 
 
 class Fleet:
-    """A seeded organization of member accounts, and the gateways and volumes they hold."""
+    """Seeded organizations of member accounts, and the gateways and volumes the members hold.
+
+    ``organization_id``, ``root_id``, ``ous`` and ``management_account_id`` are the first
+    organization's (the one the stack's ambient keys manage); :attr:`organizations` has them all.
+    """
 
     def __init__(self, spec: FleetSpec | None = None) -> None:
         self.spec = spec or FleetSpec()
-        self.management_account_id = MANAGEMENT_ACCOUNT_ID
-        self.root_id = "r-" + _hex(_rng(self.spec.seed, "root"), 4).lower()
-        self.organization_id = "o-" + _hex(_rng(self.spec.seed, "org"), 10).lower()
-        self.ous = self._make_ous()
-        self.accounts: tuple[Account, ...] = self._make_accounts()
-        self._accounts_by_id = {a.id: a for a in self.accounts}
+        self._joined = self.spec.epoch - dt.timedelta(days=400)
+        self.accounts: tuple[Account, ...]
+        self.organizations: tuple[Organization, ...]
+        self.accounts, self.organizations = self._make_organizations()
+        first = self.organizations[0]
+        self.management_account_id = first.management.id
+        self.organization_id = first.id
+        self.root_id = first.root_id
+        self.ous = first.ous
+        self._accounts_by_id: dict[str, Account] = {a.id: a for a in self.accounts}
+        self._accounts_by_id.update((o.management.id, o.management) for o in self.organizations)
+        self._organizations_by_id = {o.id: o for o in self.organizations}
         #: Only populated pairs are stored: {(account_id, region): gateway count}.
         self.pairs: dict[tuple[str, str], int] = self._make_pairs()
         self._gateway_index: dict[str, tuple[str, str, int]] = {}
 
-    # -- organization -------------------------------------------------------------------------
+    # -- organizations ------------------------------------------------------------------------
 
-    def _make_ous(self) -> tuple[OrganizationalUnit, ...]:
-        rng = _rng(self.spec.seed, "ous")
-        names = ("Production", "Staging", "Sandbox")
-        ous = [
-            OrganizationalUnit(f"ou-{self.root_id[2:]}-{_hex(rng, 8).lower()}", name, self.root_id)
-            for name in names
-        ]
-        # A nested OU, so that `--ou` has to recurse to find its accounts.
-        prod = ous[0]
-        ous.append(
-            OrganizationalUnit(
-                f"ou-{self.root_id[2:]}-{_hex(rng, 8).lower()}", "Production-EU", prod.id
-            )
-        )
-        return tuple(ous)
-
-    def _make_accounts(self) -> tuple[Account, ...]:
-        rng = _rng(self.spec.seed, "accounts")
+    def _make_organizations(self) -> tuple[tuple[Account, ...], tuple[Organization, ...]]:
+        """Members first (the same ids, in the same order, whatever the number of
+        organizations), then each organization's ids, OUs and management account."""
+        spec = self.spec
+        rng = _rng(spec.seed, "accounts")
         seen = {MANAGEMENT_ACCOUNT_ID}
-        accounts = []
-        for index in range(self.spec.accounts):
+        member_ids: list[str] = []
+        for _ in range(spec.accounts):
             while True:
                 account_id = f"{rng.randrange(10**11, 10**12):012d}"
                 if account_id not in seen:
                     seen.add(account_id)
                     break
-            ou = self.ous[index % len(self.ous)]
-            # Exactly one suspended member (the second), when there are at least two.
-            status = "SUSPENDED" if index == 1 and self.spec.accounts >= 2 else "ACTIVE"
-            name = f"{ou.name.lower()}-{index:05d}"
-            accounts.append(Account(account_id, name, f"aws+{name}@example.com", ou.id, status))
-        return tuple(accounts)
+            member_ids.append(account_id)
+        management_rng = _rng(spec.seed, "management")
+        accounts: list[Account] = []
+        organizations: list[Organization] = []
+        count = spec.organizations
+        for index in range(count):
+            # Organization 0 keeps the ids a single-organization fleet always had.
+            tag: tuple[object, ...] = () if index == 0 else (index,)
+            root_id = "r-" + _hex(_rng(spec.seed, "root", *tag), 4).lower()
+            organization_id = "o-" + _hex(_rng(spec.seed, "org", *tag), 10).lower()
+            ous = _make_ous(_rng(spec.seed, "ous", *tag), root_id)
+            if index == 0:
+                management_id = MANAGEMENT_ACCOUNT_ID
+            else:
+                while True:
+                    management_id = f"{management_rng.randrange(10**11, 10**12):012d}"
+                    if management_id not in seen:
+                        seen.add(management_id)
+                        break
+            suffix = "" if index == 0 else f"+{index + 1}"
+            management = Account(
+                management_id,
+                "master" if index == 0 else f"master-{index + 1}",
+                f"master{suffix}@example.com",
+                root_id,
+                "ACTIVE",
+                organization_id,
+                self._joined,
+            )
+            # Contiguous blocks of the members, as even as the count allows.
+            block = range(index * spec.accounts // count, (index + 1) * spec.accounts // count)
+            members: list[Account] = []
+            for local, global_index in enumerate(block):
+                ou = ous[local % len(ous)]
+                # Exactly one suspended member (the second) per organization that has two.
+                status = "SUSPENDED" if local == 1 and len(block) >= 2 else "ACTIVE"
+                name = f"{ou.name.lower()}-{global_index:05d}"
+                members.append(
+                    Account(
+                        member_ids[global_index],
+                        name,
+                        f"aws+{name}@example.com",
+                        ou.id,
+                        status,
+                        organization_id,
+                        self._joined + dt.timedelta(minutes=local + 1),
+                    )
+                )
+            delegated: tuple[str, ...] = ()
+            if spec.delegated_administrator:
+                delegated = tuple(a.id for a in members if a.active)[:1]
+            accounts += members
+            organizations.append(
+                Organization(
+                    index=index,
+                    id=organization_id,
+                    name=f"org-{index + 1}",
+                    root_id=root_id,
+                    management=management,
+                    ous=ous,
+                    member_ids=tuple(a.id for a in members),
+                    delegated_administrators=delegated,
+                )
+            )
+        return tuple(accounts), tuple(organizations)
 
     def account(self, account_id: str) -> Account | None:
+        """A member or management account of any of the fleet's organizations."""
         return self._accounts_by_id.get(account_id)
 
+    def organization(self, organization_id: str) -> Organization | None:
+        return self._organizations_by_id.get(organization_id)
+
+    def organization_of(self, account_id: str) -> Organization | None:
+        """The organization ``account_id`` belongs to (as member or management), or None."""
+        account = self._accounts_by_id.get(account_id)
+        return None if account is None else self._organizations_by_id[account.organization_id]
+
+    def organization_accounts(self, organization: Organization) -> list[Account]:
+        """Every account of ``organization``: the management account first, then its members
+        in the order they joined (the order ListAccounts pages them in)."""
+        return [
+            organization.management,
+            *(self._accounts_by_id[i] for i in organization.member_ids),
+        ]
+
     def ou_accounts(self, ou_id: str) -> list[Account]:
-        """Accounts in ``ou_id`` and every OU below it."""
+        """Member accounts in ``ou_id`` (of any organization) and every OU below it."""
+        ous = [ou for organization in self.organizations for ou in organization.ous]
         wanted = {ou_id}
         changed = True
         while changed:
             changed = False
-            for ou in self.ous:
+            for ou in ous:
                 if ou.parent_id in wanted and ou.id not in wanted:
                     wanted.add(ou.id)
                     changed = True
         return [a for a in self.accounts if a.ou_id in wanted]
+
+    # -- regions ------------------------------------------------------------------------------
+
+    def opted_in_regions(self, account_id: str) -> frozenset[str]:
+        """Opt-in regions the account has enabled: drawn per account, plus every region where it
+        holds gateways (an account cannot use a region it has not enabled)."""
+        rng = _rng(self.spec.seed, "opt-in", account_id)
+        chosen = {r for r in OPT_IN_REGIONS if rng.random() < self.spec.opt_in_fraction}
+        chosen.update(
+            r for r in self.spec.regions if r in OPT_IN_REGIONS and (account_id, r) in self.pairs
+        )
+        return frozenset(chosen)
+
+    def enabled_regions(self, account_id: str) -> tuple[str, ...]:
+        """The regions ``account_id`` can use (EC2 DescribeRegions without ``AllRegions``)."""
+        opted_in = self.opted_in_regions(account_id)
+        return tuple(r for r in STORAGE_GATEWAY_REGIONS if r in opted_in or r not in OPT_IN_REGIONS)
 
     # -- shape --------------------------------------------------------------------------------
 
@@ -379,14 +563,28 @@ class Fleet:
         accounts: list[str] | None = None,
         regions: tuple[str, ...] | None = None,
         include_inactive: bool = False,
+        organizations: Collection[str] | None = None,
     ) -> GroundTruth:
         """What a correct scan of ``accounts`` (default: all) in ``regions`` must produce.
 
-        A suspended account cannot be scanned: it is skipped unless ``include_inactive``, and
-        then its role cannot be assumed, so it yields no gateway either way.
+        ``organizations`` (``o-…`` ids, default: all) narrows it to the accounts of those
+        organizations: what a run must produce when the others failed. A suspended account
+        cannot be scanned: it is skipped unless ``include_inactive``, and then its role cannot be
+        assumed, so it yields no gateway either way. Every record names its organization.
         """
-        wanted = set(accounts) if accounts is not None else {a.id for a in self.accounts}
-        skipped = tuple(sorted(a.id for a in self.accounts if a.id in wanted and not a.active))
+        chosen = [o for o in self.organizations if organizations is None or o.id in organizations]
+        in_scope = {a.id for o in chosen for a in self.organization_accounts(o)}
+        wanted = in_scope if accounts is None else in_scope & set(accounts)
+        members = [a for a in self.accounts if a.id in wanted]
+        skipped = tuple(sorted(a.id for a in members if not a.active))
+        reached = {
+            o.id: tuple(
+                a.id
+                for a in self.organization_accounts(o)
+                if a.id in wanted and (a.active or include_inactive)
+            )
+            for o in chosen
+        }
         rps: list[ExpectedRecoveryPoint] = []
         gws: list[ExpectedGateway] = []
         errors: list[tuple[str, str, str, str]] = []
@@ -394,10 +592,18 @@ class Fleet:
             account = self._accounts_by_id[gw.account_id]
             if gw.account_id not in wanted or not account.active:
                 continue
+            organization_id = account.organization_id
             if not gw.is_cached:
                 gws.append(
                     ExpectedGateway(
-                        gw.account_id, gw.region, gw.arn, gw.type, "not_cached", None, None
+                        gw.account_id,
+                        gw.region,
+                        gw.arn,
+                        gw.type,
+                        "not_cached",
+                        None,
+                        None,
+                        organization_id,
                     )
                 )
                 continue
@@ -412,13 +618,21 @@ class Fleet:
                         None,
                         # A gateway record names Storage Gateway's own code when there is one.
                         "GatewayNotConnected",
+                        organization_id,
                     )
                 )
                 errors.append((gw.account_id, gw.region, gw.arn, "GatewayNotConnected"))
                 continue
             gws.append(
                 ExpectedGateway(
-                    gw.account_id, gw.region, gw.arn, gw.type, "scanned", len(gw.volumes), None
+                    gw.account_id,
+                    gw.region,
+                    gw.arn,
+                    gw.type,
+                    "scanned",
+                    len(gw.volumes),
+                    None,
+                    organization_id,
                 )
             )
             for vol in gw.volumes:
@@ -432,26 +646,56 @@ class Fleet:
                         volume_size_bytes=vol.size_bytes,
                         volume_usage_bytes=vol.usage_bytes,
                         age_seconds=(self.spec.epoch - vol.recovery_point_time).total_seconds(),
+                        organization_id=organization_id,
                     )
                 )
-        return GroundTruth(tuple(rps), tuple(gws), tuple(errors), skipped)
+        return GroundTruth(tuple(rps), tuple(gws), tuple(errors), skipped, reached)
+
+    def scanned_accounts(self, organizations: Collection[str] | None = None) -> list[str]:
+        """Accounts a fault-free scan of whole organizations reaches: each management account
+        and every active member (default: of every organization)."""
+        return [
+            a.id
+            for o in self.organizations
+            if organizations is None or o.id in organizations
+            for a in self.organization_accounts(o)
+            if a.active
+        ]
 
     def minimum_calls(
-        self, accounts: list[str], regions: tuple[str, ...], page_size: int = 100
+        self,
+        accounts: list[str] | None = None,
+        regions: tuple[str, ...] | None = None,
+        page_size: int = 100,
     ) -> dict[str, int]:
         """The fewest Storage Gateway calls a fault-free scan of accounts x regions can make.
 
         One ListGateways page per 100 gateways (one for an empty pair) and one
-        ListVolumeRecoveryPoints per cached gateway.
+        ListVolumeRecoveryPoints per cached gateway. ``accounts`` defaults to
+        :meth:`scanned_accounts` (every organization); ``regions`` to each account's enabled
+        regions (what a scan with ``--regions enabled`` covers).
         """
         list_pages = 0
         lvrp = 0
-        for account_id in accounts:
-            for region in regions:
+        for account_id in self.scanned_accounts() if accounts is None else accounts:
+            for region in self.enabled_regions(account_id) if regions is None else regions:
                 gateways = self.gateways(account_id, region)
                 list_pages += max(1, -(-len(gateways) // page_size))
                 lvrp += sum(1 for g in gateways if g.is_cached)
         return {"ListGateways": list_pages, "ListVolumeRecoveryPoints": lvrp}
+
+
+def _make_ous(rng: random.Random, root_id: str) -> tuple[OrganizationalUnit, ...]:
+    names = ("Production", "Staging", "Sandbox")
+    ous = [
+        OrganizationalUnit(f"ou-{root_id[2:]}-{_hex(rng, 8).lower()}", name, root_id)
+        for name in names
+    ]
+    # A nested OU, so that `--ou` has to recurse to find its accounts.
+    ous.append(
+        OrganizationalUnit(f"ou-{root_id[2:]}-{_hex(rng, 8).lower()}", "Production-EU", ous[0].id)
+    )
+    return tuple(ous)
 
 
 def _hex(rng: random.Random, n: int) -> str:

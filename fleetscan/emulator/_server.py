@@ -1,24 +1,25 @@
-"""Storage Gateway over AWS JSON 1.1 on loopback, answering from a :class:`Fleet`.
+"""The emulated AWS services over HTTP on loopback, answering from a :class:`Fleet`.
 
-Requests are what AWS expects: ``POST /`` with ``X-Amz-Target: StorageGateway_20130630.<Op>``
-and a SigV4 ``Authorization`` header. The caller's account is decoded from the access key id in
-the credential scope (AWS key ids encode the account, and moto's AssumeRole keys use the same
-layout), the region is the credential scope's, and a gateway of any other account or region does
-not exist for the caller, as on AWS.
+One aiohttp server answers Storage Gateway and Organizations (AWS JSON 1.1, ``X-Amz-Target``),
+and STS and EC2 ``DescribeRegions`` (query protocols, form bodies, XML answers). Every request
+needs a SigV4 ``Authorization`` header whose credential scope names the service it calls. The
+caller's account is decoded from the access key id in the scope (AWS key ids encode the account,
+and the emulator's and moto's session keys use the same layout), the region is the scope's; a
+session token the emulator issued also tells the caller's role and when the session expires.
 
-Signatures are parsed but **not verified**: the secrets of keys that moto issues through
-AssumeRole are unknown here, and verifying would only cost CPU without making a scanner's
-behaviour any more faithful. Unsigned, malformed or undecodable credentials are refused with
-the errors AWS gives.
+Signatures are parsed but **not verified**: verifying would only cost CPU without making a
+scanner's behaviour any more faithful (and moto's session secrets are unknown here). Unsigned,
+malformed or undecodable credentials, expired sessions and tokens that do not belong to their key
+are refused with the errors each service gives.
 
-Answers validate against botocore's output shapes; errors carry AWS's ``__type``, ``message``
-and, for Storage Gateway's own exceptions, ``error.errorCode``. Fault injection
-(:mod:`._faults`) and counters (:mod:`._counters`) make the bad days of a fleet reproducible, and
-``/_emulator/*`` (unsigned, loopback only) reads counters and changes faults while it runs.
+Answers validate against botocore's shapes. Fault injection (:mod:`._faults`) and counters
+(:mod:`._counters`) make the bad days of a fleet reproducible, and ``/_emulator/*`` (unsigned,
+loopback only) reads counters and changes faults while it runs.
 
 The request path is kept lean (a few hundred microseconds per call on one core, most of it
-aiohttp): no regex compiled per call, orjson, per-(account, region) views of the fleet with
-ready-made JSON fragments, and a cache of parsed credential scopes.
+aiohttp): no regex compiled per call, orjson, ready-made answers per (account, region) and per
+organization, and caches of parsed credential scopes and session tokens. Nothing costs more per
+call as the fleet or the run grows.
 """
 
 from __future__ import annotations
@@ -29,312 +30,68 @@ import contextlib
 import ipaddress
 import itertools
 import random
-import re
 import socket
 import struct
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import orjson
 from aiohttp import web
 
 from ._counters import Counters
+from ._ec2 import Ec2
 from ._faults import NO_FAULT, FaultRule, Faults, TokenBucket
-from ._fleet import STORAGE_GATEWAY_REGIONS, Fleet, Gateway, account_id_from_access_key
+from ._fleet import STORAGE_GATEWAY_REGIONS, Fleet, account_id_from_access_key
+from ._identity import INVALID_TOKEN, Roles, Session, SessionIssuer, parse_token
 from ._loop_thread import LoopThread
+from ._organizations import TARGET_PREFIX as ORGANIZATIONS_PREFIX
+from ._organizations import Organizations
+from ._storage_gateway import TARGET_PREFIX as STORAGE_GATEWAY_PREFIX
+from ._storage_gateway import StorageGateway
+from ._sts import VERSION as STS_VERSION
+from ._sts import Sts
 from ._tls import TLSMaterial
+from ._wire import ApiError, Call, Service, parse_form
 
-TARGET_PREFIX = "StorageGateway_20130630."
-CONTENT_TYPE = "application/x-amz-json-1.1"
-#: ListGateways and ListVolumes page size: the default and the most AWS returns.
-MAX_PAGE_SIZE = 100
-
-#: botocore 1.43's model gives GatewayARN only a length (50-500); the pattern is the one the model
-#: gives VolumeARN, cut after the gateway id, as ``aws-facts.md`` states for both ARNs.
-GATEWAY_ARN_PATTERN = (
-    r"arn:(aws(|-cn|-us-gov|-iso[A-Za-z0-9_-]*|-eusc)):storagegateway:[a-z\-0-9]+:[0-9]+:"
-    r"gateway\/(.+)"
-)
-_GATEWAY_ARN_RE = re.compile(GATEWAY_ARN_PATTERN)
-_MARKER_MAX = 2000
-
-_CORAL = "com.amazon.coral.service#"
+_EC2_VERSION = "2016-11-15"
 _KNOWN_REGIONS = frozenset(STORAGE_GATEWAY_REGIONS)
 _AUTH_CACHE_LIMIT = 100_000
-_PAIR_CACHE_LIMIT = 16_384
 _LINGER_RESET = struct.pack("ii", 1, 0)
-
-Payload = dict[str, Any]
-
-
-class ApiError(Exception):
-    """An error answer in AWS JSON 1.1 form.
-
-    ``type_`` goes to ``__type`` as AWS sends it (framework errors carry a ``prefix#``, which
-    botocore strips). ``error_code`` adds Storage Gateway's ``error`` object, which botocore
-    exposes as ``e.response["error"]`` for the modeled exceptions.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        type_: str,
-        message: str | None,
-        error_code: str | None = None,
-        error_details: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message or type_)
-        self.status = status
-        self.type_ = type_
-        self.message = message
-        self.error_code = error_code
-        self.error_details = error_details or {}
-
-    @property
-    def code(self) -> str:
-        """What botocore reports as ``Error.Code`` (prefix stripped), with the errorCode."""
-        code = self.type_.rsplit("#", 1)[-1]
-        return f"{code}/{self.error_code}" if self.error_code else code
-
-    def body(self) -> bytes:
-        doc: dict[str, Any] = {"__type": self.type_}
-        if self.message is not None:
-            doc["message"] = self.message
-        if self.error_code is not None:
-            doc["error"] = {"errorCode": self.error_code, "errorDetails": self.error_details}
-        return orjson.dumps(doc)
+_MISSING_TOKEN_MESSAGE = "Request is missing Authentication Token"
+_INVALID_TOKEN_MESSAGE = "The security token included in the request is invalid."
+_EXPIRED_TOKEN_MESSAGE = "The security token included in the request is expired"
 
 
-def _gateway_error(code: str, message: str, arn: str) -> ApiError:
-    return ApiError(400, "InvalidGatewayRequestException", message, code, {"gatewayArn": arn})
+class Caller(NamedTuple):
+    """Whom a request's credentials name, from the SigV4 credential scope."""
+
+    account_id: str
+    region: str
+    service: str
+    access_key_id: str
 
 
-def _gateway_not_found(arn: str) -> ApiError:
-    return _gateway_error("GatewayNotFound", "The specified gateway was not found.", arn)
+class AuthFailure(NamedTuple):
+    """Why a request's credentials cannot be used; each service words it its own way."""
 
-
-def _validation_error(problems: list[str]) -> ApiError:
-    count = len(problems)
-    noun = "error" if count == 1 else "errors"
-    return ApiError(
-        400,
-        "com.amazon.coral.validate#ValidationException",
-        f"{count} validation {noun} detected: " + "; ".join(problems),
-    )
-
-
-def _serialization_error(message: str) -> ApiError:
-    return ApiError(400, _CORAL + "SerializationException", message)
-
-
-_MISSING_TOKEN = ApiError(
-    403, _CORAL + "MissingAuthenticationTokenException", "Request is missing Authentication Token"
-)
-_EXPIRED_TOKEN = ApiError(
-    400, _CORAL + "ExpiredTokenException", "The security token included in the request is expired"
-)
-_UNRECOGNIZED_CLIENT = ApiError(
-    400,
-    _CORAL + "UnrecognizedClientException",
-    "The security token included in the request is invalid.",
-)
-_THROTTLED = ApiError(400, "com.amazon.coral.availability#ThrottlingException", "Rate exceeded")
-_INTERNAL_MESSAGE = "An internal server error has occurred during the request."
-
-
-class _PairView:
-    """One (account, region) as the API sees it: gateways in ARN order, lookups, JSON pieces."""
-
-    __slots__ = ("by_arn", "gateways", "list_fragments", "lvrp_bodies")
-
-    def __init__(self, gateways: Iterable[Gateway]) -> None:
-        # ListGateways "is ordered by gateway Amazon Resource Name (ARN)" (the API reference).
-        self.gateways: tuple[Gateway, ...] = tuple(sorted(gateways, key=lambda g: g.arn))
-        self.by_arn: dict[str, Gateway] = {g.arn: g for g in self.gateways}
-        self.list_fragments: list[bytes] = [orjson.dumps(_gateway_info(g)) for g in self.gateways]
-        self.lvrp_bodies: dict[str, bytes] = {}
-
-
-_EMPTY_PAIR = _PairView(())
-
-
-def _gateway_info(gateway: Gateway) -> Payload:
-    info: Payload = {
-        "GatewayId": gateway.id,
-        "GatewayARN": gateway.arn,
-        "GatewayType": gateway.type,
-        "GatewayOperationalState": gateway.operational_state,
-        "GatewayName": gateway.name,
-    }
-    if gateway.ec2_instance_id is not None:
-        info["Ec2InstanceId"] = gateway.ec2_instance_id
-        info["Ec2InstanceRegion"] = gateway.region
-    info["HostEnvironment"] = gateway.host_environment
-    info["SoftwareVersion"] = gateway.software_version
-    return info
-
-
-def _recovery_points_body(gateway: Gateway) -> bytes:
-    infos = []
-    for volume in gateway.volumes:
-        info: Payload = {
-            "VolumeARN": volume.arn,
-            "VolumeRecoveryPointTime": volume.recovery_point_time_text,
-            # The API page's own sample sends the size as a JSON string; some volumes do too.
-            "VolumeSizeInBytes": str(volume.size_bytes)
-            if volume.size_as_string
-            else volume.size_bytes,
-        }
-        if volume.usage_bytes is not None:  # absent for volumes created before May 2015
-            info["VolumeUsageInBytes"] = volume.usage_bytes
-        infos.append(info)
-    return orjson.dumps({"GatewayARN": gateway.arn, "VolumeRecoveryPointInfos": infos})
-
-
-def _describe_body(gateway: Gateway) -> bytes:
-    digest = uuid.uuid5(uuid.NAMESPACE_URL, gateway.arn).bytes
-    doc: Payload = {
-        "GatewayARN": gateway.arn,
-        "GatewayId": gateway.id,
-        "GatewayName": gateway.name,
-        "GatewayTimezone": "GMT",
-        "GatewayState": "RUNNING",
-        "GatewayNetworkInterfaces": [
-            {"Ipv4Address": f"10.{digest[0]}.{digest[1]}.{digest[2] or 1}"}
-        ],
-        "GatewayType": gateway.type,
-        "HostEnvironment": gateway.host_environment,
-        "EndpointType": "STANDARD",
-        "SoftwareVersion": gateway.software_version,
-        "Tags": [],
-    }
-    if gateway.ec2_instance_id is not None:
-        doc["Ec2InstanceId"] = gateway.ec2_instance_id
-        doc["Ec2InstanceRegion"] = gateway.region
-    return orjson.dumps(doc)
-
-
-def _volume_info(gateway: Gateway) -> list[tuple[str, Payload]]:
-    volume_type = "CACHED iSCSI" if gateway.is_cached else "STORED iSCSI"
-    return [
-        (
-            volume.arn,
-            {
-                "VolumeARN": volume.arn,
-                "VolumeId": volume.id,
-                "GatewayARN": gateway.arn,
-                "GatewayId": gateway.id,
-                "VolumeType": volume_type,
-                "VolumeSizeInBytes": volume.size_bytes,
-                "VolumeAttachmentStatus": "ATTACHED",
-            },
-        )
-        for volume in gateway.volumes
-    ]
-
-
-def _page_limit(params: Payload, problems: list[str]) -> int:
-    limit = params.get("Limit")
-    if limit is None:
-        return MAX_PAGE_SIZE
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise _serialization_error(
-            f"{type(limit).__name__.upper()}_VALUE can not be converted to an Integer"
-        )
-    if limit < 1:
-        problems.append(
-            f"Value '{limit}' at 'limit' failed to satisfy constraint: "
-            "Member must have value greater than or equal to 1"
-        )
-    elif limit > MAX_PAGE_SIZE:
-        problems.append(
-            f"Value '{limit}' at 'limit' failed to satisfy constraint: "
-            f"Member must have value less than or equal to {MAX_PAGE_SIZE}"
-        )
-    return int(limit)
-
-
-def _marker(params: Payload, problems: list[str]) -> str | None:
-    marker = params.get("Marker")
-    if marker is None:
-        return None
-    if not isinstance(marker, str):
-        raise _serialization_error(
-            f"{type(marker).__name__.upper()}_VALUE can not be converted to a String"
-        )
-    if not 1 <= len(marker) <= _MARKER_MAX:
-        bound = "greater than or equal to 1" if not marker else "less than or equal to 2000"
-        problems.append(
-            f"Value '{marker}' at 'marker' failed to satisfy constraint: "
-            f"Member must have length {bound}"
-        )
-    return marker
-
-
-def _gateway_arn(params: Payload, problems: list[str], required: bool) -> str | None:
-    arn = params.get("GatewayARN")
-    if arn is None:
-        if required:
-            problems.append(
-                "Value null at 'gatewayARN' failed to satisfy constraint: Member must not be null"
-            )
-        return None
-    if not isinstance(arn, str):
-        raise _serialization_error(
-            f"{type(arn).__name__.upper()}_VALUE can not be converted to a String"
-        )
-    if len(arn) < 50:
-        problems.append(
-            f"Value '{arn}' at 'gatewayARN' failed to satisfy constraint: "
-            "Member must have length greater than or equal to 50"
-        )
-    elif len(arn) > 500:
-        problems.append(
-            f"Value '{arn}' at 'gatewayARN' failed to satisfy constraint: "
-            "Member must have length less than or equal to 500"
-        )
-    if _GATEWAY_ARN_RE.fullmatch(arn) is None:
-        problems.append(
-            f"Value '{arn}' at 'gatewayARN' failed to satisfy constraint: "
-            f"Member must satisfy regular expression pattern: {GATEWAY_ARN_PATTERN}"
-        )
-    return arn
-
-
-def _page(fragments: list[bytes], start: int, limit: int, key: bytes, head: bytes) -> bytes:
-    end = start + limit
-    body = head + key + b":[" + b",".join(fragments[start:end]) + b"]"
-    if end < len(fragments):
-        body += b',"Marker":"' + str(end).encode() + b'"'
-    return b"{" + body + b"}"
-
-
-def _start_of(marker: str | None, total: int) -> int:
-    """Markers are opaque to clients; here they are the index of the next item."""
-    if marker is None:
-        return 0
-    if marker.isdigit() and int(marker) < max(total, 1):
-        return int(marker)
-    raise ApiError(
-        400,
-        "InvalidGatewayRequestException",
-        "The specified request contains invalid parameters.",
-        "InvalidParameters",
-        {"marker": marker},
-    )
+    kind: str  # missing, incomplete, invalid_signature, unrecognized or expired
+    message: str
 
 
 class EmulatorServer:
-    """The Storage Gateway emulator on an aiohttp server, on loopback.
+    """The emulated services on an aiohttp server, on loopback.
 
     Use as an async context manager, or :meth:`start` / :meth:`stop`. ``faults`` may be
     reassigned at any time (token buckets start afresh); ``counters`` accumulate until reset.
     ``host`` must be a loopback address (an IP literal, so that ``port=0`` yields one port):
-    the emulator is for this machine only.
+    the emulator is for this machine only. ``roles`` says which roles the fleet's accounts hold
+    (default: ``FleetscanReader`` everywhere and ``FleetscanOrgReader`` in each management
+    account, no external id). ``clock`` (seconds since the epoch) dates the sessions STS issues
+    and judges their expiry; tests may move it.
     """
 
     def __init__(
@@ -345,21 +102,25 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         tls: TLSMaterial | None = None,
+        roles: Roles | None = None,
     ) -> None:
         _require_loopback(host)
         self.fleet = fleet
         self.host = host
         self.port = port
         self.tls = tls
+        self.roles = roles if roles is not None else Roles(fleet)
         self.counters = Counters()
+        self.clock: Callable[[], float] = time.time
         #: Connections that have carried an API call (weak: a closed one is forgotten).
         self._seen_transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self._faults = faults if faults is not None else Faults()
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
         self._random = random.Random()
-        self._pairs: dict[tuple[str, str], _PairView] = {}
-        self._auth_cache: dict[str, tuple[str, str] | ApiError] = {}
-        #: Seconds a key works after its first use (None: forever); see ``credential_ttl``.
+        self._auth_cache: dict[str, Caller | AuthFailure] = {}
+        self._token_cache: dict[str, Session | object | None] = {}
+        #: Seconds a session key works after its first use (None: until it expires); see
+        #: ``credential_ttl``.
         self.credential_ttl: float | None = None
         self._key_first_seen: dict[str, float] = {}
         self._sleepers: set[asyncio.Task[Any]] = set()
@@ -367,12 +128,15 @@ class EmulatorServer:
         self._endpoint_url: str | None = None
         self._request_ids = itertools.count(1)
         self._request_id_prefix = str(uuid.uuid4())[:24]
-        self._handlers: dict[str, Callable[[str, str, Payload], bytes]] = {
-            TARGET_PREFIX + "ListGateways": self._list_gateways,
-            TARGET_PREFIX + "ListVolumeRecoveryPoints": self._list_volume_recovery_points,
-            TARGET_PREFIX + "DescribeGatewayInformation": self._describe_gateway_information,
-            TARGET_PREFIX + "ListVolumes": self._list_volumes,
+        self.storage_gateway = StorageGateway(fleet)
+        self.sts = Sts(fleet, self.roles, SessionIssuer(), lambda: self.clock())
+        self.organizations = Organizations(fleet)
+        self.ec2 = Ec2(fleet)
+        self._by_target: dict[str, Service] = {
+            STORAGE_GATEWAY_PREFIX: self.storage_gateway,
+            ORGANIZATIONS_PREFIX: self.organizations,
         }
+        self._by_version: dict[str, Service] = {STS_VERSION: self.sts, _EC2_VERSION: self.ec2}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -446,6 +210,8 @@ class EmulatorServer:
                 counters.connection()
             try:
                 return await self._api(request)
+            except ConnectionResetError:  # the client went away (killed, timed out)
+                return web.Response(status=400)  # nobody to answer
             finally:
                 counters.leave()
         if request.path.startswith("/_emulator/"):
@@ -454,83 +220,144 @@ class EmulatorServer:
             404, {"message": f"no route for {request.method} {request.path}"}
         )
 
-    def _response(self, status: int, body: bytes) -> web.Response:
-        request_id = f"{self._request_id_prefix}{next(self._request_ids):012x}"
+    def _request_id(self) -> str:
+        return f"{self._request_id_prefix}{next(self._request_ids):012x}"
+
+    @staticmethod
+    def _response(service: Service, status: int, body: bytes, request_id: str) -> web.Response:
         return web.Response(
             body=body,
             status=status,
-            headers={"Content-Type": CONTENT_TYPE, "x-amzn-RequestId": request_id},
+            headers={"Content-Type": service.protocol.content_type, "x-amzn-RequestId": request_id},
         )
 
-    def _error(self, error: ApiError) -> web.Response:
+    def _error(self, service: Service, error: ApiError, request_id: str) -> web.Response:
         self.counters.error(error.code)
-        return self._response(error.status, error.body())
+        return self._response(
+            service, error.status, service.protocol.error_body(error, request_id), request_id
+        )
+
+    def _reject(self, service: Service, error: ApiError, request_id: str) -> web.Response:
+        """Refuse a request before it became a call (unsigned, unknown key, bad scope)."""
+        self.counters.reject(error.code)
+        return self._response(
+            service, error.status, service.protocol.error_body(error, request_id), request_id
+        )
 
     async def _api(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = request.headers
-        caller = self._caller(headers.get("Authorization"), headers)
-        if isinstance(caller, ApiError):
-            self.counters.reject(caller.code)
-            return self._response(caller.status, caller.body())
-        account_id, region = caller
-        if self.credential_ttl is not None and self._expired(headers.get("Authorization", "")):
+        request_id = self._request_id()
+        raw: bytes | None = None
+        target = headers.get("X-Amz-Target")
+        if target is not None:  # AWS JSON 1.1: the target names the service and operation
+            prefix, _, operation = target.partition(".")
+            service = self._by_target.get(prefix, self.storage_gateway)
+        else:  # the query protocols: the form's Version names the service
+            raw = await request.read()
+            form = parse_form(raw)
+            service = self._by_version.get(form.get("Version", ""), self.sts)
+            operation = form.get("Action", "")
+
+        authorization = headers.get("Authorization")
+        caller = self._caller(authorization, headers)
+        if isinstance(caller, AuthFailure):
+            return self._reject(service, service.auth_error(*caller), request_id)
+        account_id, region, scope, access_key_id = caller
+        if scope != service.name:
+            error = service.auth_error(
+                "invalid_signature",
+                f"Credential should be scoped to correct service: '{service.name}'. ",
+            )
+            return self._reject(service, error, request_id)
+        session = self._session(headers.get("X-Amz-Security-Token"), access_key_id)
+        if session is INVALID_TOKEN:
+            error = service.auth_error("unrecognized", _INVALID_TOKEN_MESSAGE)
+            return self._reject(service, error, request_id)
+        if isinstance(session, Session) and session.expires <= self.clock():
+            error = service.auth_error("expired", _EXPIRED_TOKEN_MESSAGE)
+            return self._error(service, error, request_id)
+        if (
+            self.credential_ttl is not None
+            and access_key_id.startswith("ASIA")
+            and self._expired(access_key_id)
+        ):
             self.counters.fault("expired_token")
-            return self._error(_EXPIRED_TOKEN)
-        target = headers.get("X-Amz-Target", "")
-        handler = self._handlers.get(target)
+            error = service.auth_error("expired", _EXPIRED_TOKEN_MESSAGE)
+            return self._error(service, error, request_id)
+        handler = service.handlers.get(operation)
         if handler is None:
-            return self._error(ApiError(400, _CORAL + "UnknownOperationException", None))
-        operation = target[len(TARGET_PREFIX) :]
+            return self._error(service, service.unknown_operation(operation), request_id)
         self.counters.call(operation, account_id, region)
 
+        call = Call(
+            account_id,
+            region,
+            operation,
+            {},
+            access_key_id,
+            session if isinstance(session, Session) else None,
+            request_id,
+        )
         malformed = False
-        rule = self._faults.for_call(account_id, region, operation)
-        if rule is not NO_FAULT:
-            outcome = await self._inject(request, rule, account_id, region, operation)
-            if isinstance(outcome, web.StreamResponse):
-                return outcome
-            malformed = outcome
+        faults = self._faults
+        if faults:
+            organization = self.fleet.organization_of(account_id)
+            rule = faults.for_call(
+                account_id, region, operation, None if organization is None else organization.id
+            )
+            if rule is not NO_FAULT:
+                outcome = await self._inject(request, rule, service, call)
+                if isinstance(outcome, web.StreamResponse):
+                    return outcome
+                malformed = outcome
 
         try:
-            raw = await request.read()
-        except ConnectionResetError:  # the client went away (killed, timed out): nobody to answer
-            return web.Response(status=400)
-        try:
-            try:
-                params = orjson.loads(raw) if raw else {}
-            except orjson.JSONDecodeError:
-                raise _serialization_error("Invalid JSON in request body") from None
-            if not isinstance(params, dict):
-                raise _serialization_error("Start of structure or map expected")
-            body = handler(account_id, region, params)
+            if raw is None:
+                raw = await request.read()
+            call.params = service.protocol.parse(raw)
+            body = handler(call)
             status = 200
         except ApiError as error:
             if not malformed:
-                return self._error(error)
-            body = error.body()
+                return self._error(service, error, request_id)
+            body = service.protocol.error_body(error, request_id)
         if malformed:
             status = 200
             body = body[: len(body) // 2]
-        return self._response(status, body)
+        return self._response(service, status, body, request_id)
 
-    def _expired(self, authorization: str) -> bool:
-        """Keys "expire" ``credential_ttl`` seconds after this server first saw them.
+    def _session(self, token: str | None, access_key_id: str) -> Session | object | None:
+        """The caller's session: a :class:`Session` for a token the emulator issued to this key,
+        :data:`INVALID_TOKEN` for a token of ours that is not this key's (or a session key sent
+        without a token), None for long-term keys and other issuers' tokens."""
+        if token is None:
+            return INVALID_TOKEN if access_key_id.startswith("ASIA") else None
+        session = self._token_cache.get(token)
+        if session is None and token not in self._token_cache:
+            session = parse_token(token)
+            if len(self._token_cache) >= _AUTH_CACHE_LIMIT:
+                self._token_cache.clear()
+            self._token_cache[token] = session
+        if isinstance(session, Session) and session.access_key_id != access_key_id:
+            return INVALID_TOKEN
+        return session
+
+    def _expired(self, access_key_id: str) -> bool:
+        """Session keys "expire" ``credential_ttl`` seconds after this server first saw them.
 
         Real session keys expire on a clock the scanner cannot see; this makes a scan longer
         than a session cheap to test (an AssumeRole session lasts at least 15 minutes).
         """
-        start = authorization.find("Credential=") + len("Credential=")
-        key = authorization[start : authorization.find("/", start)]
         now = time.monotonic()
         if len(self._key_first_seen) >= _AUTH_CACHE_LIMIT:
             self._key_first_seen.clear()
-        first = self._key_first_seen.setdefault(key, now)
+        first = self._key_first_seen.setdefault(access_key_id, now)
         return now - first > (self.credential_ttl or 0.0)
 
-    def _caller(self, authorization: str | None, headers: Any) -> tuple[str, str] | ApiError:
-        """(account, region) from the SigV4 credential scope, or the error AWS answers."""
+    def _caller(self, authorization: str | None, headers: Any) -> Caller | AuthFailure:
+        """Whom the SigV4 credential scope names, or why it cannot be used."""
         if not authorization or not authorization.startswith("AWS4-"):
-            return _MISSING_TOKEN
+            return AuthFailure("missing", _MISSING_TOKEN_MESSAGE)
         start = authorization.find("Credential=")
         if start < 0:
             return self._incomplete_signature(authorization, headers)
@@ -552,7 +379,7 @@ class EmulatorServer:
         return cached
 
     @staticmethod
-    def _incomplete_signature(authorization: str, headers: Any) -> ApiError:
+    def _incomplete_signature(authorization: str, headers: Any) -> AuthFailure:
         missing = [
             f"Authorization header requires '{name}' parameter."
             for name in ("Credential", "Signature", "SignedHeaders")
@@ -563,31 +390,18 @@ class EmulatorServer:
                 "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' "
                 "header."
             )
-        return ApiError(400, _CORAL + "IncompleteSignatureException", " ".join(missing))
+        return AuthFailure("incomplete", " ".join(missing))
 
     async def _inject(
-        self,
-        request: web.BaseRequest,
-        rule: FaultRule,
-        account_id: str,
-        region: str,
-        operation: str,
+        self, request: web.BaseRequest, rule: FaultRule, service: Service, call: Call
     ) -> web.StreamResponse | bool:
         """Apply a rule's faults. A response ends the call; otherwise, whether to malform it."""
         counters = self.counters
         if rule.access_denied:
             counters.fault("access_denied")
-            return self._error(
-                ApiError(
-                    400,
-                    _CORAL + "AccessDeniedException",
-                    f"User: arn:aws:sts::{account_id}:assumed-role/emulated/fleetscan is not "
-                    f"authorized to perform: storagegateway:{operation} on resource: "
-                    f"arn:aws:storagegateway:{region}:{account_id}:gateway/*",
-                )
-            )
+            return self._error(service, service.access_denied(call), call.request_id)
         if rule.throttle_rate is not None:
-            key = (account_id, region)
+            key = (call.account_id, call.region, service.name)
             bucket = self._buckets.get(key)
             if bucket is None:
                 bucket = self._buckets[key] = TokenBucket(rule.throttle_rate, rule.throttle_burst)
@@ -595,7 +409,7 @@ class EmulatorServer:
                 bucket.reconfigure(rule.throttle_rate, rule.throttle_burst)
             if not bucket.take():
                 counters.fault("throttle")
-                return self._error(_THROTTLED)
+                return self._error(service, service.throttled(), call.request_id)
         if rule.latency_ms or rule.jitter_ms:
             counters.fault("latency")
             delay = rule.latency_ms + self._random.uniform(0.0, rule.jitter_ms)
@@ -614,18 +428,16 @@ class EmulatorServer:
         threshold += rule.internal_error_rate
         if draw < threshold:
             counters.fault("internal_error")
-            return self._error(
-                ApiError(
-                    rule.internal_error_status,
-                    "InternalServerError",
-                    _INTERNAL_MESSAGE,
-                    "InternalError",
-                )
-            )
+            error = service.internal_error(rule.internal_error_status)
+            return self._error(service, error, call.request_id)
         threshold += rule.malformed_rate
         if draw < threshold:
             counters.fault("malformed")
             return True
+        threshold += rule.empty_page_rate
+        if draw < threshold and call.operation.startswith("List") and service is self.organizations:
+            counters.fault("empty_page")
+            call.empty_page = True
         return False
 
     async def _sleep(self, seconds: float) -> None:
@@ -638,97 +450,6 @@ class EmulatorServer:
             await asyncio.sleep(seconds)
         finally:
             self._sleepers.discard(task)
-
-    # -- operations ---------------------------------------------------------------------------
-
-    def _pair(self, account_id: str, region: str) -> _PairView:
-        key = (account_id, region)
-        view = self._pairs.get(key)
-        if view is None:
-            gateways = self.fleet.gateways(account_id, region)
-            if not gateways:
-                return _EMPTY_PAIR
-            view = _PairView(gateways)
-            if len(self._pairs) >= _PAIR_CACHE_LIMIT:
-                del self._pairs[next(iter(self._pairs))]
-            self._pairs[key] = view
-        return view
-
-    def _gateway(self, account_id: str, region: str, arn: str) -> tuple[_PairView, Gateway]:
-        view = self._pair(account_id, region)
-        gateway = view.by_arn.get(arn)
-        if gateway is None:  # includes gateways of other accounts and regions
-            raise _gateway_not_found(arn)
-        return view, gateway
-
-    def _list_gateways(self, account_id: str, region: str, params: Payload) -> bytes:
-        problems: list[str] = []
-        marker = _marker(params, problems)
-        limit = _page_limit(params, problems)
-        if problems:
-            raise _validation_error(problems)
-        view = self._pair(account_id, region)
-        fragments = view.list_fragments
-        if not fragments and marker is None:
-            return b'{"Gateways":[]}'
-        return _page(fragments, _start_of(marker, len(fragments)), limit, b'"Gateways"', b"")
-
-    def _list_volume_recovery_points(self, account_id: str, region: str, params: Payload) -> bytes:
-        problems: list[str] = []
-        arn = _gateway_arn(params, problems, required=True)
-        if problems or arn is None:
-            raise _validation_error(problems)
-        view, gateway = self._gateway(account_id, region, arn)
-        if not gateway.is_cached:
-            raise _gateway_error(
-                "NotSupported", "This operation is not valid for the specified gateway.", arn
-            )
-        if not gateway.connected:
-            raise _gateway_error(
-                "GatewayNotConnected", "The specified gateway is not connected.", arn
-            )
-        body = view.lvrp_bodies.get(arn)
-        if body is None:
-            body = view.lvrp_bodies[arn] = _recovery_points_body(gateway)
-        return body
-
-    def _describe_gateway_information(self, account_id: str, region: str, params: Payload) -> bytes:
-        problems: list[str] = []
-        arn = _gateway_arn(params, problems, required=True)
-        if problems or arn is None:
-            raise _validation_error(problems)
-        _, gateway = self._gateway(account_id, region, arn)
-        if not gateway.connected:
-            raise _gateway_error(
-                "GatewayNotConnected", "The specified gateway is not connected.", arn
-            )
-        return _describe_body(gateway)
-
-    def _list_volumes(self, account_id: str, region: str, params: Payload) -> bytes:
-        problems: list[str] = []
-        arn = _gateway_arn(params, problems, required=False)
-        marker = _marker(params, problems)
-        limit = _page_limit(params, problems)
-        if problems:
-            raise _validation_error(problems)
-        if arn is not None:
-            _, gateway = self._gateway(account_id, region, arn)
-            if gateway.type not in ("CACHED", "STORED"):
-                raise _gateway_error(
-                    "NotSupported", "This operation is not valid for the specified gateway.", arn
-                )
-            volumes = _volume_info(gateway)
-        else:  # every volume gateway of the caller in this region
-            volumes = [
-                item
-                for gateway in self._pair(account_id, region).gateways
-                if gateway.type in ("CACHED", "STORED")
-                for item in _volume_info(gateway)
-            ]
-        volumes.sort(key=lambda item: item[0])  # "sorted by volume ARN"
-        fragments = [orjson.dumps(info) for _, info in volumes]
-        head = b'"GatewayARN":' + orjson.dumps(arn) + b"," if arn is not None else b""
-        return _page(fragments, _start_of(marker, len(fragments)), limit, b'"VolumeInfos"', head)
 
     # -- admin --------------------------------------------------------------------------------
 
@@ -765,40 +486,30 @@ def _require_loopback(host: str) -> None:
         raise ValueError(f"emulator host {host} is not a loopback address: use 127.0.0.1 or ::1")
 
 
-def _parse_credential(credential: str) -> tuple[str, str] | ApiError:
-    """``AKID/date/region/service/aws4_request`` -> (account, region), or the error."""
+def _parse_credential(credential: str) -> Caller | AuthFailure:
+    """``AKID/date/region/service/aws4_request`` -> the caller, or why it cannot be used."""
     parts = credential.split("/")
     if len(parts) != 5 or not parts[0]:
-        return ApiError(
-            400,
-            _CORAL + "IncompleteSignatureException",
+        return AuthFailure(
+            "incomplete",
             f"Credential should be scoped to a valid region, not a malformed scope "
             f"'{'/'.join(parts[1:])}'.",
         )
     access_key_id, _date, region, service, terminator = parts
     if terminator != "aws4_request":
-        return ApiError(
-            400,
-            _CORAL + "IncompleteSignatureException",
+        return AuthFailure(
+            "incomplete",
             f"Credential should be scoped with a valid terminator: 'aws4_request', "
             f"not '{terminator}'.",
         )
-    if service != "storagegateway":
-        return ApiError(
-            400,
-            _CORAL + "InvalidSignatureException",
-            "Credential should be scoped to correct service: 'storagegateway'. ",
-        )
     if region not in _KNOWN_REGIONS:
-        return ApiError(
-            400,
-            _CORAL + "InvalidSignatureException",
-            f"Credential should be scoped to a valid region, not '{region}'. ",
+        return AuthFailure(
+            "invalid_signature", f"Credential should be scoped to a valid region, not '{region}'. "
         )
     account_id = account_id_from_access_key(access_key_id)
     if account_id is None:
-        return _UNRECOGNIZED_CLIENT
-    return account_id, region
+        return AuthFailure("unrecognized", _INVALID_TOKEN_MESSAGE)
+    return Caller(account_id, region, service, access_key_id)
 
 
 def _reset_connection(request: web.BaseRequest) -> None:
@@ -825,8 +536,9 @@ class EmulatorThread:
         host: str = "127.0.0.1",
         port: int = 0,
         tls: TLSMaterial | None = None,
+        roles: Roles | None = None,
     ) -> None:
-        self.server = EmulatorServer(fleet, faults, host=host, port=port, tls=tls)
+        self.server = EmulatorServer(fleet, faults, host=host, port=port, tls=tls, roles=roles)
         self._thread = LoopThread("fleetscan-emulator")
 
     @property

@@ -7,6 +7,7 @@ the same way, to rehearse against the emulated fleet before it meets a real orga
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .._sinks import iter_records
@@ -52,9 +53,11 @@ def verify_run(
     run_id: str,
     *,
     regions: tuple[str, ...] | None = None,
+    organizations: Collection[str] | None = None,
 ) -> Verification:
-    """Compare run ``run_id`` under a local ``destination`` with ``fleet.ground_truth()``."""
-    truth = fleet.ground_truth(regions=regions)
+    """Compare run ``run_id`` under a local ``destination`` with ``fleet.ground_truth()``, of
+    every organization or of those named (``o-…`` ids: a run whose other organizations failed)."""
+    truth = fleet.ground_truth(regions=regions, organizations=organizations)
     want = {rp.volume_arn for rp in truth.recovery_points}
     got = Counter(r["volume_arn"] for r in iter_records(destination, run_id, "recovery_points"))
     want_gw = {g.gateway_arn for g in truth.gateways}

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
+from xml.etree import ElementTree
 
 import botocore.session
 import orjson
@@ -129,17 +130,20 @@ _SESSION = get_session()
 
 
 @asynccontextmanager
-async def storage_gateway_client(
+async def aws_client(
+    service: str,
     endpoint_url: str,
     account_id: str,
     region: str,
     *,
     access_key_id: str | None = None,
+    session_token: str | None = None,
     verify: bool | str | None = None,
     raw_bodies: list[tuple[str, bytes]] | None = None,
     **config: Any,
 ) -> AsyncIterator[Any]:
-    """A real aiobotocore Storage Gateway client whose key id encodes ``account_id``.
+    """A real aiobotocore client of ``service`` whose key id encodes ``account_id`` (or the
+    given session keys).
 
     botocore's retries are off, so every fault arrives as it was sent. ``raw_bodies`` collects
     (operation, body) of each response as it came off the wire, before botocore parses (and
@@ -148,11 +152,12 @@ async def storage_gateway_client(
     options: dict[str, Any] = {"retries": NO_RETRIES, "max_pool_connections": 64}
     options.update(config)
     async with _SESSION.create_client(
-        "storagegateway",
+        service,
         region_name=region,
         endpoint_url=endpoint_url,
         aws_access_key_id=access_key_id or access_key_for_account(account_id),
         aws_secret_access_key="emulated-secret-not-checked",
+        aws_session_token=session_token,
         verify=verify,
         config=AioConfig(**options),
     ) as client:
@@ -161,8 +166,16 @@ async def storage_gateway_client(
             def capture(operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:
                 raw_bodies.append((operation_model.name, response_dict["body"]))
 
-            client.meta.events.register("before-parse.storage-gateway", capture)
+            event = client.meta.service_model.service_id.hyphenize()
+            client.meta.events.register(f"before-parse.{event}", capture)
         yield client
+
+
+def storage_gateway_client(
+    endpoint_url: str, account_id: str, region: str, **options: Any
+) -> AbstractAsyncContextManager[Any]:
+    """:func:`aws_client` for Storage Gateway."""
+    return aws_client("storagegateway", endpoint_url, account_id, region, **options)
 
 
 @pytest.fixture
@@ -170,9 +183,20 @@ def make_client() -> ClientFactory:
     return storage_gateway_client
 
 
+@pytest.fixture
+def make_aws_client() -> ClientFactory:
+    """``make_aws_client(service, endpoint_url, account_id, region, **options)``."""
+    return aws_client
+
+
 # -- validation against botocore's model --------------------------------------------------------
 
-_SERVICE_MODEL = botocore.session.get_session().get_service_model("storagegateway")
+_BOTOCORE = botocore.session.get_session()
+_MODELS = {
+    name: _BOTOCORE.get_service_model(name)
+    for name in ("storagegateway", "organizations", "sts", "ec2")
+}
+_SERVICE_MODEL = _MODELS["storagegateway"]
 
 #: The one place AWS itself departs from its model: the API page's sample response sends
 #: VolumeSizeInBytes (a long) as a JSON string, and the emulator does so for some volumes.
@@ -264,24 +288,128 @@ def _bounds(measure: int, meta: dict[str, Any], path: str, what: str) -> list[st
     return problems
 
 
-def body_problems(operation: str, body: bytes) -> list[str]:
+def body_problems(operation: str, body: bytes, service: str = "storagegateway") -> list[str]:
     """Problems of a raw response body: an error against its exception's shape (``__type``
-    must name a Storage Gateway exception or a well-known AWS framework error), a success
-    against the operation's output shape."""
+    must name an exception of the service or a well-known AWS framework error), a success
+    against the operation's output shape. The XML protocols (STS, EC2) go to
+    :func:`xml_body_problems`."""
+    model = _MODELS[service]
+    if model.protocol in ("query", "ec2"):
+        return xml_body_problems(operation, body, service)
     doc = orjson.loads(body)
     if isinstance(doc, dict) and "__type" in doc:
         code = doc.pop("__type").rsplit("#", 1)[-1]
-        if code in _SERVICE_MODEL.shape_names:
-            return shape_problems(doc, error_shape(code), f"{operation}<{code}>")
+        if code in model.shape_names:
+            return shape_problems(doc, model.shape_for(code), f"{operation}<{code}>")
         # Framework errors (throttling, validation, auth) have no shape in the model; botocore
         # reads only __type and message from them.
         unknown = set(doc) - {"message", "Message"}
         return [f"{operation}<{code}>: unexpected members {sorted(unknown)}"] if unknown else []
-    return shape_problems(doc, output_shape(operation), operation)
+    return shape_problems(doc, model.operation_model(operation).output_shape, operation)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def xml_problems(element: Any, shape: Any, path: str, ec2: bool) -> list[str]:
+    """Every way an XML element departs from a botocore shape, as the query protocol (``ec2``:
+    EC2's variant) serializes it: members by their wire names, lists of ``member`` (EC2: the
+    member's ``item``), and the same checks on values as :func:`shape_problems`."""
+    kind = shape.type_name
+    children = list(element)
+    if kind == "structure":
+        by_wire = {
+            m.serialization.get("name", name): (name, m) for name, m in shape.members.items()
+        }
+        seen = set()
+        problems: list[str] = []
+        for child in children:
+            tag = _local(child.tag)
+            if tag not in by_wire:
+                problems.append(f"{path}.{tag}: not a member of {shape.name}")
+                continue
+            name, member = by_wire[tag]
+            seen.add(name)
+            problems += xml_problems(child, member, f"{path}.{name}", ec2)
+        for name in shape.metadata.get("required", []):
+            if name not in seen:
+                problems.append(f"{path}.{name}: required member missing")
+        return problems
+    if kind == "list":
+        wanted = shape.member.serialization.get("name", "item" if ec2 else "member")
+        problems = _bounds(len(children), shape.metadata, path, "length")
+        for index, child in enumerate(children):
+            if _local(child.tag) != wanted:
+                problems.append(f"{path}[{index}]: <{_local(child.tag)}>, expected <{wanted}>")
+            problems += xml_problems(child, shape.member, f"{path}[{index}]", ec2)
+        return problems
+    if children:
+        return [f"{path}: a {kind} cannot have child elements"]
+    text = element.text or ""
+    if kind == "string":
+        return shape_problems(text, shape, path)
+    if kind in ("integer", "long"):
+        if not text.lstrip("-").isdigit():
+            return [f"{path}: {text!r} is not an integer"]
+        return shape_problems(int(text), shape, path)
+    if kind == "boolean":
+        return [] if text in ("true", "false") else [f"{path}: {text!r} is not a boolean"]
+    if kind == "timestamp":
+        try:
+            dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return [f"{path}: {text!r} is not an ISO 8601 timestamp"]
+        return []
+    return [f"{path}: unhandled shape type {kind}"]
+
+
+def xml_body_problems(operation: str, body: bytes, service: str) -> list[str]:
+    """An STS or EC2 answer against the model: the result element against the output shape
+    (inside ``<OpResult>`` for STS), errors in the form each protocol's parser reads."""
+    model = _MODELS[service]
+    ec2 = model.protocol == "ec2"
+    root = ElementTree.fromstring(body)
+    tag = _local(root.tag)
+    if ec2 and tag == "Response":
+        errors = root.find("Errors")
+        if errors is None or [_local(e.tag) for e in root] != ["Errors", "RequestID"]:
+            return [f"{operation}: an EC2 error needs Errors and RequestID"]
+        return [
+            f"{operation}<error>: {_local(e.tag)} is not Code or Message"
+            for error in errors
+            for e in error
+            if _local(e.tag) not in ("Code", "Message")
+        ]
+    if tag == "ErrorResponse":
+        error = root.find(f"{{{model.metadata['xmlNamespace']}}}Error")
+        if error is None:
+            return [f"{operation}: ErrorResponse without Error"]
+        members = {_local(e.tag) for e in error}
+        return (
+            []
+            if members <= {"Type", "Code", "Message"} and "Code" in members
+            else [f"{operation}: Error members {sorted(members)}"]
+        )
+    if tag != f"{operation}Response":
+        return [f"{operation}: root element <{tag}>"]
+    output = model.operation_model(operation).output_shape
+    if ec2:
+        result = [e for e in root if _local(e.tag) != "requestId"]
+        holder = ElementTree.Element("result")
+        holder.extend(result)
+        return xml_problems(holder, output, operation, ec2=True)
+    wrapper = output.serialization["resultWrapper"]
+    found = [e for e in root if _local(e.tag) == wrapper]
+    metadata = [e for e in root if _local(e.tag) == "ResponseMetadata"]
+    if len(found) != 1 or len(metadata) != 1 or len(root) != 2:
+        return [f"{operation}: expected <{wrapper}> and <ResponseMetadata>"]
+    return xml_problems(found[0], output, operation, ec2=False)
 
 
 @pytest.fixture
-def validate_body() -> Callable[[str, bytes], list[str]]:
+def validate_body() -> Callable[..., list[str]]:
+    """``validate_body(operation, body, service="storagegateway")``: see :func:`body_problems`."""
     return body_problems
 
 

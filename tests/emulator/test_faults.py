@@ -82,6 +82,37 @@ def test_the_most_specific_rule_wins_per_field_group() -> None:
     assert rule.malformed_rate == 0.0
 
 
+def test_rules_scope_to_a_service_and_an_organization() -> None:
+    org_a, org_b = "o-aaaaaaaaaa", "o-bbbbbbbbbb"
+    # Naming neither a service nor an operation means Storage Gateway, as rules always did.
+    storage_gateway = Faults([FaultRule(internal_error_rate=1.0)])
+    assert storage_gateway.for_call(A, "us-east-1", "ListGateways").internal_error_rate == 1.0
+    assert storage_gateway.for_call(A, "us-east-1", "AssumeRole") is NO_FAULT
+    # service=None: every service; naming an operation names its service.
+    everywhere = Faults([FaultRule(service=None, latency_ms=5)])
+    assert everywhere.for_call(A, "us-east-1", "DescribeRegions").latency_ms == 5
+    assert FaultRule(operation="ListAccounts").service == "organizations"
+    assert FaultRule(operation="AssumeRole", service=None).service == "sts"
+    sts = Faults([FaultRule(service="sts", throttle_rate=0)])
+    assert sts.for_call(A, "us-east-1", "GetCallerIdentity").throttle_rate == 0
+    assert sts.for_call(A, "us-east-1", "ListAccounts") is NO_FAULT
+
+    # An organization's rule applies to calls made as any of its accounts, and only those.
+    faults = Faults(
+        [
+            FaultRule(organization_id=org_b, operation="ListAccounts", throttle_rate=0),
+            FaultRule(organization_id=org_a, service=None, internal_error_rate=0.5),
+            FaultRule(account_id=A, service=None, internal_error_rate=0.1),
+        ]
+    )
+    assert faults.for_call(B, "us-east-1", "ListAccounts", org_b).throttle_rate == 0
+    assert faults.for_call(B, "us-east-1", "ListRoots", org_b) is NO_FAULT
+    assert faults.for_call(B, "us-east-1", "ListAccounts", org_a).throttle_rate is None
+    assert faults.for_call(B, "us-east-1", "ListAccounts", None) is NO_FAULT
+    # Equally specific (one scope field each, besides the service): the later rule wins.
+    assert faults.for_call(A, "us-east-1", "AssumeRole", org_a).internal_error_rate == 0.1
+
+
 def test_between_equally_specific_rules_the_later_wins() -> None:
     faults = Faults(
         [
@@ -93,12 +124,14 @@ def test_between_equally_specific_rules_the_later_wins() -> None:
     assert (rule.internal_error_rate, rule.internal_error_status) == (0.7, 400)
 
 
-_rates = st.floats(min_value=0.0, max_value=0.25, allow_nan=False)
+_rates = st.floats(min_value=0.0, max_value=0.2, allow_nan=False)
 _rules = st.builds(
     FaultRule,
     account_id=st.none() | st.sampled_from([A, B]),
     region=st.none() | st.sampled_from(["us-east-1", "eu-west-1"]),
     operation=st.none() | st.sampled_from(OPERATIONS),
+    service=st.sampled_from(["storagegateway", None]),
+    organization_id=st.none() | st.sampled_from(["o-aaaaaaaaaa", "o-bbbbbbbbbb"]),
     internal_error_rate=_rates,
     internal_error_status=st.sampled_from([400, 500]),
     throttle_rate=st.none() | st.floats(min_value=0.01, max_value=1e4),
@@ -110,6 +143,7 @@ _rules = st.builds(
     slow_seconds=st.floats(min_value=0, max_value=1e3),
     malformed_rate=_rates,
     access_denied=st.booleans(),
+    empty_page_rate=_rates,
 )
 
 
@@ -131,11 +165,18 @@ def test_faults_round_trip_through_json(rules: list[FaultRule]) -> None:
         ('{"rules": [{"internal_error_status": 503}]}', "internal_error_status"),
         ('{"rules": [{"operation": "DeleteGateway"}]}', "operation"),
         ('{"rules": [{"account_id": "12345"}]}', "account_id"),
-        ('{"rules": [{"throttle_rate": 0}]}', "throttle_rate"),
+        ('{"rules": [{"throttle_rate": -1}]}', "throttle_rate"),
         ('{"rules": [{"throttle_burst": 0}]}', "throttle_burst"),
         ('{"rules": [{"latency_ms": -1}]}', "latency_ms"),
         ('{"rules": [{"reset_rate": 0.6, "slow_rate": 0.6}]}', "must not exceed 1"),
         ('{"rules": [{"access_denied": "yes"}]}', "access_denied"),
+        ('{"rules": [{"service": "s3"}]}', "service"),
+        (
+            '{"rules": [{"service": "sts", "operation": "ListAccounts"}]}',
+            "belongs to organizations",
+        ),
+        ('{"rules": [{"organization_id": "123456789012"}]}', "organization_id"),
+        ('{"rules": [{"empty_page_rate": 0.7, "reset_rate": 0.7}]}', "must not exceed 1"),
         ('{"rules": {"internal_error_rate": 0.1}}', "list of rules"),
         ('{"rulez": []}', "'rulez'"),
         ('{"rules": [', "not valid JSON"),

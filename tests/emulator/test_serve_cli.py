@@ -176,6 +176,42 @@ def test_serve_tls_is_trusted_by_the_aws_cli_and_sigterm_stops_cleanly(
     assert not ca_bundle.exists()  # the throwaway CA went with the server
 
 
+def test_serve_two_organizations_says_how_to_reach_each(
+    serve: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """The second organization is reached as a scanner's ``management_role_arn`` would reach
+    it: the ARN printed for it, assumed with the exported keys."""
+    process, exports, comments = _start(serve, tmp_path, "--organizations", "2")
+    fleet = Fleet(FleetSpec(seed=7, accounts=12, organizations=2, regions=REGIONS))
+    printed = [c for c in comments if c.startswith("# organization ")]
+    assert len(printed) == 2
+    env = _clean_env(tmp_path) | exports
+    for organization, line in zip(fleet.organizations, printed, strict=True):
+        role_arn = line.rsplit("management_role_arn ", 1)[1]
+        assert role_arn == (f"arn:aws:iam::{organization.management.id}:role/FleetscanOrgReader")
+        assert f" {organization.id}: management account {organization.management.id}" in line
+        assumed = _aws(
+            env, "sts", "assume-role", "--role-arn", role_arn, "--role-session-name", "org"
+        )["Credentials"]
+        assert isinstance(assumed, dict)
+        admin_env = env | {
+            "AWS_ACCESS_KEY_ID": assumed["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": assumed["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": assumed["SessionToken"],
+        }
+        described = _aws(admin_env, "organizations", "describe-organization")["Organization"]
+        assert isinstance(described, dict)
+        assert described["Id"] == organization.id
+        listed = _aws(admin_env, "organizations", "list-accounts")["Accounts"]
+        assert isinstance(listed, list)
+        assert sorted(a["Id"] for a in listed) == sorted(
+            a.id for a in fleet.organization_accounts(organization)
+        )
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+
 def test_serve_fleet_knobs_shape_the_fleet_it_serves(
     serve: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
@@ -238,6 +274,13 @@ def test_serve_fleet_knobs_shape_the_fleet_it_serves(
         (EMULATOR, ["--populated-fraction", "1.5"], "--populated-fraction must be between 0 and 1"),
         (FLEETSCAN, ["--max-volumes-per-gateway", "-1"], "must be at least 0, got -1"),
         (FLEETSCAN, ["--max-gateways-per-pair", "0"], "must be at least 1, got 0"),
+        (FLEETSCAN, ["--organizations", "0"], "--organizations must be at least 1, got 0"),
+        (
+            EMULATOR,
+            ["--accounts", "2", "--organizations", "3"],
+            "3 organizations need at least as many member accounts, got 2",
+        ),
+        (EMULATOR, ["--identity", "iam"], "invalid choice: 'iam'"),
     ],
 )
 def test_bad_flags_exit_2_with_a_clear_message(

@@ -1,5 +1,7 @@
-"""The whole stack over real HTTP: moto (STS, Organizations, EC2, S3) seeded with the fleet's
-organization, beside the Storage Gateway emulator, configured only through environment variables.
+"""The whole stack over real HTTP, configured only through environment variables: the emulator
+(Storage Gateway, STS, Organizations, EC2) and moto (S3), and the same with moto's STS and
+Organizations seeded with the fleet's organizations (``identity="moto"``). Most tests run in both
+modes: the fleet model must answer a client exactly as moto, seeded with the same fleet, does.
 
 Every client here is built with no endpoint, key or region argument: what a user's unchanged
 script gets from ``stack.env()``.
@@ -7,8 +9,11 @@ script gets from ``stack.env()``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import botocore.exceptions
 import certifi
@@ -16,14 +21,25 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.config import Config
 
+import fleetscan
 from fleetscan import ConfigError
 from fleetscan.emulator import (
+    IDENTITY_MODES,
     Fleet,
     FleetSpec,
+    OrganizationAccess,
     Stack,
     account_id_from_access_key,
     start_stack,
+    verify_run,
 )
+
+
+@pytest.fixture(params=IDENTITY_MODES)
+def stack(request: pytest.FixtureRequest, fleet_spec: FleetSpec) -> Iterator[Stack]:
+    """The stack for ``fleet_spec``, once with each identity mode."""
+    with start_stack(fleet_spec, identity=request.param) as running:
+        yield running
 
 
 def _fleet_accounts(fleet: Fleet) -> dict[str, tuple[str, str, str]]:
@@ -189,20 +205,26 @@ def test_suspended_account_and_missing_role_cannot_be_assumed(
             RoleArn=f"arn:aws:iam::{active.id}:role/NotTheReaderRole", RoleSessionName="test"
         )
     assert missing.value.response["Error"]["Code"] == "AccessDenied"
-    # The role exists in the member account, with the management account trusted.
-    role = (
-        _member_session(_assume(stack, active.id), "us-east-1")
-        .client("iam")
-        .get_role(RoleName=stack.role_name)["Role"]
-    )
-    principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"]
-    assert principal == f"arn:aws:iam::{stack.management_account_id}:root"
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert account_id_from_access_key(_assume(stack, active.id)["AccessKeyId"]) == active.id
+    if stack.identity == "moto":
+        # moto's IAM holds the role in the member account, with the management account trusted.
+        role = (
+            _member_session(_assume(stack, active.id), "us-east-1")
+            .client("iam")
+            .get_role(RoleName=stack.role_name)["Role"]
+        )
+        principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"]
+        assert principal == f"arn:aws:iam::{stack.management_account_id}:root"
 
 
+@pytest.mark.parametrize("identity", IDENTITY_MODES)
 def test_external_id_is_required_when_the_stack_sets_one(
-    fleet_spec: FleetSpec, monkeypatch: pytest.MonkeyPatch
+    fleet_spec: FleetSpec, monkeypatch: pytest.MonkeyPatch, identity: Any
 ) -> None:
-    with start_stack(fleet_spec, external_id="correct-horse", role_name="AuditReader") as stack:
+    with start_stack(
+        fleet_spec, external_id="correct-horse", role_name="AuditReader", identity=identity
+    ) as stack:
         for key, value in stack.env().items():
             monkeypatch.setenv(key, value)
         member = next(a for a in stack.fleet.accounts if a.active)
@@ -222,6 +244,7 @@ def test_regions_s3_and_only_the_served_services_point_at_the_stack(
 ) -> None:
     regions = {r["RegionName"] for r in boto3.client("ec2").describe_regions()["Regions"]}
     assert set(stack.fleet.spec.regions) <= regions
+    assert regions == set(stack.fleet.enabled_regions(stack.management_account_id))
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="fleetscan-records")
@@ -229,9 +252,13 @@ def test_regions_s3_and_only_the_served_services_point_at_the_stack(
     body = s3.get_object(Bucket="fleetscan-records", Key="dt=2026-01-01/part-0.ndjson")["Body"]
     assert body.read() == b"{}\n"
 
-    for service in ("sts", "organizations", "ec2", "s3", "iam"):
+    identity = stack.endpoint_url if stack.identity == "fleet" else stack.moto_endpoint_url
+    for service in ("sts", "organizations"):
+        assert boto3.client(service).meta.endpoint_url == identity
+    for service in ("s3", "iam"):
         assert boto3.client(service).meta.endpoint_url == stack.moto_endpoint_url
-    assert boto3.client("storagegateway").meta.endpoint_url == stack.endpoint_url
+    for service in ("storagegateway", "ec2"):
+        assert boto3.client(service).meta.endpoint_url == stack.endpoint_url
     # No global AWS_ENDPOINT_URL: a service the stack does not serve is not routed to it.
     # (The client is only built, never called.)
     assert "AWS_ENDPOINT_URL" not in stack_env
@@ -271,7 +298,7 @@ def test_tls_stack_is_trusted_through_aws_ca_bundle_only(
 def test_moto_state_does_not_leak_between_stacks(
     fleet_spec: FleetSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with start_stack(fleet_spec) as first:
+    with start_stack(fleet_spec, identity="moto") as first:
         with pytest.raises(RuntimeError, match="already running"):
             start_stack(fleet_spec)
         for key, value in first.env().items():
@@ -280,12 +307,156 @@ def test_moto_state_does_not_leak_between_stacks(
         assert [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]] == ["left-behind"]
 
     other = FleetSpec(seed=8, accounts=3, regions=fleet_spec.regions)
-    with start_stack(other) as second:
+    with start_stack(other, identity="moto") as second:
         for key, value in second.env().items():
             monkeypatch.setenv(key, value)
         assert boto3.client("s3").list_buckets()["Buckets"] == []
         accounts = boto3.client("organizations").list_accounts()["Accounts"]
         assert sorted(a["Id"] for a in accounts) == sorted(_fleet_accounts(second.fleet))
+
+
+#: Two organizations: the second reached through its management role, with external ids.
+TWO_ORGANIZATIONS = (
+    OrganizationAccess(),
+    OrganizationAccess(external_id="org2-members", management_external_id="org2-admin"),
+)
+
+
+def _discover_organizations(stack: Stack) -> dict[str, Any]:
+    """What a client learns of each organization: the first through the ambient keys, the others
+    through their management role; and whom a member role of each makes it."""
+    found: dict[str, Any] = {}
+    ambient_sts = boto3.client("sts")
+    for organization in stack.organizations:
+        if organization.index == 0:
+            session = boto3.Session()
+        else:
+            credentials = ambient_sts.assume_role(
+                RoleArn=organization.management_role_arn,
+                RoleSessionName="org-reader",
+                ExternalId=organization.management_external_id or "",
+            )["Credentials"]
+            session = _member_session(credentials, "us-east-1")
+        client = session.client("organizations")
+        described = client.describe_organization()["Organization"]
+        pages = client.get_paginator("list_accounts").paginate(PaginationConfig={"PageSize": 4})
+        accounts = {
+            a["Id"]: (a["Name"], a["Email"], a["Status"]) for p in pages for a in p["Accounts"]
+        }
+        roots = [r["Id"] for r in client.list_roots()["Roots"]]
+        ous = {
+            ou["Id"]: ou["Name"]
+            for root in roots
+            for ou in client.list_organizational_units_for_parent(ParentId=root)[
+                "OrganizationalUnits"
+            ]
+        }
+        member = next(
+            a for a in stack.fleet.accounts if a.active and a.organization_id == organization.id
+        )
+        extra = (
+            {"ExternalId": organization.member_external_id}
+            if organization.member_external_id
+            else {}
+        )
+        member_credentials = ambient_sts.assume_role(
+            RoleArn=organization.member_role_arn(member.id), RoleSessionName="scan", **extra
+        )["Credentials"]
+        caller = (
+            _member_session(member_credentials, "us-east-1")
+            .client("sts")
+            .get_caller_identity()["Account"]
+        )
+        found[organization.id] = {
+            "id": described["Id"],
+            "management": described["MasterAccountId"],
+            "accounts": accounts,
+            "roots": roots,
+            "top_ous": ous,
+            "member_caller": (member.id, caller),
+        }
+    return found
+
+
+def test_two_organizations_look_the_same_through_the_fleet_model_and_moto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = FleetSpec(seed=5, accounts=9, organizations=2, regions=("us-east-1", "eu-west-1"))
+    seen: dict[str, Any] = {}
+    for identity in IDENTITY_MODES:
+        with start_stack(spec, organizations=TWO_ORGANIZATIONS, identity=identity) as stack:
+            for key, value in stack.env().items():
+                monkeypatch.setenv(key, value)
+            seen[identity] = _discover_organizations(stack)
+            fleet = stack.fleet
+            # Without its external id, the second organization's management role refuses.
+            with pytest.raises(botocore.exceptions.ClientError) as refused:
+                boto3.client("sts").assume_role(
+                    RoleArn=stack.organizations[1].management_role_arn, RoleSessionName="nope"
+                )
+            assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+    assert seen["fleet"] == seen["moto"]
+    assert len(seen["fleet"]) == 2
+    for organization in fleet.organizations:
+        view = seen["fleet"][organization.id]
+        assert view["id"] == organization.id
+        assert view["management"] == organization.management.id
+        assert view["roots"] == [organization.root_id]
+        assert set(view["accounts"]) == {a.id for a in fleet.organization_accounts(organization)}
+        statuses = [status for _, _, status in view["accounts"].values()]
+        assert statuses.count("SUSPENDED") == 1  # one suspended member in each organization
+        assert view["top_ous"] == {
+            ou.id: ou.name for ou in organization.ous if ou.parent_id == organization.root_id
+        }
+        member, caller = view["member_caller"]
+        assert caller == member
+
+
+def test_a_scan_of_the_ambient_organization_is_exactly_its_ground_truth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Today's scanner, ``--org`` with the exported keys, against two organizations: it sees the
+    first organization (the keys' own) and nothing of the second, record for record."""
+    spec = FleetSpec(seed=5, accounts=8, organizations=2, regions=("us-east-1", "eu-west-1"))
+    with start_stack(spec) as stack:
+        for key, value in stack.env().items():
+            monkeypatch.setenv(key, value)
+        config = fleetscan.ScanConfig(
+            org=True, role_name=stack.role_name, regions=spec.regions, output=str(tmp_path)
+        )
+        result = anyio.run(fleetscan.run_scan, config, backend="asyncio")
+        first, second = stack.organizations
+        assert result.status == "complete"
+        assert result.stats.accounts == len(stack.fleet.ground_truth().organizations[first.id])
+        mine = verify_run(stack.fleet, str(tmp_path), result.run_id, organizations={first.id})
+        assert mine.exact
+        assert mine.expected > 0
+        everything = verify_run(stack.fleet, str(tmp_path), result.run_id)
+        theirs = stack.fleet.ground_truth(organizations={second.id}).recovery_points
+        assert everything.missing == len(theirs) > 0
+
+
+@pytest.mark.parametrize("identity", IDENTITY_MODES)
+def test_a_denied_organization_cannot_be_reached_through_its_management_role(
+    monkeypatch: pytest.MonkeyPatch, identity: Any
+) -> None:
+    spec = FleetSpec(seed=5, accounts=4, organizations=2, regions=("us-east-1",))
+    access = (OrganizationAccess(), OrganizationAccess(denied=True))
+    with start_stack(spec, organizations=access, identity=identity) as stack:
+        for key, value in stack.env().items():
+            monkeypatch.setenv(key, value)
+        first, denied = stack.organizations
+        assert (first.denied, denied.denied) == (False, True)
+        sts = boto3.client("sts")
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            sts.assume_role(RoleArn=denied.management_role_arn, RoleSessionName="org-reader")
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+        # The first organization's management role still works.
+        credentials = sts.assume_role(
+            RoleArn=first.management_role_arn, RoleSessionName="org-reader"
+        )["Credentials"]
+        assert account_id_from_access_key(credentials["AccessKeyId"]) == first.management_account_id
 
 
 @pytest.mark.parametrize("host", ["10.0.0.1", "0.0.0.0", "192.168.1.20", "example.com"])
