@@ -54,7 +54,9 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-#: The caller's keys have expired: refresh them, then try again.
+#: The caller's keys have expired: not the call's fault. Engine.call refreshes them and tries
+#: again without counting the attempt (a few times per call at most). STS and S3 say
+#: ``ExpiredToken``, Storage Gateway ``ExpiredTokenException``, EC2 ``RequestExpired``.
 EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 
 
@@ -135,6 +137,8 @@ def classify(exc: BaseException) -> Failure:
         return Failure("ConnectionError", _botocore_message(exc), True)
     if isinstance(exc, MalformedResponse):
         return Failure("MalformedResponse", _clip(str(exc), MAX_MESSAGE_CHARS), True)
+    if isinstance(exc, ResponseTooLarge):
+        return Failure("ResponseTooLarge", _clip(str(exc), MAX_MESSAGE_CHARS), False)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return Failure("NoCredentials", "no AWS credentials found", False)
     if _raised_while_parsing(exc):
@@ -170,6 +174,26 @@ def _clip(text: str, limit: int) -> str:
 
 class MalformedResponse(Exception):
     """A 200 answer that is not what the API model promises (truncated body, wrong types)."""
+
+
+class ResponseTooLarge(Exception):
+    """An answer longer than any the API can legitimately send (see ``_aws.MAX_ANSWER_BYTES``).
+
+    Not retried: an endpoint that sends megabytes where AWS sends kilobytes would send them
+    again, and each attempt would cost the cap in memory and bandwidth.
+    """
+
+
+class CallTimeout(botocore.exceptions.ReadTimeoutError):  # type: ignore[misc]  # untyped
+    """One attempt of a call took longer than its total deadline (``call_timeout``).
+
+    A read timeout restarts with every byte, so an endpoint trickling its answer is only ever
+    stopped by a deadline on the whole attempt. A botocore read timeout for every reader of
+    the exception: :func:`classify` calls it ``Timeout`` (retryable), and a body reader
+    treats it as a connection that broke off.
+    """
+
+    fmt = 'No complete answer from "{endpoint_url}" within {seconds:g} s (call_timeout)'
 
 
 def _botocore_message(exc: BaseException) -> str:

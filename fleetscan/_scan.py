@@ -35,7 +35,7 @@ from ._aws import (
     AwsClients,
     FrozenCredentialSource,
     acting_as,
-    refresh_current,
+    current_source,
 )
 from ._backpressure import RecordBudget, Reservation
 from ._config import ScanConfig, storage_gateway_regions
@@ -74,6 +74,11 @@ RECORD_BUDGET = 10_000
 
 #: Gateway failures that describe the gateway, not the scan: the unit still counts as done.
 GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
+
+#: Times one call may have its credentials refreshed after an expired-token answer, on top of
+#: its attempts: enough for keys that expire again while the call waits out other faults,
+#: and a bound for an STS that hands out keys already expired.
+MAX_REFRESHES_PER_CALL = 5
 
 
 class CallFailed(Exception):
@@ -128,6 +133,8 @@ class ScanStats:
     retries_denied: int = 0
     units_skipped: int = 0
     throttles: int = 0
+    #: Attempts answered "expired token", made again with refreshed keys at no attempt's cost.
+    expired_tokens: int = 0
     credential_refreshes: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -153,6 +160,7 @@ class ScanStats:
             "retries": self.retries,
             "retries_denied_by_budget": self.retries_denied,
             "throttles": self.throttles,
+            "expired_tokens": self.expired_tokens,
             "credential_refreshes": self.credential_refreshes,
             "peak_calls_in_flight": self.peak_in_flight,
             "open_clients": self.open_clients,
@@ -224,7 +232,6 @@ class Engine:
         operation: str,
         *,
         bucket: AdaptiveBucket | None = None,
-        credentials: FrozenCredentialSource | None = None,
         check: Callable[[dict[str, Any]], object] | None = None,
         reservation: Reservation | None = None,
     ) -> dict[str, Any]:
@@ -233,14 +240,22 @@ class Engine:
         ``check`` rejects a 200 answer that breaks the API model (raise MalformedResponse): such
         an answer is retried like a 5xx rather than written as data. ``reservation`` claims room
         for the answer's records once the bucket has admitted the call, before it is sent.
+
+        An expired-token answer is not the call's fault: the task's credentials are refreshed
+        and the call made again without spending an attempt or the retry budget, up to
+        :data:`MAX_REFRESHES_PER_CALL` times (then such answers count like any failure).
         """
         attempt = 0
+        refreshes = 0
         stats = self.stats
         while True:
             attempt += 1
             if self._stopping:
                 raise Stopped
-            await refresh_current()
+            # Fresh keys *before* taking a call slot: a refresh is itself a call (AssumeRole),
+            # and slots all held by calls waiting for a refresh would never be given back.
+            source = current_source()
+            keys = await source.get_frozen_credentials() if source is not None else None
             admitted_at = 0.0
             if bucket is not None:
                 admitted_at = await bucket.acquire()
@@ -273,10 +288,16 @@ class Engine:
                 stats.throttles += 1
                 if bucket is not None:
                     bucket.on_throttle(admitted_at)
-            if failure.error_code in EXPIRED_CODES and isinstance(
-                credentials, AssumedRoleCredentials
+            if (
+                failure.error_code in EXPIRED_CODES
+                and source is not None
+                and refreshes < MAX_REFRESHES_PER_CALL
             ):
-                credentials.expire()
+                refreshes += 1
+                stats.expired_tokens += 1
+                source.expire(keys)
+                attempt -= 1
+                continue
             if not failure.retryable or attempt >= self.config.max_attempts:
                 raise CallFailed(operation, failure, attempt)
             if not self._budget.try_spend():
@@ -376,6 +397,7 @@ class Engine:
             max_pool_connections=self.config.concurrency,
             connect_timeout=self.config.connect_timeout,
             read_timeout=self.config.read_timeout,
+            call_timeout=self.config.call_timeout,
         )
         async with clients:
             self._clients = clients
@@ -443,7 +465,7 @@ class Engine:
                             self.stats.units_skipped += 1
                             continue
                         await self._unit_slots.acquire()
-                        tg.start_soon(self._unit, account, region, credentials)
+                        tg.start_soon(self._unit, account, region)
                     preparing = False
                     self._account_slots.release()
             if not self._stopping:
@@ -463,9 +485,8 @@ class Engine:
             return await enabled_regions(self._clients, self._plain_call, self.config.partition)
         return tuple(regions)
 
-    async def _unit(
-        self, account: AccountTarget, region: str, credentials: FrozenCredentialSource
-    ) -> None:
+    async def _unit(self, account: AccountTarget, region: str) -> None:
+        """One (account, region), in its account's credential context (see ``acting_as``)."""
         key = (account.id, region)
         bucket = self._limiter.bucket(key)
         #: The region's own records (listing failures); each gateway sends its own batch.
@@ -486,7 +507,6 @@ class Engine:
                             functools.partial(sgw.list_gateways, **params),
                             "ListGateways",
                             bucket=bucket,
-                            credentials=credentials,
                             check=_gateway_list,
                         )
                     except CallFailed as exc:
@@ -516,7 +536,6 @@ class Engine:
                                 gateway,
                                 sgw,
                                 bucket,
-                                credentials,
                                 gateway_slots,
                             )
                         else:
@@ -575,7 +594,6 @@ class Engine:
         gateway: dict[str, Any],
         sgw: StorageGatewayClient,
         bucket: AdaptiveBucket,
-        credentials: FrozenCredentialSource,
         slots: anyio.Semaphore,
     ) -> None:
         """One cached gateway: its recovery points, its gateway record, sent as one batch."""
@@ -587,7 +605,6 @@ class Engine:
                     functools.partial(sgw.list_volume_recovery_points, GatewayARN=arn),
                     "ListVolumeRecoveryPoints",
                     bucket=bucket,
-                    credentials=credentials,
                     check=_recovery_point_list,
                     reservation=reservation,
                 )

@@ -81,9 +81,13 @@ async def test_credentials_refresh_before_expiry_and_only_once(stack: Any, stack
         assert second.access_key != first.access_key
         assert account_id_from_access_key(second.access_key) == member.id
 
-        creds.expire()  # as after an ExpiredToken answer
-        await creds.get_frozen_credentials()
+        creds.expire(first)  # an ExpiredToken answer to keys already replaced: kept
+        assert await creds.get_frozen_credentials() == second
+        assert creds.refreshes == 2
+        creds.expire(second)  # as after an ExpiredToken answer to the current keys
+        third = await creds.get_frozen_credentials()
         assert creds.refreshes == 3
+        assert third.access_key != second.access_key
 
 
 def test_session_policy_allows_exactly_the_calls_fleetscan_makes() -> None:

@@ -207,7 +207,19 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         "--max-attempts", type=int, metavar="N", help="attempts per call, 1-20 (default 8)"
     )
     tuning.add_argument("--connect-timeout", type=float, metavar="SECONDS", help="default 10")
-    tuning.add_argument("--read-timeout", type=float, metavar="SECONDS", help="default 30")
+    tuning.add_argument(
+        "--read-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="longest wait between two bytes of an answer (default 30)",
+    )
+    tuning.add_argument(
+        "--call-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="total time one attempt of an AWS call may take, S3 uploads 1 s more per 64 KiB "
+        "(default 60)",
+    )
 
     output = scan.add_argument_group("output")
     output.add_argument(
