@@ -122,6 +122,11 @@ class FrozenCredentialSource(Protocol):
 _current: contextvars.ContextVar[FrozenCredentialSource] = contextvars.ContextVar(
     "fleetscan_credentials"
 )
+#: The keys the call being made signs with, when its caller fetched them beforehand (Engine.call
+#: does, before it takes a call slot); unset, the call asks its task's source.
+call_keys: contextvars.ContextVar[ReadOnlyCredentials | None] = contextvars.ContextVar(
+    "fleetscan_call_keys", default=None
+)
 
 
 @contextlib.contextmanager
@@ -160,6 +165,9 @@ class _ContextCredentials:
 
 async def current_credentials() -> ReadOnlyCredentials:
     """The keys of the account the calling task acts as (see :func:`acting_as`)."""
+    keys = call_keys.get()
+    if keys is not None:
+        return keys
     try:
         source = _current.get()
     except LookupError:

@@ -35,6 +35,7 @@ from ._aws import (
     AwsClients,
     FrozenCredentialSource,
     acting_as,
+    call_keys,
     current_source,
 )
 from ._backpressure import RecordBudget, Reservation
@@ -242,62 +243,69 @@ class Engine:
         for the answer's records once the bucket has admitted the call, before it is sent.
 
         An expired-token answer is not the call's fault: the task's credentials are refreshed
-        and the call made again without spending an attempt or the retry budget, up to
-        :data:`MAX_REFRESHES_PER_CALL` times (then such answers count like any failure).
+        and the call sent again at once (the service refused it before counting it against any
+        rate), without spending an attempt, the retry budget or another token of the bucket, up
+        to :data:`MAX_REFRESHES_PER_CALL` times; after that such answers count like any failure.
         """
         attempt = 0
         refreshes = 0
+        admitted = False
+        admitted_at = 0.0
         stats = self.stats
         while True:
-            attempt += 1
             if self._stopping:
                 raise Stopped
-            # Fresh keys *before* taking a call slot: a refresh is itself a call (AssumeRole),
-            # and slots all held by calls waiting for a refresh would never be given back.
+            if not admitted:
+                attempt += 1
+                if bucket is not None:
+                    admitted_at = await bucket.acquire()
+                if reservation is not None:
+                    await reservation.reserve()
+            admitted = False
+            # The keys this attempt signs with, fetched (refreshed if need be) *before* it takes
+            # a call slot: a refresh is itself a call (AssumeRole), and calls holding every slot
+            # while waiting for a refresh would never give one back. Signing reads them from
+            # ``call_keys``, so it never waits for a refresh that another call started meanwhile.
             source = current_source()
             keys = await source.get_frozen_credentials() if source is not None else None
-            admitted_at = 0.0
-            if bucket is not None:
-                admitted_at = await bucket.acquire()
-            if reservation is not None:
-                await reservation.reserve()
-            # A token per call, not per task: a call made while signing another (a hub's
-            # refresh) must not count as the same borrower.
-            slot = object()
-            try:  # without a checkpoint when a slot is free: most calls find one
-                self._calls_in_flight.acquire_on_behalf_of_nowait(slot)
-            except anyio.WouldBlock:
-                await self._calls_in_flight.acquire_on_behalf_of(slot)
+            signing_keys = call_keys.set(keys)
             try:
-                stats.calls[operation] += 1
-                self._budget.record_call()
-                stats.in_flight += 1
-                stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+                # A token per call, not per task: a call made while signing another (a hub's
+                # refresh) must not count as the same borrower.
+                slot = object()
+                try:  # without a checkpoint when a slot is free: most calls find one
+                    self._calls_in_flight.acquire_on_behalf_of_nowait(slot)
+                except anyio.WouldBlock:
+                    await self._calls_in_flight.acquire_on_behalf_of(slot)
                 try:
-                    answer = await fn()
-                    if check is not None:
-                        check(answer)
-                    return answer
-                except Exception as exc:  # every failure is classified; none escapes unrecorded
-                    failure = classify(exc)
+                    stats.calls[operation] += 1
+                    self._budget.record_call()
+                    stats.in_flight += 1
+                    stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+                    try:
+                        answer = await fn()
+                        if check is not None:
+                            check(answer)
+                        return answer
+                    except Exception as exc:  # every failure is classified; none unrecorded
+                        failure = classify(exc)
+                    finally:
+                        stats.in_flight -= 1
                 finally:
-                    stats.in_flight -= 1
+                    self._calls_in_flight.release_on_behalf_of(slot)
             finally:
-                self._calls_in_flight.release_on_behalf_of(slot)
+                call_keys.reset(signing_keys)
             if failure.throttled:
                 stats.throttles += 1
                 if bucket is not None:
                     bucket.on_throttle(admitted_at)
-            if (
-                failure.error_code in EXPIRED_CODES
-                and source is not None
-                and refreshes < MAX_REFRESHES_PER_CALL
-            ):
-                refreshes += 1
-                stats.expired_tokens += 1
-                source.expire(keys)
-                attempt -= 1
-                continue
+            if failure.error_code in EXPIRED_CODES and source is not None:
+                source.expire(keys)  # a retry with the same keys would only be refused again
+                if refreshes < MAX_REFRESHES_PER_CALL:
+                    refreshes += 1
+                    stats.expired_tokens += 1
+                    admitted = True
+                    continue
             if not failure.retryable or attempt >= self.config.max_attempts:
                 raise CallFailed(operation, failure, attempt)
             if not self._budget.try_spend():

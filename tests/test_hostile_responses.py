@@ -835,3 +835,81 @@ def test_any_recovery_point_time_reads_as_an_instant_or_null(value: Any) -> None
 
     parsed = parse_time(value)
     assert (format_time(parsed) if parsed else None) == expected_time(value)
+
+
+# -- expired credentials: not the call's fault ---------------------------------------------------
+
+EXPIRED = json_answer(
+    {
+        "__type": "com.amazon.coral.service#ExpiredTokenException",
+        "message": "The security token included in the request is expired",
+    },
+    400,
+)
+
+
+def _access_key(request: Request) -> str:
+    authorization = request.headers.get("Authorization", "")
+    return authorization.split("Credential=", 1)[1].split("/", 1)[0]
+
+
+def _cached_listing(arns: list[str]) -> Answer:
+    return json_answer({"Gateways": [{"GatewayARN": a, "GatewayType": "CACHED"} for a in arns]})
+
+
+def _points(request: Request) -> Answer:
+    arn = request.params["GatewayARN"]
+    info = {"VolumeARN": volume_of(arn), "VolumeRecoveryPointTime": GOOD_POINT}
+    return json_answer({"GatewayARN": arn, "VolumeRecoveryPointInfos": [info]})
+
+
+def test_an_expired_token_is_refreshed_without_spending_an_attempt(hostile: Harness) -> None:
+    """The first ListVolumeRecoveryPoints says the keys expired. With one attempt per call the
+    call must still succeed: new keys (a second AssumeRole), the same call again. With one call
+    slot, the other gateway's call holds the slot the refresh needs: it must not wait for the
+    refresh while holding it (that was a deadlock, seen as a soak that never ended)."""
+    arns = [hostile.gateway_arn(0x700), hostile.gateway_arn(0x701)]
+    expired_once: list[Request] = []
+
+    def respond(request: Request) -> Answer:
+        if request.operation == "ListGateways":
+            return _cached_listing(arns)
+        if not expired_once:
+            expired_once.append(request)
+            return EXPIRED
+        return _points(request)
+
+    outcome = hostile.scan(respond, concurrency=1, max_attempts=1)
+
+    assert outcome.result.status == "complete"
+    assert outcome.records["errors"] == []
+    assert sorted(p["gateway_arn"] for p in outcome.records["recovery_points"]) == sorted(arns)
+    calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
+    assert len(calls) == 3
+    (refused,) = expired_once
+    again = [r for r in calls[1:] if r.params == refused.params]
+    assert len(again) == 1
+    assert _access_key(again[0]) != _access_key(refused), "sent again with the same keys"
+    assert outcome.result.stats.expired_tokens == 1
+    assert outcome.result.stats.calls["AssumeRole"] == 2
+    assert outcome.manifest["summary"]["expired_tokens"] == 1
+
+
+def test_keys_that_are_always_expired_end_in_an_error_record(hostile: Harness) -> None:
+    """An STS handing out keys the service always calls expired: a few refreshes per call,
+    then the attempts count again; the call ends, recorded, and the scan with it."""
+    from fleetscan._scan import MAX_REFRESHES_PER_CALL
+
+    arn = hostile.gateway_arn(0x710)
+
+    def respond(request: Request) -> Answer:
+        return _cached_listing([arn]) if request.operation == "ListGateways" else EXPIRED
+
+    outcome = hostile.scan(respond, max_attempts=2)
+
+    assert outcome.result.status == "partial"
+    (error,) = outcome.errors("ListVolumeRecoveryPoints", arn)
+    assert (error["error_code"], error["attempts"]) == ("ExpiredTokenException", 2)
+    calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
+    assert len(calls) == MAX_REFRESHES_PER_CALL + 2
+    assert len({_access_key(r) for r in calls}) == len(calls), "each try with new keys"
