@@ -50,6 +50,7 @@ from ._discovery import (
 from ._exceptions import DiscoveryError
 from ._ratelimit import AdaptiveBucket, RateLimiter
 from ._records import (
+    GATEWAY_TEXT_LIMITS,
     SCHEMA_VERSION,
     ErrorRecord,
     GatewayRecord,
@@ -58,6 +59,7 @@ from ._records import (
     format_time,
     is_gateway_arn,
     is_volume_arn,
+    overlong,
     parse_bytes,
     parse_time,
     text_or_none,
@@ -242,21 +244,29 @@ class Engine:
         an answer is retried like a 5xx rather than written as data. ``reservation`` claims room
         for the answer's records once the bucket has admitted the call, before it is sent.
 
-        An expired-token answer is not the call's fault: the task's credentials are refreshed
-        and the call sent again at once (the service refused it before counting it against any
-        rate), without spending an attempt, the retry budget or another token of the bucket, up
-        to :data:`MAX_REFRESHES_PER_CALL` times; after that such answers count like any failure.
+        Two answers are not the call's fault, and do not spend its attempts (``max_attempts``
+        counts the others). An expired token: the task's credentials are refreshed and the call
+        sent again at once (the service refused it before counting it against any rate),
+        without spending the retry budget or another token of the bucket, up to
+        :data:`MAX_REFRESHES_PER_CALL` times. A throttle: the bucket slows down for every call
+        sharing it, and the call waits for its turn again; a call may be throttled
+        ``max_attempts`` times so, since a bucket probing for the service's rate is throttled
+        now and then by design, and one unlucky call must not run out of attempts for it.
+        Beyond either allowance such answers count like any failure. ``attempts`` in an error
+        record is every time the call was sent.
         """
-        attempt = 0
+        failures = 0  # the ones counted against max_attempts
+        sent = 0
         refreshes = 0
+        throttled = 0
         admitted = False
         admitted_at = 0.0
         stats = self.stats
+        max_attempts = self.config.max_attempts
         while True:
             if self._stopping:
                 raise Stopped
             if not admitted:
-                attempt += 1
                 if bucket is not None:
                     admitted_at = await bucket.acquire()
                 if reservation is not None:
@@ -278,6 +288,7 @@ class Engine:
                 except anyio.WouldBlock:
                     await self._calls_in_flight.acquire_on_behalf_of(slot)
                 try:
+                    sent += 1
                     stats.calls[operation] += 1
                     self._budget.record_call()
                     stats.in_flight += 1
@@ -306,16 +317,20 @@ class Engine:
                     stats.expired_tokens += 1
                     admitted = True
                     continue
-            if not failure.retryable or attempt >= self.config.max_attempts:
-                raise CallFailed(operation, failure, attempt)
+            if failure.throttled and throttled < max_attempts:
+                throttled += 1
+            else:
+                failures += 1
+                if not failure.retryable or failures >= max_attempts:
+                    raise CallFailed(operation, failure, sent)
             if not self._budget.try_spend():
                 stats.retries_denied += 1
-                raise CallFailed(operation, failure, attempt)
+                raise CallFailed(operation, failure, sent)
             stats.retries += 1
             if not (failure.throttled and bucket is not None):
                 # A throttled call waits for its bucket instead: the bucket has just slowed
                 # down for every task sharing it, which is the backoff that matters.
-                await anyio.sleep(self._backoff.delay(attempt))
+                await anyio.sleep(self._backoff.delay(sent))
 
     async def _plain_call(
         self, fn: Callable[[], Awaitable[dict[str, Any]]], operation: str
@@ -374,21 +389,50 @@ class Engine:
     def _malformed(
         self,
         operation: str,
+        problem: str,
+        account: AccountTarget,
+        region: str | None,
+        gateway_arn: str | None = None,
+    ) -> ErrorRecord:
+        """Part of an answer that cannot be data (an item without a valid ARN, a field longer
+        than AWS documents): named in an error record, never silently dropped."""
+        return self._error(
+            CallFailed(operation, classify(MalformedResponse(problem)), 1),
+            account_id=account.id,
+            region=region,
+            gateway_arn=gateway_arn,
+        )
+
+    def _unusable(
+        self,
+        operation: str,
         count: int,
         account: AccountTarget,
         region: str,
         gateway_arn: str | None = None,
     ) -> ErrorRecord:
-        """Items of an answer that are not a gateway/volume: named, not silently dropped."""
-        failure = classify(
-            MalformedResponse(f"{count} item(s) without a valid ARN in the answer were skipped")
+        return self._malformed(
+            operation,
+            f"{count} item(s) without a valid ARN in the answer were skipped",
+            account,
+            region,
+            gateway_arn,
         )
-        return self._error(
-            CallFailed(operation, failure, 1),
-            account_id=account.id,
-            region=region,
-            gateway_arn=gateway_arn,
-        )
+
+    def _checked_gateway(
+        self, account: AccountTarget, region: str, gateway: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[Record]]:
+        """The gateway without its over-long text fields, and an error record naming each."""
+        problems: list[Record] = []
+        for name, limit in GATEWAY_TEXT_LIMITS.items():
+            problem = overlong(name, gateway.get(name), limit)
+            if problem is not None:
+                if not problems:
+                    gateway = dict(gateway)
+                gateway[name] = None
+                arn = gateway["GatewayARN"]
+                problems.append(self._malformed("ListGateways", problem, account, region, arn))
+        return gateway, problems
 
     # -- the scan ------------------------------------------------------------------------------
 
@@ -526,7 +570,7 @@ class Engine:
                     gateways, unusable = _gateway_list(page)
                     if unusable:
                         failed = True
-                        batch.append(self._malformed("ListGateways", unusable, account, region))
+                        batch.append(self._unusable("ListGateways", unusable, account, region))
                     for gateway in gateways:
                         arn = gateway["GatewayARN"]
                         if arn in seen_gateways:
@@ -534,6 +578,9 @@ class Engine:
                         seen_gateways.add(arn)
                         if (account.id, region, arn) in self.done_units:
                             continue  # written by an earlier session of this run
+                        gateway, problems = self._checked_gateway(account, region, gateway)
+                        if problems:
+                            failed = True
                         if gateway.get("GatewayType") == "CACHED":
                             await gateway_slots.acquire()
                             await self.record_budget.room()
@@ -545,10 +592,11 @@ class Engine:
                                 sgw,
                                 bucket,
                                 gateway_slots,
+                                problems,
                             )
                         else:
                             record = self._gateway_record(account, region, gateway, "not_cached")
-                            await self._send_batch((account.id, region, arn), [record])
+                            await self._send_batch((account.id, region, arn), [record, *problems])
                     marker = page.get("Marker")
                     if not marker:
                         break
@@ -603,8 +651,10 @@ class Engine:
         sgw: StorageGatewayClient,
         bucket: AdaptiveBucket,
         slots: anyio.Semaphore,
+        problems: list[Record],
     ) -> None:
-        """One cached gateway: its recovery points, its gateway record, sent as one batch."""
+        """One cached gateway: its recovery points, its gateway record and the ``problems`` of
+        its listing, sent as one batch."""
         arn = gateway["GatewayARN"]
         reservation = Reservation(self.record_budget)
         try:
@@ -630,6 +680,7 @@ class Engine:
                 # which may wait for the writer.
                 batch = self._recovery_points(account, region, gateway, answer)
                 del answer
+            batch.extend(problems)
             await self._send_batch((account.id, region, arn), batch, reservation)
         finally:
             reservation.cancel()
@@ -645,7 +696,7 @@ class Engine:
         if unusable:
             self._unit_failures[(account.id, region)] += 1
             batch.append(
-                self._malformed("ListVolumeRecoveryPoints", unusable, account, region, arn)
+                self._unusable("ListVolumeRecoveryPoints", unusable, account, region, arn)
             )
         now = dt.datetime.now(dt.UTC)
         scanned_at = format_time(now)

@@ -908,8 +908,52 @@ def test_keys_that_are_always_expired_end_in_an_error_record(hostile: Harness) -
     outcome = hostile.scan(respond, max_attempts=2)
 
     assert outcome.result.status == "partial"
-    (error,) = outcome.errors("ListVolumeRecoveryPoints", arn)
-    assert (error["error_code"], error["attempts"]) == ("ExpiredTokenException", 2)
     calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
     assert len(calls) == MAX_REFRESHES_PER_CALL + 2
     assert len({_access_key(r) for r in calls}) == len(calls), "each try with new keys"
+    (error,) = outcome.errors("ListVolumeRecoveryPoints", arn)
+    assert (error["error_code"], error["attempts"]) == ("ExpiredTokenException", len(calls))
+
+
+THROTTLED = json_answer({"__type": "ThrottlingException", "message": "Rate exceeded"}, 400)
+INTERNAL = json_answer({"__type": "InternalServerError", "message": "oops"}, 500)
+
+
+def test_throttles_do_not_spend_a_calls_attempts(hostile: Harness) -> None:
+    """A bucket probing for the service's rate gets throttled now and then: an unlucky call
+    throttled twice, then failing once, still has an attempt left of its two."""
+    arn = hostile.gateway_arn(0x720)
+    script = [THROTTLED, THROTTLED, INTERNAL]
+
+    def respond(request: Request) -> Answer:
+        if request.operation == "ListGateways":
+            return _cached_listing([arn])
+        return script.pop(0) if script else _points(request)
+
+    outcome = hostile.scan(respond, max_attempts=2)
+
+    assert outcome.result.status == "complete"
+    assert outcome.records["errors"] == []
+    assert [p["gateway_arn"] for p in outcome.records["recovery_points"]] == [arn]
+    assert outcome.result.stats.throttles == 2
+    calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
+    assert len(calls) == 4
+
+
+def test_a_call_always_throttled_ends_after_its_throttles_and_attempts(hostile: Harness) -> None:
+    arn = hostile.gateway_arn(0x721)
+
+    def respond(request: Request) -> Answer:
+        return _cached_listing([arn]) if request.operation == "ListGateways" else THROTTLED
+
+    outcome = hostile.scan(respond, max_attempts=2)
+
+    assert outcome.result.status == "partial"
+    calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
+    assert len(calls) == 2 + 2  # max_attempts throttles free, then max_attempts counted
+    (error,) = outcome.errors("ListVolumeRecoveryPoints", arn)
+    assert (error["error_code"], error["attempts"], error["retryable"]) == (
+        "ThrottlingException",
+        4,
+        True,
+    )
