@@ -272,9 +272,7 @@ class BoundedHTTPSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore i
                     raise ResponseTooLarge(_too_large(None, cap))
                 chunks.append(chunk)
         except TimeoutError as exc:  # aiohttp's read timeout (``read_timeout``) between bytes
-            raise botocore.exceptions.ReadTimeoutError(
-                endpoint_url=request.url, error=exc
-            ) from exc
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=request.url, error=exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise botocore.exceptions.ConnectionClosedError(
                 error=exc, request=request, endpoint_url=request.url
@@ -284,9 +282,7 @@ class BoundedHTTPSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore i
 
 def _too_large(declared: int | None, cap: int) -> str:
     size = f"of {declared:,} bytes " if declared is not None else ""
-    return (
-        f"the answer {size}is larger than {cap:,} bytes, more than the API sends: not read"
-    )
+    return f"the answer {size}is larger than {cap:,} bytes, more than the API sends: not read"
 
 
 def bounded_session_class(

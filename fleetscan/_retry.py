@@ -193,7 +193,7 @@ class CallTimeout(botocore.exceptions.ReadTimeoutError):  # type: ignore[misc]  
     treats it as a connection that broke off.
     """
 
-    fmt = 'No complete answer from "{endpoint_url}" within {seconds:g} s (call_timeout)'
+    fmt = 'No complete answer from "{endpoint_url}" within {seconds:.4g} s (call_timeout)'
 
 
 def _botocore_message(exc: BaseException) -> str:

@@ -508,7 +508,9 @@ class Engine:
                     self.stats.units_planned += 1
                     self.stats.units_failed += 1
                     error = self._error(exc, account_id=account.id, region=None)
-                    await self._send_batch((account.id, ALL, ALL), [error])
+                    await self._send_batch(
+                        (account.id, ALL, ALL), [error, *self._account_problems(account)]
+                    )
                     return
                 self.stats.units_planned += len(regions)
                 async with anyio.create_task_group() as tg:
@@ -522,12 +524,23 @@ class Engine:
                     self._account_slots.release()
             if not self._stopping:
                 # Every region is written: a resumed run need not even assume the role.
-                await self._send_batch((account.id, ALL, ALL), [])
+                problems = self._account_problems(account)
+                if problems:
+                    self.stats.units_planned += 1
+                    self.stats.units_failed += 1
+                await self._send_batch((account.id, ALL, ALL), problems)
         except Stopped:
             pass
         finally:
             if preparing:
                 self._account_slots.release()
+
+    def _account_problems(self, account: AccountTarget) -> list[Record]:
+        """What Organizations said of the account that could not be kept (its own unit fails)."""
+        return [
+            self._malformed(operation, problem, account, None)
+            for operation, problem in account.problems
+        ]
 
     async def _regions(self) -> tuple[str, ...]:
         regions = self.config.regions
@@ -695,9 +708,7 @@ class Engine:
         batch: list[Record] = []
         if unusable:
             self._unit_failures[(account.id, region)] += 1
-            batch.append(
-                self._unusable("ListVolumeRecoveryPoints", unusable, account, region, arn)
-            )
+            batch.append(self._unusable("ListVolumeRecoveryPoints", unusable, account, region, arn))
         now = dt.datetime.now(dt.UTC)
         scanned_at = format_time(now)
         gateway_id = arn.rsplit("/", 1)[-1]

@@ -10,8 +10,10 @@ one region) whose output is then read back byte by byte.
 The properties, for every answer: the scan ends; it returns a ScanResult (never raises); the
 manifest is valid and lists every file with its true sha256; every line validates against the
 shipped schema; and each answer shows up either as sane records (each value as sent, or null
-when what was sent is unreadable: a size sent as "abc" is null, never "abc") or as an error
-record naming the call, never as a garbled record, and never silently.
+when what was sent is unreadable: a size sent as "abc" is null, never "abc"; a text longer than
+AWS documents is null, and an error record names the field) or as an error record naming the
+call, never as a garbled record, and never silently. Answers larger than any the API sends, or
+that trickle in, are cut: by size and by the call's deadline.
 """
 
 from __future__ import annotations
@@ -21,13 +23,18 @@ import datetime as dt
 import json
 import os
 import random
+import re
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 from hostile_gateway import JSON_CONTENT_TYPE, Answer, HostileGateway, Request, json_answer
 from hypothesis import HealthCheck, given, settings
@@ -35,7 +42,8 @@ from hypothesis import strategies as st
 from output_checks import check_run_output
 
 import fleetscan
-from fleetscan._records import MAX_LONG, is_gateway_arn, is_volume_arn
+from fleetscan._aws import MAX_ANSWER_BYTES
+from fleetscan._records import GATEWAY_TEXT_LIMITS, MAX_LONG, is_gateway_arn, is_volume_arn
 from fleetscan.emulator import FleetSpec, Stack, start_stack
 
 REGION = "us-east-1"
@@ -91,10 +99,17 @@ class Harness:
         return f"arn:aws:storagegateway:{REGION}:{self.account}:gateway/sgw-{index:08X}"
 
     def scan(
-        self, responder: Any, *, hang_guard: float = HANG_GUARD_SECONDS, **overrides: Any
+        self,
+        responder: Any,
+        *,
+        hang_guard: float = HANG_GUARD_SECONDS,
+        env: dict[str, str] | None = None,
+        **overrides: Any,
     ) -> Outcome:
+        """A scan of the account's region with ``responder`` answering Storage Gateway (and
+        whatever else ``env`` sends to the hostile endpoint)."""
         self.gateway.reset(responder)
-        with tempfile.TemporaryDirectory() as folder, _environment(self.env):
+        with tempfile.TemporaryDirectory() as folder, _environment({**self.env, **(env or {})}):
             values: dict[str, Any] = {
                 "accounts": (self.account,),
                 "role_name": self.stack.role_name,
@@ -233,8 +248,24 @@ def _fields(
 # -- what a correct scan must make of a value ---------------------------------------------------
 
 
-def expected_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+def expected_text(value: Any, limit: int | None = None) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value if limit is None or len(value) <= limit else None
+
+
+def overlong_fields(item: dict[str, Any]) -> set[str]:
+    """The fields of a gateway item a correct scanner must refuse as longer than documented."""
+    return {
+        name
+        for name, limit in GATEWAY_TEXT_LIMITS.items()
+        if isinstance(item.get(name), str) and len(item[name]) > limit
+    }
+
+
+def around(limit: int) -> st.SearchStrategy[str]:
+    """Strings just within and just beyond a documented maximum."""
+    return st.integers(limit - 2, limit + 2).map(lambda n: "n" * n)
 
 
 def expected_bytes(value: Any) -> int | None:
@@ -362,11 +393,20 @@ def gateway_item(draw: st.DrawFn, harness: Harness, index: int) -> Any:
             | st.just(ABSENT)
         )
     spec = {
-        "GatewayType": st.just("CACHED") | st.sampled_from(GATEWAY_TYPES) | NOT_A_STRING,
-        "GatewayName": TEXT | NOT_A_STRING,
+        "GatewayType": st.just("CACHED")
+        | st.sampled_from(GATEWAY_TYPES)
+        | around(GATEWAY_TEXT_LIMITS["GatewayType"])
+        | NOT_A_STRING,
+        "GatewayName": TEXT | around(GATEWAY_TEXT_LIMITS["GatewayName"]) | NOT_A_STRING,
         "GatewayId": st.just(f"sgw-{index:08X}") | TEXT | NOT_A_STRING,
-        "GatewayOperationalState": st.sampled_from(["ACTIVE", "DISABLED"]) | TEXT | NOT_A_STRING,
-        "HostEnvironment": st.sampled_from(["VMWARE", "EC2", "KVM"]) | TEXT | NOT_A_STRING,
+        "GatewayOperationalState": st.sampled_from(["ACTIVE", "DISABLED"])
+        | TEXT
+        | around(GATEWAY_TEXT_LIMITS["GatewayOperationalState"])
+        | NOT_A_STRING,
+        "HostEnvironment": st.sampled_from(["VMWARE", "EC2", "KVM"])
+        | TEXT
+        | around(GATEWAY_TEXT_LIMITS["HostEnvironment"])
+        | NOT_A_STRING,
     }
     pairs = _fields(draw, spec, "GatewayARN")
     if arn is not ABSENT:
@@ -528,8 +568,14 @@ def test_hostile_gateway_listings_become_sane_records_or_error_records(
             break
         usable = {item["GatewayARN"]: item for item in page.items if usable_gateway(item)}
         allowed.update(usable)
-        if len(usable) < len(page.items) or page.follows == "bad_here":
-            listing_error = True  # a gateway that cannot be recorded must not vanish silently
+        if (
+            len(usable) < len(page.items)
+            or page.follows == "bad_here"
+            or any(overlong_fields(item) for item in usable.values())
+        ):
+            # A gateway that cannot be recorded, or a field of one that cannot, must not
+            # vanish silently.
+            listing_error = True
         elif not listing_error:
             required.update(usable)
         if page.follows != "next":
@@ -554,12 +600,20 @@ def test_hostile_gateway_listings_become_sane_records_or_error_records(
         assert record["account_id"] == hostile.account
         assert record["region"] == REGION
         assert record["gateway_id"] == arn.rsplit("/", 1)[1]
-        assert record["gateway_name"] == expected_text(sent.get("GatewayName"))
-        assert record["gateway_type"] == expected_text(sent.get("GatewayType"))
-        assert record["gateway_operational_state"] == expected_text(
-            sent.get("GatewayOperationalState")
-        )
-        assert record["host_environment"] == expected_text(sent.get("HostEnvironment"))
+        for column, name in (
+            ("gateway_name", "GatewayName"),
+            ("gateway_type", "GatewayType"),
+            ("gateway_operational_state", "GatewayOperationalState"),
+            ("host_environment", "HostEnvironment"),
+        ):
+            assert record[column] == expected_text(sent.get(name), GATEWAY_TEXT_LIMITS[name])
+        named = {
+            name
+            for error in outcome.errors("ListGateways", arn)
+            for name in GATEWAY_TEXT_LIMITS
+            if error["message"].startswith(f"{name} is ")
+        }
+        assert named == overlong_fields(sent), "each over-long field named, none other"
         if sent.get("GatewayType") == "CACHED":
             assert (record["status"], record["recovery_point_count"]) == ("scanned", 1)
             scanned.add(arn)
@@ -957,3 +1011,284 @@ def test_a_call_always_throttled_ends_after_its_throttles_and_attempts(hostile: 
         4,
         True,
     )
+
+
+# -- answers that trickle: every call has a total deadline per attempt (call_timeout) ------------
+
+#: A realistic ListGateways answer (160 bytes): trickled at a byte a second it would take 160 s,
+#: and the read timeout, which restarts with every byte, would never end it.
+SMALL_LISTING = orjson.dumps(
+    {"Gateways": [{"GatewayARN": "arn:aws:storagegateway:us-east-1:111122223333:gateway/"
+                   "sgw-12A3456B", "GatewayType": "CACHED", "GatewayName": "gw"}]}
+)  # fmt: skip
+TRICKLE = Answer(SMALL_LISTING, piece_bytes=1, pause=1.0)
+CALL_TIMEOUT = 2.0
+ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class Trickled:
+    """Which call trickles, where its endpoint is, and what else the scan needs for it."""
+
+    operation: str
+    env_key: str | None = None  # the AWS_ENDPOINT_URL_* pointed at the trickling endpoint
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+TRICKLED = [
+    Trickled("ListGateways"),
+    Trickled("ListVolumeRecoveryPoints"),
+    Trickled("AssumeRole", "AWS_ENDPOINT_URL_STS"),
+    Trickled("DescribeRegions", "AWS_ENDPOINT_URL_EC2", (("regions", "enabled"),)),
+]
+
+
+def _trickling(harness: Harness, operation: str, slow: bool) -> Any:
+    arn = harness.gateway_arn(0x800)
+
+    def respond(request: Request) -> Answer:
+        if request.operation not in ("ListGateways", "ListVolumeRecoveryPoints"):
+            return TRICKLE if slow else Answer(b"not used", 500)  # STS or EC2 sent here
+        if request.operation == operation and slow:
+            return TRICKLE
+        if request.operation == "ListGateways":
+            return _cached_listing([arn])
+        return _points(request)
+
+    return respond
+
+
+@pytest.mark.parametrize("trickled", TRICKLED, ids=[t.operation for t in TRICKLED])
+def test_a_trickling_answer_is_cut_at_the_call_deadline(
+    hostile: Harness, trickled: Trickled
+) -> None:
+    """Each attempt is cut at ``call_timeout``, retried, then recorded as a Timeout; the scan
+    ends in about attempts x call_timeout more than it takes with a prompt answer."""
+    env = {trickled.env_key: hostile.gateway.url} if trickled.env_key else {}
+    overrides = {"call_timeout": CALL_TIMEOUT, "max_attempts": ATTEMPTS, **dict(trickled.overrides)}
+    started = time.monotonic()
+    if trickled.env_key is None:  # the same scan, answered at once: what the rest costs here
+        prompt = hostile.scan(_trickling(hostile, trickled.operation, False), **overrides)
+        assert prompt.result.status == "complete"
+    baseline = time.monotonic() - started
+
+    started = time.monotonic()
+    outcome = hostile.scan(_trickling(hostile, trickled.operation, True), env=env, **overrides)
+    elapsed = time.monotonic() - started
+
+    assert outcome.result.status == "partial"
+    (error,) = outcome.errors(trickled.operation)
+    assert (error["error_code"], error["attempts"], error["retryable"]) == ("Timeout", 2, True)
+    # call_timeout, plus a second per 64 KiB of the request's body.
+    assert re.search(r"within 2(\.0\d*)? s \(call_timeout\)", error["message"]), error["message"]
+    sent = [r for r in outcome.requests if r.operation in (trickled.operation, "")]
+    assert len(sent) == ATTEMPTS
+    # A hang guard, not a timing claim: without the deadline this takes 160 s per attempt.
+    theoretical = baseline + ATTEMPTS * CALL_TIMEOUT
+    assert elapsed < 3 * max(theoretical, 5.0)
+
+
+def test_a_trickling_organization_listing_stops_discovery(hostile: Harness) -> None:
+    env = {"AWS_ENDPOINT_URL_ORGANIZATIONS": hostile.gateway.url}
+    with pytest.raises(fleetscan.DiscoveryError, match=r"ListAccounts.*Timeout"):
+        hostile.scan(
+            lambda request: TRICKLE,
+            env=env,
+            org=True,
+            accounts=(),
+            call_timeout=CALL_TIMEOUT,
+            max_attempts=ATTEMPTS,
+        )
+    assert len(hostile.gateway.requests) == ATTEMPTS
+
+
+# -- answers larger than the API sends: cut while read, an error record ---------------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_answer_one_byte_over_the_cap_is_refused_and_one_at_it_is_read(
+    hostile: Harness, chunked: bool
+) -> None:
+    arn = hostile.gateway_arn(0x900)
+    listing = _cached_listing([arn]).body
+    piece = 64 * 1024 if chunked else None
+
+    def padded(size: int) -> Answer:  # JSON may end in white space: the same page, any size
+        return Answer(listing + b" " * (size - len(listing)), piece_bytes=piece)
+
+    def respond(size: int) -> Any:
+        return lambda r: padded(size) if r.operation == "ListGateways" else _points(r)
+
+    at_cap = hostile.scan(respond(MAX_ANSWER_BYTES))
+    assert at_cap.result.status == "complete"
+    assert [g["gateway_arn"] for g in at_cap.records["gateways"]] == [arn]
+
+    over = hostile.scan(respond(MAX_ANSWER_BYTES + 1))
+    assert over.result.status == "partial"
+    assert over.records["gateways"] == []
+    (error,) = over.errors("ListGateways")
+    assert (error["error_code"], error["attempts"], error["retryable"]) == (
+        "ResponseTooLarge",
+        1,
+        False,
+    )
+    assert f"larger than {MAX_ANSWER_BYTES:,} bytes" in error["message"]
+
+
+def _peak_rss_of_a_scan(harness: Harness, responder: Any, output: Path) -> tuple[int, int]:
+    """(exit code, peak RSS in KiB) of ``fleetscan scan`` in a process of its own."""
+    harness.gateway.reset(responder)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | harness.env
+    command = [
+        sys.executable, "-m", "fleetscan", "scan", "--accounts", harness.account,
+        "--role-name", harness.stack.role_name, "--regions", REGION, "--output", str(output),
+        "--quiet", "--max-attempts", "2",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss
+
+
+def test_a_100_mb_gateway_name_does_not_reach_memory_or_disk(
+    hostile: Harness, tmp_path: Path
+) -> None:
+    """The name streams in without a length; the answer is cut at the cap while it is read, so
+    the scanner's peak memory is that of a scan of a small answer (it was 374 MB), and nothing
+    of the name is written."""
+    arn = hostile.gateway_arn(0xA00)
+    head = (
+        b'{"Gateways":[{"GatewayARN":"' + arn.encode() + b'","GatewayType":"CACHED","GatewayName":"'
+    )
+    huge = Answer(head + b'"}]}', piece_bytes=1 << 20, filler=b"n", filler_times=100_000_000,
+                  filler_at=len(head))  # fmt: skip
+
+    def respond(big: bool) -> Any:
+        def answer(request: Request) -> Answer:
+            if request.operation == "ListGateways":
+                return huge if big else _cached_listing([arn])
+            return _points(request)
+
+        return answer
+
+    code, small_rss = _peak_rss_of_a_scan(hostile, respond(False), tmp_path / "small")
+    assert code == 0
+    code, big_rss = _peak_rss_of_a_scan(hostile, respond(True), tmp_path / "big")
+    assert code == 3  # partial: the listing failed
+    assert big_rss - small_rss < 40 * 1024, (small_rss, big_rss)
+    written = sum(f.stat().st_size for f in (tmp_path / "big").rglob("*") if f.is_file())
+    assert written < 64 * 1024
+    run_id = fleetscan.latest_run(str(tmp_path / "big"), complete_only=False)
+    assert run_id is not None
+    (error,) = fleetscan.read_records(str(tmp_path / "big"), "errors", run=run_id)
+    assert error["error_code"] == "ResponseTooLarge"
+
+
+# -- text longer than AWS documents: null, and an error record naming the field -------------------
+
+
+def test_text_longer_than_documented_is_null_and_named(hostile: Harness) -> None:
+    at_limit, name_over, type_over, state_over = (hostile.gateway_arn(0xB00 + i) for i in range(4))
+    listing = json_answer(
+        {
+            "Gateways": [
+                {"GatewayARN": at_limit, "GatewayType": "CACHED", "GatewayName": "n" * 255,
+                 "GatewayOperationalState": "A" * 25, "HostEnvironment": "H" * 64},
+                {"GatewayARN": name_over, "GatewayType": "CACHED", "GatewayName": "n" * 256},
+                {"GatewayARN": type_over, "GatewayType": "T" * 21, "GatewayName": "t"},
+                {"GatewayARN": state_over, "GatewayType": "VTL",
+                 "GatewayOperationalState": "A" * 26, "HostEnvironment": "H" * 65},
+            ]
+        }
+    )  # fmt: skip
+
+    outcome = hostile.scan(lambda r: listing if r.operation == "ListGateways" else _points(r))
+
+    assert outcome.result.status == "partial"
+    gateways = {g["gateway_arn"]: g for g in outcome.records["gateways"]}
+    assert gateways[at_limit]["gateway_name"] == "n" * 255
+    assert gateways[at_limit]["gateway_operational_state"] == "A" * 25
+    assert gateways[at_limit]["host_environment"] == "H" * 64
+    assert gateways[name_over]["gateway_name"] is None
+    assert gateways[name_over]["status"] == "scanned"
+    assert (gateways[type_over]["gateway_type"], gateways[type_over]["status"]) == (
+        None,
+        "not_cached",
+    )
+    assert gateways[state_over]["gateway_operational_state"] is None
+    assert gateways[state_over]["host_environment"] is None
+    points = {p["gateway_arn"]: p for p in outcome.records["recovery_points"]}
+    assert points[at_limit]["gateway_name"] == "n" * 255
+    assert points[name_over]["gateway_name"] is None  # its recovery points are still data
+    named = sorted(
+        (e["gateway_arn"], e["message"].split(" ", 1)[0], e["error_code"])
+        for e in outcome.errors("ListGateways")
+    )
+    assert named == sorted(
+        [
+            (name_over, "GatewayName", "MalformedResponse"),
+            (type_over, "GatewayType", "MalformedResponse"),
+            (state_over, "GatewayOperationalState", "MalformedResponse"),
+            (state_over, "HostEnvironment", "MalformedResponse"),
+        ]
+    )
+    assert "256 characters long, more than the 255 AWS documents" in next(
+        e["message"] for e in outcome.errors("ListGateways", name_over)
+    )
+
+
+# -- Organizations answers: ids checked, names bounded -------------------------------------------
+
+
+def _organization(accounts: list[dict[str, Any]]) -> Any:
+    """Organizations, one root with every account directly under it, and Storage Gateway."""
+
+    def respond(request: Request) -> Answer:
+        operation = request.operation.rsplit(".", 1)[-1]
+        if operation in ("ListAccounts", "ListAccountsForParent"):
+            return json_answer({"Accounts": accounts})
+        if operation == "ListRoots":
+            return json_answer({"Roots": [{"Id": "r-ab12", "Name": "Root"}]})
+        if operation == "ListOrganizationalUnitsForParent":
+            return json_answer({"OrganizationalUnits": []})
+        if operation == "ListGateways":
+            return _cached_listing([])
+        return INTERNAL
+
+    return respond
+
+
+def test_an_account_name_longer_than_documented_is_null_and_named(hostile: Harness) -> None:
+    env = {"AWS_ENDPOINT_URL_ORGANIZATIONS": hostile.gateway.url}
+    accounts = [{"Id": hostile.account, "Name": "a" * 129, "Status": "ACTIVE"}]
+
+    outcome = hostile.scan(_organization(accounts), env=env, org=True, accounts=())
+
+    assert outcome.result.status == "partial"
+    (error,) = outcome.records["errors"]
+    assert (error["operation"], error["account_id"], error["error_code"]) == (
+        "ListAccounts",
+        hostile.account,
+        "MalformedResponse",
+    )
+    assert "Name is 129 characters long, more than the 128" in error["message"]
+    (scanned,) = outcome.manifest["summary"]["accounts_scanned"]
+    assert (scanned["id"], scanned["name"]) == (hostile.account, None)
+
+    accounts[0]["Name"] = "a" * 128
+    outcome = hostile.scan(_organization(accounts), env=env, org=True, accounts=())
+    assert outcome.result.status == "complete"
+    assert outcome.manifest["summary"]["accounts_scanned"][0]["name"] == "a" * 128
+
+
+@pytest.mark.parametrize(
+    "account_id", ["12345", "../../../etc", "1" * 13, "1" * 1_000_000, 111122223333, None]
+)
+def test_an_account_id_that_is_not_one_stops_discovery(hostile: Harness, account_id: Any) -> None:
+    env = {"AWS_ENDPOINT_URL_ORGANIZATIONS": hostile.gateway.url}
+    accounts = [{"Id": account_id, "Name": "x", "Status": "ACTIVE"}]
+    with pytest.raises(
+        fleetscan.DiscoveryError, match="account Id that is not 12 digits"
+    ) as caught:
+        hostile.scan(_organization(accounts), env=env, org=True, accounts=())
+    assert len(str(caught.value)) < 200
