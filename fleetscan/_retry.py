@@ -3,8 +3,9 @@
 fleetscan retries itself rather than through botocore because botocore does not retry the
 InternalServerError that Storage Gateway documents with HTTP 400, and its adaptive mode limits one
 client, not one (account, region) across a fleet. Backoff is exponential with full jitter (AWS
-Architecture Blog, "Exponential Backoff And Jitter"); a run-wide budget stops a failing endpoint
-from multiplying the load: once retries exceed a fraction of all calls, failures are final.
+Architecture Blog, "Exponential Backoff And Jitter"); a run-wide budget per operation stops a
+failing endpoint from multiplying the load: once its retries exceed a fraction of its calls,
+failures are final (and an endpoint failing does not spend the retries of another).
 """
 
 from __future__ import annotations

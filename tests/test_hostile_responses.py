@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -36,6 +37,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from botocore.credentials import ReadOnlyCredentials
 from hostile_gateway import JSON_CONTENT_TYPE, Answer, HostileGateway, Request, json_answer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -1292,3 +1294,60 @@ def test_an_account_id_that_is_not_one_stops_discovery(hostile: Harness, account
     ) as caught:
         hostile.scan(_organization(accounts), env=env, org=True, accounts=())
     assert len(str(caught.value)) < 200
+
+
+# -- the retry budget is per operation ------------------------------------------------------------
+
+
+FIXED_KEYS = ReadOnlyCredentials("AKIAFIXEDKEYS0000000", "secret", None)
+
+
+class FixedKeys:
+    """Keys for calls made outside a scan (the hostile endpoint checks no signature)."""
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        return FIXED_KEYS
+
+    def expire(self, stale: ReadOnlyCredentials | None) -> None:
+        """Fixed: nothing to refresh."""
+
+
+async def test_an_operation_out_of_retry_budget_leaves_the_others_theirs(hostile: Harness) -> None:
+    """STS timing out at the start of a loaded soak spent the one run-wide budget, and then 352
+    units failed for want of a retry. Each operation (each endpoint) has its own now."""
+    from fleetscan._aws import AwsClients, acting_as
+    from fleetscan._scan import CallFailed, Engine
+
+    arn = hostile.gateway_arn(0xC00)
+    failed_once: list[str] = []
+
+    def respond(request: Request) -> Answer:
+        if request.operation == "ListGateways":
+            return INTERNAL  # always: its budget runs out
+        if not failed_once:
+            failed_once.append(arn)
+            return INTERNAL  # once: the retry needs budget
+        return _points(request)
+
+    config = fleetscan.ScanConfig(
+        accounts=(hostile.account,), role_name="R", regions=(REGION,), max_attempts=2,
+        retry_budget_ratio=0.0,
+    )  # fmt: skip
+    engine = Engine(config, run_id="budget")
+    hostile.gateway.reset(respond)
+    with _environment(hostile.env), acting_as(FixedKeys()):
+        async with AwsClients(
+            profile=None, max_pool_connections=4, connect_timeout=5, read_timeout=5
+        ) as clients:
+            sgw = await clients.storage_gateway(REGION)
+            for _ in range(101):  # a retry each: one more than the budget's floor of 100
+                with pytest.raises(CallFailed):
+                    await engine.call(sgw.list_gateways, "ListGateways")
+            assert engine.stats.retries_denied == 1
+            answer = await engine.call(
+                functools.partial(sgw.list_volume_recovery_points, GatewayARN=arn),
+                "ListVolumeRecoveryPoints",
+            )
+    assert answer["GatewayARN"] == arn
+    assert failed_once == [arn]
+    assert engine.stats.retries_denied == 1

@@ -154,8 +154,8 @@ class S3Reader:
         (and only if the object is still the same one).
 
         A body must keep arriving: each opening of it has ``call_timeout``, plus a second per
-        64 KiB of what it says it holds (or of what arrived, plus a chunk, if more), and breaks
-        off at that deadline however steadily a trickle comes.
+        64 KiB of what it says it holds (without a length, of what arrived plus a chunk), and
+        breaks off at that deadline however steadily a trickle comes.
         """
         offset = 0
         etag: str | None = None
@@ -174,9 +174,8 @@ class S3Reader:
             try:
                 async with body:
                     while True:
-                        seconds = transfer_deadline(
-                            self._call_timeout, max(declared, received + CHUNK)
-                        )
+                        expected = declared if received < declared else received + CHUNK
+                        seconds = transfer_deadline(self._call_timeout, expected)
                         chunk: bytes | None = None
                         with anyio.CancelScope(deadline=opened + seconds):
                             chunk = await body.read(CHUNK)
