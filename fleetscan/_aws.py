@@ -258,7 +258,8 @@ class BoundedHTTPSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore i
         :func:`~._retry.classify` sees the same exceptions either way.
         """
         cap = self.max_answer_bytes
-        declared = raw.content_length
+        # A HEAD answer's Content-Length is the object's size; it has no body.
+        declared = raw.content_length if request.method != "HEAD" else None
         if declared is not None and declared > cap:
             raw.close()
             raise ResponseTooLarge(_too_large(declared, cap))

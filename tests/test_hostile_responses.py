@@ -46,6 +46,7 @@ from output_checks import check_run_output
 import fleetscan
 from fleetscan._aws import MAX_ANSWER_BYTES
 from fleetscan._records import GATEWAY_TEXT_LIMITS, MAX_LONG, is_gateway_arn, is_volume_arn
+from fleetscan._retry import ResponseTooLarge
 from fleetscan.emulator import FleetSpec, Stack, start_stack
 
 REGION = "us-east-1"
@@ -1351,3 +1352,21 @@ async def test_an_operation_out_of_retry_budget_leaves_the_others_theirs(hostile
     assert answer["GatewayARN"] == arn
     assert failed_once == [arn]
     assert engine.stats.retries_denied == 1
+
+
+async def test_the_cap_reads_bodies_not_what_a_head_answer_says_of_an_object(
+    hostile: Harness,
+) -> None:
+    """HeadObject of a 20 MB object says Content-Length 20 MB and sends no body: not too large."""
+    from fleetscan._aws import MAX_S3_ANSWER_BYTES
+    from fleetscan._sinks._s3io import create_s3_client
+
+    size = MAX_S3_ANSWER_BYTES + 4 * 1024 * 1024
+    hostile.gateway.reset(lambda request: Answer(b"o" * size, content_type="text/plain"))
+    with _environment({**hostile.env, "AWS_ENDPOINT_URL_S3": hostile.gateway.url}):
+        async with create_s3_client(call_timeout=10) as s3:
+            head = await s3.head_object(Bucket="bucket", Key="big.ndjson")
+            with pytest.raises(ResponseTooLarge):  # a listing that long is not an answer
+                await s3.list_objects_v2(Bucket="bucket")
+    assert head["ContentLength"] == size
+    assert [r.method for r in hostile.gateway.requests] == ["HEAD", "GET"]
