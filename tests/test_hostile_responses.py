@@ -952,26 +952,6 @@ def test_an_expired_token_is_refreshed_without_spending_an_attempt(hostile: Harn
     assert outcome.manifest["summary"]["expired_tokens"] == 1
 
 
-def test_keys_that_are_always_expired_end_in_an_error_record(hostile: Harness) -> None:
-    """An STS handing out keys the service always calls expired: a few refreshes per call,
-    then the attempts count again; the call ends, recorded, and the scan with it."""
-    from fleetscan._scan import MAX_REFRESHES_PER_CALL
-
-    arn = hostile.gateway_arn(0x710)
-
-    def respond(request: Request) -> Answer:
-        return _cached_listing([arn]) if request.operation == "ListGateways" else EXPIRED
-
-    outcome = hostile.scan(respond, max_attempts=2)
-
-    assert outcome.result.status == "partial"
-    calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
-    assert len(calls) == MAX_REFRESHES_PER_CALL + 2
-    assert len({_access_key(r) for r in calls}) == len(calls), "each try with new keys"
-    (error,) = outcome.errors("ListVolumeRecoveryPoints", arn)
-    assert (error["error_code"], error["attempts"]) == ("ExpiredTokenException", len(calls))
-
-
 THROTTLED = json_answer({"__type": "ThrottlingException", "message": "Rate exceeded"}, 400)
 INTERNAL = json_answer({"__type": "InternalServerError", "message": "oops"}, 500)
 
@@ -997,23 +977,35 @@ def test_throttles_do_not_spend_a_calls_attempts(hostile: Harness) -> None:
     assert len(calls) == 4
 
 
-def test_a_call_always_throttled_ends_after_its_throttles_and_attempts(hostile: Harness) -> None:
-    arn = hostile.gateway_arn(0x721)
+@pytest.mark.parametrize("refusal", ["ExpiredTokenException", "ThrottlingException"])
+def test_a_call_always_refused_for_no_fault_of_its_own_ends_in_an_error_record(
+    hostile: Harness, refusal: str
+) -> None:
+    """An STS handing out keys the service always calls expired, a service that throttles
+    every call: a few free resends per call (refreshes; as many throttles as attempts), then
+    the attempts count again; the call ends, recorded with every send, and the scan with it."""
+    from fleetscan._scan import MAX_REFRESHES_PER_CALL
+
+    arn = hostile.gateway_arn(0x710)
+    refused = EXPIRED if refusal == "ExpiredTokenException" else THROTTLED
+    free = MAX_REFRESHES_PER_CALL if refusal == "ExpiredTokenException" else 2
 
     def respond(request: Request) -> Answer:
-        return _cached_listing([arn]) if request.operation == "ListGateways" else THROTTLED
+        return _cached_listing([arn]) if request.operation == "ListGateways" else refused
 
     outcome = hostile.scan(respond, max_attempts=2)
 
     assert outcome.result.status == "partial"
     calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
-    assert len(calls) == 2 + 2  # max_attempts throttles free, then max_attempts counted
+    assert len(calls) == free + 2
     (error,) = outcome.errors("ListVolumeRecoveryPoints", arn)
     assert (error["error_code"], error["attempts"], error["retryable"]) == (
-        "ThrottlingException",
-        4,
+        refusal,
+        len(calls),
         True,
     )
+    if refusal == "ExpiredTokenException":
+        assert len({_access_key(r) for r in calls}) == len(calls), "each try with new keys"
 
 
 # -- answers that trickle: every call has a total deadline per attempt (call_timeout) ------------

@@ -356,6 +356,19 @@ async def test_an_upload_whose_creation_answer_was_lost_is_found_and_aborted(
     check_bucket_against_manifest(stack, manifest)
 
 
+async def whole_run_with_a_short_call_timeout(stack: Stack) -> S3Sink:
+    """Two objects of several parts each, with one-second deadlines; the run must be whole."""
+    records: list[Record] = [*many_points(20_000), *fleet_rest()]
+    sink = S3Sink(
+        DEST, RUN, compress="none", max_object_bytes=6 * MIB, options=options(call_timeout=1.0)
+    )
+    await write_all(sink, records)
+    manifest = await sink.finish("complete", SUMMARY)
+    assert manifest["status"] == "complete"
+    assert check_bucket_against_manifest(stack, manifest) == stored(records)
+    return sink
+
+
 async def test_a_trickling_answer_is_cut_at_the_call_deadline_and_sent_again(
     stack: Stack, proxy: FaultyS3Proxy
 ) -> None:
@@ -363,16 +376,9 @@ async def test_a_trickling_answer_is_cut_at_the_call_deadline_and_sent_again(
     minutes, and the read timeout restarts with every byte): the attempt is cut at
     call_timeout and made again (completing is idempotent); the run is whole."""
     proxy.faults = [Fault("CompleteMultipartUpload", 1, "trickle")]
-    records: list[Record] = [*many_points(20_000), *fleet_rest()]
-    sink = S3Sink(
-        DEST, RUN, compress="none", max_object_bytes=6 * MIB, options=options(call_timeout=1.0)
-    )
     with anyio.fail_after(120):  # a hang guard: the trickle alone would take minutes
-        await write_all(sink, records)
-        manifest = await sink.finish("complete", SUMMARY)
+        sink = await whole_run_with_a_short_call_timeout(stack)
 
-    assert manifest["status"] == "complete"
-    assert check_bucket_against_manifest(stack, manifest) == stored(records)
     completes = proxy.requests("CompleteMultipartUpload")
     assert completes[0].fault == "trickle"
     assert [seen.target for seen in completes].count(completes[0].target) == 2
@@ -386,15 +392,8 @@ async def test_a_part_on_a_slow_uplink_gets_a_second_per_64_kib(
     """A request's deadline grows with its body: a 5 MiB part taken in over two seconds is not
     cut at a one-second call_timeout (it has 1 + 80 s), so it is sent once."""
     proxy.faults = [Fault("UploadPart", 1, "slow_read")]
-    records: list[Record] = [*many_points(20_000), *fleet_rest()]
-    sink = S3Sink(
-        DEST, RUN, compress="none", max_object_bytes=6 * MIB, options=options(call_timeout=1.0)
-    )
-    await write_all(sink, records)
-    manifest = await sink.finish("complete", SUMMARY)
+    sink = await whole_run_with_a_short_call_timeout(stack)
 
-    assert manifest["status"] == "complete"
-    assert check_bucket_against_manifest(stack, manifest) == stored(records)
     parts = proxy.requests("UploadPart")
     assert parts[0].fault == "slow_read"
     assert parts[0].body_bytes >= MIN_PART_BYTES
