@@ -223,9 +223,10 @@ class BoundedHTTPSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore i
     per use (:func:`bounded_session_class`). The deadline covers the whole attempt (a free
     connection, connecting, TLS, sending, the answer's headers and body): a trickling answer
     is cut there and the call fails with :class:`~._retry.CallTimeout`. The answer's body is
-    read here, not by aiobotocore, so that it stops at the cap (one that says it is larger is
-    not read at); a longer one fails with :class:`~._retry.ResponseTooLarge` and its
-    connection is closed. Answers a client streams (S3 object bodies) are left to their reader.
+    read here, not by aiobotocore, so that reading stops at the cap (and does not start when
+    the Content-Length is beyond it); a longer answer fails with
+    :class:`~._retry.ResponseTooLarge` and its connection is closed. Bodies a client streams
+    (S3 objects) are left to their reader, which has a deadline of its own.
     """
 
     call_timeout: ClassVar[float] = CALL_TIMEOUT
