@@ -427,7 +427,8 @@ MALFORMED_KINDS = frozenset(
 def bad_body(draw: st.DrawFn, list_key: str) -> tuple[Answer, bool]:
     """An answer that is not a usable page of anything, in one of many ways, and whether it is a
     2xx answer (which must then be retried and recorded as a MalformedResponse)."""
-    kind = draw(st.sampled_from([*sorted(MALFORMED_KINDS), "error", "error_junk", "html_5xx"]))
+    kinds = [*sorted(MALFORMED_KINDS), "error", "error_junk", "html_5xx", "too_large"]
+    kind = draw(st.sampled_from(kinds))
     return _bad_answer(draw, list_key, kind), kind in MALFORMED_KINDS
 
 
@@ -467,6 +468,10 @@ def _bad_answer(draw: st.DrawFn, list_key: str, kind: str) -> Answer:
         )  # fmt: skip
         body = {"__type": code, "message": draw(TEXT), "error": {"errorCode": draw(TEXT)}}
         return answer(body, draw(st.sampled_from([400, 403, 429, 500, 503])))
+    if kind == "too_large":  # a valid answer, one byte longer than any the API sends
+        body = orjson.dumps({list_key: []})
+        piece = draw(st.sampled_from([None, 64 * 1024]))  # with a Content-Length, or chunked
+        return Answer(body + b" " * (MAX_ANSWER_BYTES + 1 - len(body)), piece_bytes=piece)
     if kind == "error_junk":
         junk_error = {"__type": draw(JUNK), "message": draw(JUNK), "error": draw(JUNK)}
         return answer(junk_error, draw(st.sampled_from([400, 500])))
