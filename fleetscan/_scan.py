@@ -466,6 +466,8 @@ class Engine:
                     )
                 except CallFailed as exc:
                     raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
+                except Stopped:
+                    return  # asked to stop while the accounts were being listed: none scanned
             self.accounts = accounts
             self.stats.accounts = len(accounts)
             assumer = RoleAssumer(
