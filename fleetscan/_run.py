@@ -10,16 +10,22 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
 import anyio
 
-from ._config import ScanConfig, storage_gateway_regions
+from ._config import (
+    ScanConfig,
+    check_resume,
+    resumed_config,
+    storage_gateway_regions,
+    stored_config,
+)
 from ._exceptions import ConfigError, FleetscanError
 from ._scan import Engine, ScanStats, UnitBatch, new_run_id
-from ._sinks import RunInfo, S3Options, S3Sink, load_checkpoint, open_sink
+from ._sinks import Checkpoint, RunInfo, S3Options, S3Sink, load_checkpoint, open_sink
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -93,31 +99,38 @@ async def run_scan(
         if config.resume
         else None
     )
-    if checkpoint is not None:
-        started, run_id = checkpoint.started_at, checkpoint.run_id
-    else:
-        started = dt.datetime.now(dt.UTC)
-        run_id = config.run_id or new_run_id(started)
-    from . import __version__
+    try:
+        if checkpoint is not None:
+            _check_resumed(config, checkpoint)
+            started, run_id = checkpoint.started_at, checkpoint.run_id
+        else:
+            started = dt.datetime.now(dt.UTC)
+            run_id = config.run_id or new_run_id(started)
+        from . import __version__
 
-    sink = open_sink(
-        config.output,
-        RunInfo(run_id=run_id, started_at=started, version=__version__),
-        compress=checkpoint.compression if checkpoint else config.compress,
-        max_object_bytes=config.max_object_bytes,
-        file_mode=config.file_mode,
-        stdout=stdout,
-        resume=checkpoint,
-        s3=S3Options.from_config(config),
-    )
+        engine = Engine(
+            replace(config, run_id=run_id),
+            run_id=run_id,
+            done_units=frozenset(checkpoint.units) if checkpoint else frozenset(),
+        )
+        sink = open_sink(
+            config.output,
+            RunInfo(run_id=run_id, started_at=started, version=__version__),
+            compress=checkpoint.compression if checkpoint else config.compress,
+            max_object_bytes=config.max_object_bytes,
+            file_mode=config.file_mode,
+            stdout=stdout,
+            resume=checkpoint,
+            s3=S3Options.from_config(config),
+            config=stored_config(config),
+        )
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.release()
+        raise
     if isinstance(sink, S3Sink):
         # Credentials, bucket, write and KMS access: checked before the scan spends a call.
         await sink.start()
-    engine = Engine(
-        replace(config, run_id=run_id),
-        run_id=run_id,
-        done_units=frozenset(checkpoint.units) if checkpoint else frozenset(),
-    )
     send, receive = anyio.create_memory_object_stream[UnitBatch](64)
     finished = anyio.Event()
     stopped_by: list[int] = []
@@ -189,6 +202,45 @@ async def run_scan(
         on_stats(stats)
     manifest = await sink.finish(status, _summary(config, engine))
     return ScanResult(run_id, status, manifest, stats, stopped_by[0] if stopped_by else None)
+
+
+def _check_resumed(config: ScanConfig, checkpoint: Checkpoint) -> None:
+    """Refuse a resume that would scan something else than its run started to scan.
+
+    A checkpoint written before fleetscan kept the run's configuration is resumed with
+    ``config`` as given, as then; only its compression is the checkpoint's.
+    """
+    if config.run_id is not None and config.run_id != checkpoint.run_id:
+        raise ConfigError(
+            "run_id",
+            f"is {config.run_id}, but the run to resume is {checkpoint.run_id}: give one of them",
+        )
+    if checkpoint.config is not None:
+        check_resume(checkpoint.config, config, checkpoint.run_id)
+
+
+async def resume_config(given: Mapping[str, Any]) -> tuple[ScanConfig, bool]:
+    """The configuration to resume a run with, and whether the run kept its own.
+
+    ``given`` is what the user set (a config file's values and flags, merged; ``output`` and
+    ``resume`` at least). What it does not set is the run's, as its checkpoint keeps it; what it
+    sets must not change what the run scans (refused, naming the difference). A run whose
+    checkpoint predates stored configurations is resumed with ``given`` alone (False).
+    """
+    output, resume = given.get("output"), given.get("resume")
+    if not isinstance(output, str) or not output or output == "-":
+        raise ConfigError("resume", "needs the output directory the run was written to")
+    if not isinstance(resume, str):
+        raise ConfigError("resume", "must be a run id or 'latest'")
+    profile = given.get("profile")
+    header = await load_checkpoint(
+        output, resume, profile=profile if isinstance(profile, str) else None, lock=False
+    )
+    # The run found now, by its id: "latest" must not name another run by the time it starts.
+    pinned = {**given, "resume": header.run_id}
+    if header.config is None:
+        return ScanConfig(**pinned), False
+    return resumed_config(header.config, pinned, header.run_id), True
 
 
 def _is_interruption(exc: BaseException) -> bool:

@@ -209,6 +209,21 @@ def test_bad_flags_exit_2_naming_the_field(
     assert_no_aws_call(silent_endpoint)
 
 
+@pytest.mark.parametrize("output", ["./afile/sub", "afile/sub/deeper", "afile"])
+def test_an_output_directory_at_or_below_a_file_exits_2_naming_the_file(
+    env: dict[str, str], tmp_path: Path, silent_endpoint: socket.socket, output: str
+) -> None:
+    (tmp_path / "afile").write_bytes(b"a regular file\n")
+    line = assert_usage_error(
+        fleetscan_cli(env, tmp_path, "scan", *VALID, "--output", output), "output"
+    )
+    assert "afile" in line
+    assert "is not a directory" in line
+    assert (tmp_path / "afile").read_bytes() == b"a regular file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert_no_aws_call(silent_endpoint)
+
+
 @pytest.mark.parametrize(
     ("text", "field", "fragment"),
     [

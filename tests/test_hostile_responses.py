@@ -469,9 +469,9 @@ def _bad_answer(draw: st.DrawFn, list_key: str, kind: str) -> Answer:
         body = {"__type": code, "message": draw(TEXT), "error": {"errorCode": draw(TEXT)}}
         return answer(body, draw(st.sampled_from([400, 403, 429, 500, 503])))
     if kind == "too_large":  # a valid answer, one byte longer than any the API sends
-        body = orjson.dumps({list_key: []})
+        empty = orjson.dumps({list_key: []})
         piece = draw(st.sampled_from([None, 64 * 1024]))  # with a Content-Length, or chunked
-        return Answer(body + b" " * (MAX_ANSWER_BYTES + 1 - len(body)), piece_bytes=piece)
+        return Answer(empty + b" " * (MAX_ANSWER_BYTES + 1 - len(empty)), piece_bytes=piece)
     if kind == "error_junk":
         junk_error = {"__type": draw(JUNK), "message": draw(JUNK), "error": draw(JUNK)}
         return answer(junk_error, draw(st.sampled_from([400, 500])))

@@ -235,7 +235,14 @@ def test_sigterm_stops_gracefully_then_resume_gives_exactly_the_truth(
     _slow(stack)
     scan = _scan(stack, stack_env)
     _wait_until_started(s3, scan)
-    time.sleep(0.5)
+    # Stopped once a unit is committed (not after a fixed delay, which a loaded machine may
+    # spend in discovery): the interrupted run then has something to keep.
+    (run_id,) = run_ids(s3)
+    deadline = time.monotonic() + 120
+    while len(entry_keys(s3, run_id)) < 2:
+        assert scan.poll() is None, "the scan ended before it committed"
+        assert time.monotonic() < deadline, "the scan never committed"
+        time.sleep(0.02)
     scan.send_signal(signal.SIGTERM)
     _, stderr = scan.communicate(timeout=60)
 

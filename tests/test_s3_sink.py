@@ -26,6 +26,7 @@ import boto3
 import orjson
 import pytest
 from fleet_records import RUN, RUN_ID, fleet_records
+from ground_truth import assert_matches_truth
 from s3_proxy import Fault, FaultyS3Proxy
 
 from fleetscan import ConfigError, ScanConfig, SinkError, run_scan
@@ -35,7 +36,6 @@ from fleetscan._records import (
     ErrorRecord,
     Record,
     RecoveryPointRecord,
-    parse_time,
 )
 from fleetscan._retry import Backoff
 from fleetscan._sinks import RunInfo, S3Options, S3Sink
@@ -499,39 +499,6 @@ async def _read_run(dest: str, run_id: str) -> dict[str, list[dict[str, Any]]]:
     return {name: [r async for r in aiter_records(dest, run_id, name)] for name in DATASETS}
 
 
-def _assert_matches_truth(stack: Stack, rows: dict[str, list[dict[str, Any]]]) -> None:
-    truth = stack.fleet.ground_truth(regions=stack.fleet.spec.regions)
-    want = {
-        (p.account_id, p.region, p.gateway_arn, p.volume_arn): (
-            p.recovery_point_time,
-            p.volume_size_bytes,
-            p.volume_usage_bytes,
-        )
-        for p in truth.recovery_points
-    }
-    got = {
-        (r["account_id"], r["region"], r["gateway_arn"], r["volume_arn"]): (
-            parse_time(r["recovery_point_time"]),
-            r["volume_size_bytes"],
-            r["volume_usage_bytes"],
-        )
-        for r in rows["recovery_points"]
-    }
-    assert len(got) == len(rows["recovery_points"])
-    assert got == want
-    gateways = {
-        g["gateway_arn"]: (g["status"], g["recovery_point_count"], g["error_code"])
-        for g in rows["gateways"]
-    }
-    assert gateways == {
-        g.gateway_arn: (g.status, g.recovery_point_count, g.error_code) for g in truth.gateways
-    }
-    offline = {
-        e["gateway_arn"] for e in rows["errors"] if e["gateway_error_code"] == "GatewayNotConnected"
-    }
-    assert offline == {arn for (_, _, arn, _) in truth.gateway_errors}
-
-
 async def test_cli_scan_to_s3_equals_the_ground_truth(
     stack: Stack, stack_env: dict[str, str], bucket: str
 ) -> None:
@@ -551,7 +518,7 @@ async def test_cli_scan_to_s3_equals_the_ground_truth(
     assert manifest["status"] == "complete"
     assert manifest["compression"] == "gzip"
     rows = await _read_run(DEST, run_id)
-    _assert_matches_truth(stack, rows)
+    assert_matches_truth(stack.fleet, rows)
     assert {name: len(r) for name, r in rows.items()} == manifest["records"]
     for entry in manifest["files"]:
         head = direct(stack).head_object(

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -195,7 +196,9 @@ async def test_records_reach_disk_as_they_arrive_under_a_temporary_name(tmp_path
             written += size
             longest = max(longest, size)
     final = tmp_path / "recovery_points" / DT / f"{RUN_ID}-00000.ndjson"
-    partial = final.with_name(f".{final.name}.partial")
+    # Hidden (a glob for *.ndjson skips it), and with a random part no one can predict.
+    (partial,) = final.parent.glob(f".{final.name}.*.partial")
+    assert re.fullmatch(rf"\.{final.name}\.[0-9a-f]{{8}}\.partial", partial.name)
     assert not final.exists(), "a file is visible under its final name before it is complete"
     on_disk = partial.stat().st_size
     # At most one buffer (about 1 MiB) is held in memory, whatever has been written.
@@ -333,6 +336,32 @@ async def test_an_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / MANIFEST) == manifest
 
 
+CHILD_KILLED_AFTER_START = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from fleet_records import RUN
+from fleetscan._sinks import open_sink
+
+open_sink(sys.argv[2], RUN)
+os._exit(0)  # gone like a killed scan: a checkpoint, no manifest, nothing committed
+"""
+
+
+def test_a_new_run_never_reuses_an_existing_checkpoint(tmp_path: Path) -> None:
+    done = run_child(CHILD_KILLED_AFTER_START, str(tmp_path))
+    assert done.returncode == 0, done.stderr.decode()
+    checkpoint = tmp_path / "checkpoints" / DT / f"{RUN_ID}.ndjson"
+    before = checkpoint.read_bytes()
+    with pytest.raises(ConfigError) as caught:
+        open_sink(str(tmp_path), RUN)
+    assert caught.value.field == "run_id"
+    assert caught.value.problem == (
+        f"run {RUN_ID} already has a checkpoint at {checkpoint}; resume it "
+        f"(--resume {RUN_ID}) or choose another run id"
+    )
+    assert checkpoint.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("destination", "options", "field", "words"),
     [
@@ -354,6 +383,18 @@ def test_bad_destinations_and_options_are_refused_before_any_write(
     assert caught.value.field == field
     assert words in caught.value.problem
     assert files_under(tmp_path) == set()
+
+
+def test_a_destination_below_a_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_bytes(b"data\n")
+    with pytest.raises(ConfigError) as caught:
+        open_sink(str(tmp_path / "afile" / "sub"), RUN)
+    assert caught.value.field == "output"
+    assert caught.value.problem == (
+        f"{tmp_path / 'afile'} is not a directory, so {tmp_path / 'afile' / 'sub'} cannot be "
+        "created in it"
+    )
+    assert (tmp_path / "afile").read_bytes() == b"data\n"
 
 
 def test_run_ids_that_could_escape_the_destination_are_refused() -> None:
@@ -404,6 +445,17 @@ anyio.run(main, backend="asyncio")
 
 def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_child(code: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``code`` in a Python process of its own, given the tests' folder and ``args``."""
+    return subprocess.run(
+        [sys.executable, "-c", code, str(TESTS), *args],
+        capture_output=True,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
 
 
 def test_stdout_is_the_process_stdout_by_default(tmp_path: Path) -> None:
@@ -465,17 +517,14 @@ anyio.run(main, backend="asyncio")
 
 
 def test_a_write_failure_mid_run_fails_cleanly(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD_FILE_LIMIT, str(TESTS), str(tmp_path)],
-        capture_output=True,
-        env=child_env(),
-        timeout=120,
-        check=False,
-    )
+    done = run_child(CHILD_FILE_LIMIT, str(tmp_path))
     assert done.returncode == 0, done.stderr.decode()
     result = json.loads(done.stdout)
-    partial = tmp_path / "recovery_points" / DT / f".{RUN_ID}-00000.ndjson.partial"
-    assert result["error"] == f"cannot write {partial}: File too large (errno 27)"
+    partial = re.escape(f"{tmp_path}/recovery_points/{DT}/.{RUN_ID}-00000.ndjson.")
+    assert re.fullmatch(
+        rf"cannot write {partial}[0-9a-f]{{8}}\.partial: File too large \(errno 27\)",
+        result["error"],
+    )
     manifest = result["manifest"]
     assert manifest["status"] == "failed"
     assert read_manifest(tmp_path / MANIFEST) == manifest
@@ -555,8 +604,10 @@ def test_read_only_directories_give_sink_errors_naming_the_path(tmp_path: Path) 
     assert result["open"] == (
         f"cannot create directory {read_only}/manifests: Permission denied (errno 13)"
     )
-    assert result["finish"] == (
-        f"cannot create {blocked}/.{RUN_ID}-00000.ndjson.partial: Permission denied (errno 13)"
+    partial = re.escape(f"{blocked}/.{RUN_ID}-00000.ndjson.")
+    assert re.fullmatch(
+        rf"cannot create {partial}[0-9a-f]{{8}}\.partial: Permission denied \(errno 13\)",
+        result["finish"],
     )
     assert result["after_finish"] == [str(writable / MANIFEST)]
     manifest = result["manifest"]

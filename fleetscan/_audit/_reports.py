@@ -1,8 +1,9 @@
 """The audit's files: findings.ndjson, report.md, report.html and junit.xml.
 
 The Markdown and HTML reports are rendered from the same tables (:func:`report_tables`), so they
-cannot disagree on a number. Every file is written under a temporary name and renamed into place,
-so a CI job never picks up half a report.
+cannot disagree on a number. Every file is written under a fresh temporary name and renamed into
+place, so a CI job never picks up half a report, and a link planted in the report directory is
+replaced, never written through (see :mod:`fleetscan._localfs`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import html
 import math
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +21,7 @@ from typing import IO, Any
 import orjson
 
 from .._exceptions import ConfigError
+from .._localfs import Tree
 from ._evaluate import BINS_PER_DECADE, STATUSES, AccountSummary, AuditResult, Finding
 from ._policy import format_duration
 
@@ -37,7 +38,7 @@ def prepare_report_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``--report-dir`` now, before any reading, so a bad path costs nothing."""
     directory = Path(path)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        Tree(directory, field="--report-dir").close()
     except OSError as exc:
         raise ConfigError("--report-dir", f"cannot create {directory}: {exc.strerror}") from None
     if not os.access(directory, os.W_OK):
@@ -46,26 +47,30 @@ def prepare_report_dir(path: str | os.PathLike[str]) -> Path:
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[IO[bytes]]:
-    """Write ``path`` under a temporary name; rename it into place only when complete."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _atomic(directory: Path, name: str) -> Iterator[IO[bytes]]:
+    """Write ``name`` in ``directory`` under a fresh temporary name (created with ``O_EXCL``,
+    never through a link planted there); rename it into place only when complete."""
+    tree = Tree(directory, field="--report-dir", create=False)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd, temporary = tree.create_temporary(name, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            tree.replace(temporary, name)
+        except BaseException:
+            tree.unlink(temporary)
+            raise
+    finally:
+        tree.close()
 
 
 class FindingsWriter:
     """findings.ndjson, one finding a line, written as the audit makes them."""
 
     def __init__(self, directory: Path) -> None:
-        self._path = directory / FINDINGS_FILE
-        self._context = _atomic(self._path)
+        self._context = _atomic(directory, FINDINGS_FILE)
         self._handle: IO[bytes] | None = None
         self.count = 0
 
@@ -623,10 +628,9 @@ def write_reports(result: AuditResult, directory: Path) -> list[Path]:
         (HTML_FILE, render_html(result).encode()),
         (JUNIT_FILE, render_junit(result)),
     ):
-        path = directory / name
-        with _atomic(path) as handle:
+        with _atomic(directory, name) as handle:
             handle.write(data)
-        written.append(path)
+        written.append(directory / name)
     return written
 
 

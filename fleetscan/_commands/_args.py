@@ -20,7 +20,7 @@ from .._config import (
     MIN_OBJECT_BYTES,
     SSE_MODES,
     ScanConfig,
-    build_config,
+    given_values,
     load_config_file,
 )
 
@@ -163,7 +163,11 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         metavar="VALUE",
         help=f"external id for AssumeRole (or set {EXTERNAL_ID_ENV}, which keeps it out of ps)",
     )
-    roles.add_argument("--role-session-name", metavar="NAME", help="default: fleetscan")
+    roles.add_argument(
+        "--role-session-name",
+        metavar="NAME",
+        help="session name, shown in CloudTrail (default: fleetscan)",
+    )
     roles.add_argument(
         "--role-duration",
         dest="role_duration_seconds",
@@ -182,7 +186,11 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         help="--no-assume-role scans only the ambient account with the ambient credentials",
     )
     roles.add_argument("--profile", metavar="NAME", help="AWS profile for the ambient credentials")
-    roles.add_argument("--partition", metavar="NAME", help="aws (default), aws-cn or aws-us-gov")
+    roles.add_argument(
+        "--partition",
+        metavar="NAME",
+        help="the accounts' partition: aws (default), aws-cn or aws-us-gov",
+    )
 
     where = scan.add_argument_group("regions")
     where.add_argument(
@@ -206,19 +214,24 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
     tuning.add_argument(
         "--max-attempts", type=int, metavar="N", help="attempts per call, 1-20 (default 8)"
     )
-    tuning.add_argument("--connect-timeout", type=float, metavar="SECONDS", help="default 10")
+    tuning.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time to open a connection to an endpoint (default 10)",
+    )
     tuning.add_argument(
         "--read-timeout",
         type=float,
         metavar="SECONDS",
-        help="longest wait between two bytes of an answer (default 30)",
+        help="time to wait for the next bytes of an answer (default 30)",
     )
     tuning.add_argument(
         "--call-timeout",
         type=float,
         metavar="SECONDS",
-        help="total time one attempt of an AWS call may take, S3 uploads 1 s more per 64 KiB "
-        "(default 60)",
+        help="total time one attempt of an AWS call may take, however its answer trickles in "
+        "(default 60; S3 requests 1 s more per 64 KiB they send)",
     )
 
     output = scan.add_argument_group("output")
@@ -227,14 +240,20 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         metavar="DEST",
         help="a directory, s3://BUCKET/PREFIX/, or - for recovery points on stdout",
     )
-    output.add_argument("--compress", choices=("none", "gzip"), help="default: none")
+    output.add_argument(
+        "--compress", choices=("none", "gzip"), help="gzip: .ndjson.gz data files (default: none)"
+    )
     output.add_argument(
         "--max-object-bytes",
         type=size,
         metavar="SIZE",
         help=f"roll files over at this size, at least {MIN_OBJECT_BYTES >> 20}MiB (default 128MiB)",
     )
-    output.add_argument("--run-id", metavar="ID", help="default: a fresh, sortable id")
+    output.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="the run's id, which names its files (default: a fresh, sortable id)",
+    )
     output.add_argument(
         "--file-mode",
         type=file_mode_type,
@@ -271,7 +290,9 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         "--resume",
         metavar="RUN_ID",
         help="continue an interrupted run ('latest' or its id) in the same --output (directory "
-        "or s3:// prefix): finished units are skipped, nothing is written twice",
+        "or s3:// prefix): finished units are skipped, nothing is written twice; the run's own "
+        "accounts, roles and regions are used (a flag that changes them is refused), pace and "
+        "timeout flags may differ",
     )
     output.add_argument(
         "--checkpoint-interval",
@@ -295,7 +316,10 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         "--quiet", action="store_true", default=False, help="no progress display or summary"
     )
     output.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="default: text"
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr as text, or one JSON object a line (default: text)",
     )
 
 
@@ -317,7 +341,12 @@ def scan_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def scan_values(args: argparse.Namespace) -> dict[str, Any]:
+    """What the user set, from ``--config`` and the flags given (flags win), not yet checked."""
+    file_values = load_config_file(args.config) if "config" in args else {}
+    return given_values(file_values, scan_overrides(args))
+
+
 def scan_config(args: argparse.Namespace) -> ScanConfig:
     """The ScanConfig of ``--config`` and the flags given (flags win), validated."""
-    file_values = load_config_file(args.config) if "config" in args else {}
-    return build_config(file_values, scan_overrides(args))
+    return ScanConfig(**scan_values(args))

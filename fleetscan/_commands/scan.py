@@ -1,7 +1,8 @@
 """``fleetscan scan``: flags and a TOML file in, a validated ScanConfig, a scan with progress.
 
 Everything is validated before the engine is imported, so bad input costs no AWS call and no
-engine import.
+engine import. A ``--resume`` is the exception: what it may be given depends on the run's stored
+configuration, so its checkpoint is read (by the library, engine imported) first.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import argparse
 import importlib
 from typing import Any
 
+from .._config import ScanConfig
 from .._exceptions import ConfigError
-from ._args import add_scan_options, scan_config
+from ._args import add_scan_options, scan_values
 
 _SCAN_EPILOG = """\
 A TOML file (--config) can set every option; a flag given on the command line replaces the
@@ -46,7 +48,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = scan_config(args)
+    given = scan_values(args)
+    if given.get("resume") is not None:
+        return _resume(given, args)
+    config = ScanConfig(**given)
     if config.output is None and not config.dry_run:
         raise ConfigError(
             "output",
@@ -55,5 +60,24 @@ def run(args: argparse.Namespace) -> int:
         )
     # Only now, with the input known good, is the engine looked up and asked for anything.
     progress = importlib.import_module("fleetscan._commands._progress")
+    code: int = progress.scan_with_progress(config, quiet=args.quiet, log_format=args.log_format)
+    return code
+
+
+def _resume(given: dict[str, Any], args: argparse.Namespace) -> int:
+    """``--resume``: the run's own configuration, with what was given on top (the checkpoint
+    must be read first, so the engine is imported before the input is fully checked)."""
+    import anyio
+
+    run = importlib.import_module("fleetscan._run")
+    progress = importlib.import_module("fleetscan._commands._progress")
+    config, kept = anyio.run(run.resume_config, given, backend="asyncio")
+    if not kept:
+        progress.say(
+            f"the run to resume ({config.resume}) was started by a fleetscan that did not keep "
+            "its configuration: it is resumed with the settings given, and only its "
+            "compression is checked",
+            args.log_format,
+        )
     code: int = progress.scan_with_progress(config, quiet=args.quiet, log_format=args.log_format)
     return code

@@ -1,8 +1,9 @@
 """What to scan and how: :class:`ScanConfig`, its checks, and the files it can come from.
 
 ``_model`` holds the value, ``_checks`` every check of its fields (by concern), ``_files`` the
-TOML reader and the merge of a file with flags, ``_accounts_file`` account lists, ``_values``
-what they all share (how a value is named in a message, account ids).
+TOML reader and the merge of a file with flags, ``_resume`` the configuration a run keeps for its
+resumes, ``_accounts_file`` account lists, ``_values`` what they all share (how a value is named
+in a message, account ids).
 """
 
 from ._accounts_file import load_accounts_file
@@ -17,8 +18,16 @@ from ._checks import (
     parse_s3_url,
     storage_gateway_regions,
 )
-from ._files import build_config, load_config_file
+from ._files import build_config, given_values, load_config_file, merge_values
 from ._model import CONFIG_KEYS, Compression, ScanConfig
+from ._resume import (
+    PACE_KEYS,
+    RUN_KEYS,
+    check_resume,
+    resumed_config,
+    run_config,
+    stored_config,
+)
 from ._values import check_account_id
 
 __all__ = [
@@ -28,14 +37,22 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_CONCURRENCY",
     "MIN_OBJECT_BYTES",
+    "PACE_KEYS",
     "PARTITIONS",
+    "RUN_KEYS",
     "SSE_MODES",
     "Compression",
     "ScanConfig",
     "build_config",
     "check_account_id",
+    "check_resume",
+    "given_values",
     "load_accounts_file",
     "load_config_file",
+    "merge_values",
     "parse_s3_url",
+    "resumed_config",
+    "run_config",
     "storage_gateway_regions",
+    "stored_config",
 ]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from .._exceptions import ConfigError
+from .._localfs import first_non_directory
 from ._accounts_file import load_accounts_file
 from ._values import ACCOUNT_ID, check_account_id, show, type_name
 
@@ -457,8 +458,16 @@ def _check_output(config: ScanConfig) -> None:
             raise ConfigError("output", "is empty: give a directory, or - for stdout")
         if destination.startswith("s3://"):
             parse_s3_url(destination)
-        elif Path(destination).exists() and not Path(destination).is_dir():
-            raise ConfigError("output", f"{show(destination)} exists and is not a directory")
+        elif "\x00" in destination:
+            raise ConfigError("output", "contains a NUL character, which no path can hold")
+        elif (blocker := first_non_directory(Path(destination))) is not None:
+            if blocker == Path(destination):
+                raise ConfigError("output", f"{show(destination)} exists and is not a directory")
+            raise ConfigError(
+                "output",
+                f"{show(str(blocker))} is not a directory, so {show(destination)} cannot be "
+                "created in it",
+            )
     mode = config.file_mode
     if isinstance(mode, bool) or not isinstance(mode, int):
         raise ConfigError(

@@ -163,16 +163,26 @@ _ASSUME_ROLE_ONLY: Final = (
 
 
 def build_config(file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> ScanConfig:
-    """Merge a config file's values with flags: a flag replaces what the file says.
+    """Merge a config file's values with flags (:func:`merge_values`) into a ScanConfig."""
+    return ScanConfig(**given_values(file_values, overrides))
 
-    Where settings are alternatives, a flag for one drops the file's others, as a user expects:
-    ``--accounts`` (or ``--org`` / ``--accounts-file``) replaces the file's account sources,
-    ``--role-name`` replaces its ``role_arn_template`` and vice versa, and ``--no-assume-role``
-    drops the file's accounts and roles.
-    """
+
+def given_values(file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """What a user gave, from a config file and flags, unknown settings refused."""
     for values in (file_values, overrides):
         _refuse_unknown(values.keys())
-    merged = dict(file_values)
+    return merge_values(file_values, overrides)
+
+
+def merge_values(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` (a config file's values, or a resumed run's) with ``overrides`` (flags) on top.
+
+    Where settings are alternatives, an override for one drops the base's others, as a user
+    expects: ``--accounts`` (or ``--org`` / ``--accounts-file``) replaces the file's account
+    sources, ``--role-name`` replaces its ``role_arn_template`` and vice versa, and
+    ``--no-assume-role`` drops the file's accounts and roles.
+    """
+    merged = dict(base)
     given = overrides.keys()
     if given & {"org", "accounts", "accounts_file"}:
         for key in ("org", "ous", "accounts", "accounts_file"):
@@ -184,7 +194,7 @@ def build_config(file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -
         for key in _ASSUME_ROLE_ONLY:
             merged.pop(key, None)
     merged.update(overrides)
-    return ScanConfig(**merged)
+    return merged
 
 
 def _refuse_unknown(keys: Iterable[str]) -> None:

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .._exceptions import ConfigError
 from ._checkpoint import Checkpoint, load_checkpoint
@@ -82,12 +82,15 @@ def open_sink(
     buffer_bytes: int = BUFFER_BYTES,
     resume: Checkpoint | None = None,
     s3: S3Options | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Sink:
     """The sink for ``--output DEST``: a local directory, ``s3://bucket/prefix/``, or ``-``.
 
     Checks the destination now (a read-only directory raises :class:`SinkError` naming it) so
     that a scan never spends API calls on results it cannot keep; an S3 destination is checked
-    by :meth:`S3Sink.start`, which needs the event loop. ``s3`` applies to S3 only.
+    by :meth:`S3Sink.start`, which needs the event loop. ``s3`` applies to S3 only. ``config``
+    is the scan configuration a new run's checkpoint keeps (see
+    :func:`fleetscan._config.stored_config`), for its resumes.
     """
     if compress not in ("none", "gzip"):
         raise ConfigError("compress", f"must be 'none' or 'gzip', not {compress!r}")
@@ -112,6 +115,7 @@ def open_sink(
             buffer_bytes=buffer_bytes,
             options=s3,
             resume=resume,
+            config=config,
         )
     if _URL.match(destination):
         scheme = destination.split("://", 1)[0]
@@ -124,4 +128,5 @@ def open_sink(
         file_mode=file_mode,
         buffer_bytes=buffer_bytes,
         resume=resume,
+        config=config,
     )

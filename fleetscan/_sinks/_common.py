@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from .._exceptions import ConfigError, SinkError
+from .._exceptions import ConfigError, FleetscanError
 from .._records import DATASETS, SCHEMA_VERSION, Dataset, Record, format_time
 
 Compression = Literal["none", "gzip"]
@@ -109,7 +109,7 @@ class Stream(Generic[_Current]):
         self.object_bytes = 0
         self.current: _Current | None = None
         #: Set once a write failed: the current file is unusable and is dropped on abort.
-        self.failure: SinkError | None = None
+        self.failure: FleetscanError | None = None
 
 
 class Sink(Protocol):

@@ -216,6 +216,7 @@ class S3Sink:
         buffer_bytes: int = BUFFER_BYTES,
         options: S3Options | None = None,
         resume: Checkpoint | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         options = options or S3Options()
         self._bucket, self._prefix = parse_s3_url(url)
@@ -251,6 +252,8 @@ class S3Sink:
         self._unknown_uploads = False
         self.stats = S3Stats()
         self._resume = resume
+        #: The scan configuration a new run's checkpoint header keeps, for its resumes.
+        self._config = config
         #: Number of the next checkpoint entry object.
         self._next_entry = 0
         #: Units whose records are written but not yet named by a checkpoint entry.
@@ -495,7 +498,7 @@ class S3Sink:
         sessions did not commit: every open upload of the run, every object no entry names."""
         resume = self._resume
         if resume is None:
-            await self._put_entry(header_line(self._run, self._compress))
+            await self._put_entry(header_line(self._run, self._compress, self._config))
             return
         leftovers = await self._sweep()
         if leftovers:
@@ -503,7 +506,7 @@ class S3Sink:
                 f"cannot resume run {self._run.run_id}: multipart upload(s) "
                 f"{', '.join(sorted(leftovers))} could not be aborted"
             )
-        await self._delete_unnamed(resume.files)
+        await self._delete_unnamed(resume.files, check=resume)
         self._files = list(resume.files)
         self._checkpointed = len(self._files)
         for name, stream in self._streams.items():
@@ -511,9 +514,15 @@ class S3Sink:
         self._next_entry = max(resume.next_entry, 1)
         await self._put_entry(session_line())
 
-    async def _delete_unnamed(self, keep: list[FileEntry]) -> None:
-        """Delete every object of this run that ``keep`` does not list."""
+    async def _delete_unnamed(self, keep: list[FileEntry], check: Checkpoint | None = None) -> None:
+        """Delete every object of this run that ``keep`` does not list.
+
+        With ``check`` (a resume's checkpoint), each object it names must be there with the size
+        it was committed with, or the resume is refused: the run would end ``complete`` with a
+        manifest that no reader accepts.
+        """
         kept = {self._prefix + entry.path for entry in keep}
+        sizes: dict[str, int] = {}
         for dataset in DATASETS:
             params: dict[str, Any] = {"Prefix": self._run_directory(dataset) + self._run.run_id}
             strays: list[str] = []
@@ -521,7 +530,9 @@ class S3Sink:
                 page = await self._call("ListObjectsV2", self._client.list_objects_v2, **params)
                 for item in page.get("Contents") or ():
                     key = str(item["Key"])
-                    if key not in kept and self._is_run_key(key):
+                    if key in kept:
+                        sizes[key] = int(item.get("Size", -1))
+                    elif self._is_run_key(key):
                         strays.append(key)
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
@@ -529,6 +540,18 @@ class S3Sink:
                 params["ContinuationToken"] = token
             for key in strays:
                 await self._call("DeleteObject", self._client.delete_object, Key=key)
+        for entry in check.files if check is not None else ():
+            key = self._prefix + entry.path
+            if sizes.get(key) == entry.bytes:
+                continue
+            what = "is missing" if key not in sizes else f"has {sizes[key]} bytes"
+            assert check is not None
+            raise ConfigError(
+                "resume",
+                f"{check.named_by.get(entry.path, check.where)} names {self._where(key)} "
+                f"({entry.bytes} bytes), which {what}: the run's objects were changed since it "
+                "was interrupted; it cannot be resumed",
+            )
 
     async def _close_client(self) -> None:
         stack, self._client_stack, self._client = self._client_stack, None, None
