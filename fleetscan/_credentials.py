@@ -83,9 +83,14 @@ class AssumedRoleCredentials:
         assert self._frozen is not None
         return self._frozen
 
-    def expire(self) -> None:
-        """Force a refresh before the next call (the service said ``ExpiredToken``)."""
-        self._expires = None
+    def expire(self, stale: ReadOnlyCredentials | None) -> None:
+        """Refresh before the next call: the service said ``stale`` have expired.
+
+        Only if they are still the current keys: a call that used keys already replaced
+        (others failed with them first) must not throw the new ones away.
+        """
+        if stale is not None and stale == self._frozen:
+            self._expires = None
 
     async def _refresh(self) -> None:
         answer = await self._fetch()

@@ -3,22 +3,37 @@
 Accounts come from AWS Organizations (the management account or a delegated administrator), from
 a static list, or both (the organization then supplies names). Regions are resolved per account
 because opt-in regions are enabled per account.
+
+Organizations' answers are checked against its model like every answer: the ids a run is built
+on (account, root and OU ids) must be what the API documents, or discovery stops with one line
+naming the field; an account's name longer than the documented 128 characters is not data (the
+account is scanned with no name, and an error record says why).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._config import ScanConfig, storage_gateway_regions
+from ._config._values import show
 from ._exceptions import DiscoveryError
+from ._records import ACCOUNT_NAME_LIMIT, overlong
 
 Call = Callable[[Callable[[], Awaitable[dict[str, Any]]], str], Awaitable[dict[str, Any]]]
 
 #: Where global services (STS, Organizations, EC2's region list) are called in each partition.
 HOME_REGIONS = {"aws": "us-east-1", "aws-cn": "cn-north-1", "aws-us-gov": "us-gov-west-1"}
+
+#: Organizations' patterns and maxima (botocore's model) for what discovery keeps.
+_ACCOUNT_ID = re.compile(r"[0-9]{12}", re.ASCII)
+_PARENT_ID = re.compile(r"r-[0-9a-z]{4,32}|ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}", re.ASCII)
+_OU_NAME_LIMIT = 128
+#: AccountStatus and AccountState are enums (longest value 18 characters).
+_STATUS_LIMIT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +45,9 @@ class AccountTarget:
     #: policies by OU match on it. Empty when the account did not come from Organizations.
     ou_ids: tuple[str, ...] = ()
     ou_path: str | None = None
+    #: (operation, what is wrong) for each field of its Organizations entry that could not be
+    #: kept; the scan writes an error record for each (the manifest's account list omits them).
+    problems: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,8 +78,9 @@ async def discover_accounts(
             params: dict[str, Any] = {}
             while True:
                 page = await call(functools.partial(org.list_accounts, **params), "ListAccounts")
-                for item in page.get("Accounts", []):
-                    found[item["Id"]] = _target(item)
+                for item in _items(page, "Accounts", "ListAccounts"):
+                    account = _target(item, "ListAccounts")
+                    found[account.id] = account
                 token = page.get("NextToken")
                 if not token:  # a page may be empty while NextToken is still set
                     break
@@ -99,11 +118,11 @@ async def _accounts_under(org: Any, call: Call, ou_id: str) -> list[AccountTarge
     while pending:
         parent = pending.pop()
         for item in await _children(org, call, "ListAccountsForParent", "Accounts", parent):
-            accounts.append(_target(item))
+            accounts.append(_target(item, "ListAccountsForParent"))
         for item in await _children(
             org, call, "ListOrganizationalUnitsForParent", "OrganizationalUnits", parent
         ):
-            pending.append(str(item["Id"]))
+            pending.append(_parent_id(item, "ListOrganizationalUnitsForParent"))
     return accounts
 
 
@@ -116,17 +135,18 @@ async def _placement(org: Any, call: Call) -> dict[str, tuple[tuple[str, ...], s
     roots = await call(org.list_roots, "ListRoots")
     placement: dict[str, tuple[tuple[str, ...], str]] = {}
     pending: list[tuple[tuple[str, ...], str]] = [
-        ((str(r["Id"]),), str(r.get("Name") or "Root")) for r in roots.get("Roots", [])
+        ((_parent_id(r, "ListRoots"),), _ou_name(r, "ListRoots", "Root"))
+        for r in _items(roots, "Roots", "ListRoots")
     ]
     while pending:
         chain, path = pending.pop()
         parent = chain[-1]
         for item in await _children(org, call, "ListAccountsForParent", "Accounts", parent):
-            placement[str(item["Id"])] = (chain, path)
-        for item in await _children(
-            org, call, "ListOrganizationalUnitsForParent", "OrganizationalUnits", parent
-        ):
-            pending.append(((*chain, str(item["Id"])), f"{path}/{item.get('Name', item['Id'])}"))
+            placement[_target(item, "ListAccountsForParent").id] = (chain, path)
+        operation = "ListOrganizationalUnitsForParent"
+        for item in await _children(org, call, operation, "OrganizationalUnits", parent):
+            ou_id = _parent_id(item, operation)
+            pending.append(((*chain, ou_id), f"{path}/{_ou_name(item, operation, ou_id)}"))
     return placement
 
 
@@ -138,16 +158,59 @@ async def _children(
     items: list[dict[str, Any]] = []
     while True:
         page = await call(functools.partial(method, **params), operation)
-        items.extend(page.get(key, []))
+        items.extend(_items(page, key, operation))
         token = page.get("NextToken")
         if not token:
             return items
         params["NextToken"] = token
 
 
-def _target(item: dict[str, Any]) -> AccountTarget:
+def _items(page: dict[str, Any], key: str, operation: str) -> list[dict[str, Any]]:
+    items = page.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise DiscoveryError(f"{operation} answered a {key} that is not a list of objects")
+    return items
+
+
+def _target(item: dict[str, Any], operation: str) -> AccountTarget:
+    """An account of an Organizations answer: its id checked, its name and status kept if they
+    are what the API documents (else left out, and said)."""
+    account_id = item.get("Id")
+    if not (isinstance(account_id, str) and _ACCOUNT_ID.fullmatch(account_id)):
+        raise DiscoveryError(
+            f"{operation} answered an account Id that is not 12 digits: {show(account_id)}"
+        )
+    problems: list[tuple[str, str]] = []
+    name = item.get("Name")
+    problem = overlong("the account's Name", name, ACCOUNT_NAME_LIMIT)
+    if problem is not None:
+        problems.append((operation, problem))
+    if problem is not None or not isinstance(name, str):
+        name = None
     status = item.get("State") or item.get("Status") or "ACTIVE"
-    return AccountTarget(str(item["Id"]), item.get("Name"), str(status))
+    if not isinstance(status, str) or len(status) > _STATUS_LIMIT:
+        problems.append((operation, f"the account's State is not a state: {show(status)}"))
+        status = "UNKNOWN"
+    return AccountTarget(account_id, name, status, problems=tuple(problems))
+
+
+def _parent_id(item: dict[str, Any], operation: str) -> str:
+    parent = item.get("Id")
+    if not (isinstance(parent, str) and _PARENT_ID.fullmatch(parent)):
+        raise DiscoveryError(
+            f"{operation} answered an Id that is not a root or OU id: {show(parent)}"
+        )
+    return parent
+
+
+def _ou_name(item: dict[str, Any], operation: str, default: str) -> str:
+    name = item.get("Name") or default
+    if not isinstance(name, str) or len(name) > _OU_NAME_LIMIT:
+        raise DiscoveryError(
+            f"{operation} answered a Name that is not a name of at most {_OU_NAME_LIMIT} "
+            f"characters: {show(name)}"
+        )
+    return name
 
 
 async def enabled_regions(clients: Any, call: Call, partition: str) -> tuple[str, ...]:

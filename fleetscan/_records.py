@@ -10,8 +10,9 @@ import datetime as dt
 import importlib.resources
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeGuard
+from typing import Any, ClassVar, Final, Literal, TypeGuard
 
 SCHEMA_VERSION = 1
 
@@ -33,6 +34,22 @@ VOLUME_ARN_PATTERN = GATEWAY_ARN_PATTERN[:-1] + "/volume/vol-[0-9A-Za-z]{8,26}$"
 _GATEWAY_ARN = re.compile(GATEWAY_ARN_PATTERN, re.ASCII)
 _VOLUME_ARN = re.compile(VOLUME_ARN_PATTERN, re.ASCII)
 _ARN_LENGTH = range(50, 501)
+
+#: The longest value a record's text column takes from a ListGateways item: the field's
+#: documented maximum (botocore's Storage Gateway model; ``tests/test_schemas.py`` keeps these,
+#: the model and the JSON Schemas' ``maxLength`` in step). A longer value is not data: the
+#: column is null and an error record names the field. GatewayInfo's GatewayName is a plain
+#: string in the model; 255 is the maximum of the name a gateway is given (ActivateGateway,
+#: UpdateGatewayInformation). HostEnvironment is an enum (longest value 8 characters) without
+#: a maximum: 64 leaves room for values AWS adds.
+GATEWAY_TEXT_LIMITS: Final[Mapping[str, int]] = {
+    "GatewayName": 255,
+    "GatewayType": 20,
+    "GatewayOperationalState": 25,
+    "HostEnvironment": 64,
+}
+#: Organizations' AccountName maximum: the account_name column.
+ACCOUNT_NAME_LIMIT: Final = 128
 
 
 def format_time(value: dt.datetime) -> str:
@@ -105,6 +122,16 @@ def text_or_none(value: object) -> str | None:
     is unreadable, so it is dropped rather than written in another type or as its repr.
     """
     return value if isinstance(value, str) else None
+
+
+def overlong(field: str, value: object, limit: int) -> str | None:
+    """What is wrong with ``value`` if it is a string longer than ``limit``, naming ``field``."""
+    if isinstance(value, str) and len(value) > limit:
+        return (
+            f"{field} is {len(value):,} characters long, more than the {limit} AWS documents: "
+            "recorded as null"
+        )
+    return None
 
 
 def is_gateway_arn(value: object) -> TypeGuard[str]:

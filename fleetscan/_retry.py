@@ -3,8 +3,9 @@
 fleetscan retries itself rather than through botocore because botocore does not retry the
 InternalServerError that Storage Gateway documents with HTTP 400, and its adaptive mode limits one
 client, not one (account, region) across a fleet. Backoff is exponential with full jitter (AWS
-Architecture Blog, "Exponential Backoff And Jitter"); a run-wide budget stops a failing endpoint
-from multiplying the load: once retries exceed a fraction of all calls, failures are final.
+Architecture Blog, "Exponential Backoff And Jitter"); a run-wide budget per operation stops a
+failing endpoint from multiplying the load: once its retries exceed a fraction of its calls,
+failures are final (and an endpoint failing does not spend the retries of another).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-#: The caller's keys have expired: refresh them, then try again.
+#: The caller's keys have expired: not the call's fault. Engine.call refreshes them and tries
+#: again without counting the attempt (a few times per call at most). STS and S3 say
+#: ``ExpiredToken``, Storage Gateway ``ExpiredTokenException``, EC2 ``RequestExpired``.
 EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 
 
@@ -135,6 +138,8 @@ def classify(exc: BaseException) -> Failure:
         return Failure("ConnectionError", _botocore_message(exc), True)
     if isinstance(exc, MalformedResponse):
         return Failure("MalformedResponse", _clip(str(exc), MAX_MESSAGE_CHARS), True)
+    if isinstance(exc, ResponseTooLarge):
+        return Failure("ResponseTooLarge", _clip(str(exc), MAX_MESSAGE_CHARS), False)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return Failure("NoCredentials", "no AWS credentials found", False)
     if _raised_while_parsing(exc):
@@ -170,6 +175,26 @@ def _clip(text: str, limit: int) -> str:
 
 class MalformedResponse(Exception):
     """A 200 answer that is not what the API model promises (truncated body, wrong types)."""
+
+
+class ResponseTooLarge(Exception):
+    """An answer longer than any the API can legitimately send (see ``_aws.MAX_ANSWER_BYTES``).
+
+    Not retried: an endpoint that sends megabytes where AWS sends kilobytes would send them
+    again, and each attempt would cost the cap in memory and bandwidth.
+    """
+
+
+class CallTimeout(botocore.exceptions.ReadTimeoutError):  # type: ignore[misc]  # untyped
+    """One attempt of a call took longer than its total deadline (``call_timeout``).
+
+    A read timeout restarts with every byte, so an endpoint trickling its answer is only ever
+    stopped by a deadline on the whole attempt. A botocore read timeout for every reader of
+    the exception: :func:`classify` calls it ``Timeout`` (retryable), and a body reader
+    treats it as a connection that broke off.
+    """
+
+    fmt = 'No complete answer from "{endpoint_url}" within {seconds:.4g} s (call_timeout)'
 
 
 def _botocore_message(exc: BaseException) -> str:

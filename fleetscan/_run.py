@@ -265,6 +265,7 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
         max_pool_connections=8,
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
+        call_timeout=config.call_timeout,
     ) as clients:
         with acting_as(AmbientCredentials(config.profile)):
             accounts = await discover_accounts(config, clients, engine._plain_call, config.accounts)

@@ -35,7 +35,8 @@ from ._aws import (
     AwsClients,
     FrozenCredentialSource,
     acting_as,
-    refresh_current,
+    call_keys,
+    current_source,
 )
 from ._backpressure import RecordBudget, Reservation
 from ._config import ScanConfig, storage_gateway_regions
@@ -49,6 +50,7 @@ from ._discovery import (
 from ._exceptions import DiscoveryError
 from ._ratelimit import AdaptiveBucket, RateLimiter
 from ._records import (
+    GATEWAY_TEXT_LIMITS,
     SCHEMA_VERSION,
     ErrorRecord,
     GatewayRecord,
@@ -57,6 +59,7 @@ from ._records import (
     format_time,
     is_gateway_arn,
     is_volume_arn,
+    overlong,
     parse_bytes,
     parse_time,
     text_or_none,
@@ -74,6 +77,11 @@ RECORD_BUDGET = 10_000
 
 #: Gateway failures that describe the gateway, not the scan: the unit still counts as done.
 GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
+
+#: Times one call may have its credentials refreshed after an expired-token answer, on top of
+#: its attempts: enough for keys that expire again while the call waits out other faults,
+#: and a bound for an STS that hands out keys already expired.
+MAX_REFRESHES_PER_CALL = 5
 
 
 class CallFailed(Exception):
@@ -128,6 +136,8 @@ class ScanStats:
     retries_denied: int = 0
     units_skipped: int = 0
     throttles: int = 0
+    #: Attempts answered "expired token", made again with refreshed keys at no attempt's cost.
+    expired_tokens: int = 0
     credential_refreshes: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -153,6 +163,7 @@ class ScanStats:
             "retries": self.retries,
             "retries_denied_by_budget": self.retries_denied,
             "throttles": self.throttles,
+            "expired_tokens": self.expired_tokens,
             "credential_refreshes": self.credential_refreshes,
             "peak_calls_in_flight": self.peak_in_flight,
             "open_clients": self.open_clients,
@@ -208,7 +219,9 @@ class Engine:
         self._gateways_per_unit = max(2, config.burst + math.ceil(config.rate))
         self._limiter = RateLimiter(config.rate, config.burst)
         self._backoff = Backoff()
-        self._budget = RetryBudget(config.retry_budget_ratio)
+        #: A retry budget per operation, i.e. per service endpoint: STS timing out must not
+        #: spend the retries of Storage Gateway calls (it once failed 352 units of a soak).
+        self._budgets: dict[str, RetryBudget] = {}
         self._send: MemoryObjectSendStream[UnitBatch] | None = None
         #: The accounts discovered (the manifest lists them, with their OU placement).
         self.accounts: list[AccountTarget] = []
@@ -224,7 +237,6 @@ class Engine:
         operation: str,
         *,
         bucket: AdaptiveBucket | None = None,
-        credentials: FrozenCredentialSource | None = None,
         check: Callable[[dict[str, Any]], object] | None = None,
         reservation: Reservation | None = None,
     ) -> dict[str, Any]:
@@ -233,60 +245,97 @@ class Engine:
         ``check`` rejects a 200 answer that breaks the API model (raise MalformedResponse): such
         an answer is retried like a 5xx rather than written as data. ``reservation`` claims room
         for the answer's records once the bucket has admitted the call, before it is sent.
+
+        Two answers are not the call's fault, and do not spend its attempts (``max_attempts``
+        counts the others). An expired token: the task's credentials are refreshed and the call
+        sent again at once (the service refused it before counting it against any rate),
+        without spending the retry budget or another token of the bucket, up to
+        :data:`MAX_REFRESHES_PER_CALL` times. A throttle: the bucket slows down for every call
+        sharing it, and the call waits for its turn again; a call may be throttled
+        ``max_attempts`` times so, since a bucket probing for the service's rate is throttled
+        now and then by design, and one unlucky call must not run out of attempts for it.
+        Beyond either allowance such answers count like any failure. ``attempts`` in an error
+        record is every time the call was sent.
         """
-        attempt = 0
+        failures = 0  # the ones counted against max_attempts
+        sent = 0
+        refreshes = 0
+        throttled = 0
+        admitted = False
+        admitted_at = 0.0
         stats = self.stats
+        max_attempts = self.config.max_attempts
+        budget = self._budgets.get(operation)
+        if budget is None:
+            budget = self._budgets[operation] = RetryBudget(self.config.retry_budget_ratio)
         while True:
-            attempt += 1
             if self._stopping:
                 raise Stopped
-            await refresh_current()
-            admitted_at = 0.0
-            if bucket is not None:
-                admitted_at = await bucket.acquire()
-            if reservation is not None:
-                await reservation.reserve()
-            # A token per call, not per task: a call made while signing another (a hub's
-            # refresh) must not count as the same borrower.
-            slot = object()
-            try:  # without a checkpoint when a slot is free: most calls find one
-                self._calls_in_flight.acquire_on_behalf_of_nowait(slot)
-            except anyio.WouldBlock:
-                await self._calls_in_flight.acquire_on_behalf_of(slot)
+            if not admitted:
+                if bucket is not None:
+                    admitted_at = await bucket.acquire()
+                if reservation is not None:
+                    await reservation.reserve()
+            admitted = False
+            # The keys this attempt signs with, fetched (refreshed if need be) *before* it takes
+            # a call slot: a refresh is itself a call (AssumeRole), and calls holding every slot
+            # while waiting for a refresh would never give one back. Signing reads them from
+            # ``call_keys``, so it never waits for a refresh that another call started meanwhile.
+            source = current_source()
+            keys = await source.get_frozen_credentials() if source is not None else None
+            signing_keys = call_keys.set(keys)
             try:
-                stats.calls[operation] += 1
-                self._budget.record_call()
-                stats.in_flight += 1
-                stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+                # A token per call, not per task: a call made while signing another (a hub's
+                # refresh) must not count as the same borrower.
+                slot = object()
+                try:  # without a checkpoint when a slot is free: most calls find one
+                    self._calls_in_flight.acquire_on_behalf_of_nowait(slot)
+                except anyio.WouldBlock:
+                    await self._calls_in_flight.acquire_on_behalf_of(slot)
                 try:
-                    answer = await fn()
-                    if check is not None:
-                        check(answer)
-                    return answer
-                except Exception as exc:  # every failure is classified; none escapes unrecorded
-                    failure = classify(exc)
+                    sent += 1
+                    stats.calls[operation] += 1
+                    budget.record_call()
+                    stats.in_flight += 1
+                    stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+                    try:
+                        answer = await fn()
+                        if check is not None:
+                            check(answer)
+                        return answer
+                    except Exception as exc:  # every failure is classified; none unrecorded
+                        failure = classify(exc)
+                    finally:
+                        stats.in_flight -= 1
                 finally:
-                    stats.in_flight -= 1
+                    self._calls_in_flight.release_on_behalf_of(slot)
             finally:
-                self._calls_in_flight.release_on_behalf_of(slot)
+                call_keys.reset(signing_keys)
             if failure.throttled:
                 stats.throttles += 1
                 if bucket is not None:
                     bucket.on_throttle(admitted_at)
-            if failure.error_code in EXPIRED_CODES and isinstance(
-                credentials, AssumedRoleCredentials
-            ):
-                credentials.expire()
-            if not failure.retryable or attempt >= self.config.max_attempts:
-                raise CallFailed(operation, failure, attempt)
-            if not self._budget.try_spend():
+            if failure.error_code in EXPIRED_CODES and source is not None:
+                source.expire(keys)  # a retry with the same keys would only be refused again
+                if refreshes < MAX_REFRESHES_PER_CALL:
+                    refreshes += 1
+                    stats.expired_tokens += 1
+                    admitted = True
+                    continue
+            if failure.throttled and throttled < max_attempts:
+                throttled += 1
+            else:
+                failures += 1
+                if not failure.retryable or failures >= max_attempts:
+                    raise CallFailed(operation, failure, sent)
+            if not budget.try_spend():
                 stats.retries_denied += 1
-                raise CallFailed(operation, failure, attempt)
+                raise CallFailed(operation, failure, sent)
             stats.retries += 1
             if not (failure.throttled and bucket is not None):
                 # A throttled call waits for its bucket instead: the bucket has just slowed
                 # down for every task sharing it, which is the backoff that matters.
-                await anyio.sleep(self._backoff.delay(attempt))
+                await anyio.sleep(self._backoff.delay(sent))
 
     async def _plain_call(
         self, fn: Callable[[], Awaitable[dict[str, Any]]], operation: str
@@ -345,21 +394,50 @@ class Engine:
     def _malformed(
         self,
         operation: str,
+        problem: str,
+        account: AccountTarget,
+        region: str | None,
+        gateway_arn: str | None = None,
+    ) -> ErrorRecord:
+        """Part of an answer that cannot be data (an item without a valid ARN, a field longer
+        than AWS documents): named in an error record, never silently dropped."""
+        return self._error(
+            CallFailed(operation, classify(MalformedResponse(problem)), 1),
+            account_id=account.id,
+            region=region,
+            gateway_arn=gateway_arn,
+        )
+
+    def _unusable(
+        self,
+        operation: str,
         count: int,
         account: AccountTarget,
         region: str,
         gateway_arn: str | None = None,
     ) -> ErrorRecord:
-        """Items of an answer that are not a gateway/volume: named, not silently dropped."""
-        failure = classify(
-            MalformedResponse(f"{count} item(s) without a valid ARN in the answer were skipped")
+        return self._malformed(
+            operation,
+            f"{count} item(s) without a valid ARN in the answer were skipped",
+            account,
+            region,
+            gateway_arn,
         )
-        return self._error(
-            CallFailed(operation, failure, 1),
-            account_id=account.id,
-            region=region,
-            gateway_arn=gateway_arn,
-        )
+
+    def _checked_gateway(
+        self, account: AccountTarget, region: str, gateway: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[Record]]:
+        """The gateway without its over-long text fields, and an error record naming each."""
+        problems: list[Record] = []
+        for name, limit in GATEWAY_TEXT_LIMITS.items():
+            problem = overlong(name, gateway.get(name), limit)
+            if problem is not None:
+                if not problems:
+                    gateway = dict(gateway)
+                gateway[name] = None
+                arn = gateway["GatewayARN"]
+                problems.append(self._malformed("ListGateways", problem, account, region, arn))
+        return gateway, problems
 
     # -- the scan ------------------------------------------------------------------------------
 
@@ -376,6 +454,7 @@ class Engine:
             max_pool_connections=self.config.concurrency,
             connect_timeout=self.config.connect_timeout,
             read_timeout=self.config.read_timeout,
+            call_timeout=self.config.call_timeout,
         )
         async with clients:
             self._clients = clients
@@ -387,6 +466,8 @@ class Engine:
                     )
                 except CallFailed as exc:
                     raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
+                except Stopped:
+                    return  # asked to stop while the accounts were being listed: none scanned
             self.accounts = accounts
             self.stats.accounts = len(accounts)
             assumer = RoleAssumer(
@@ -434,7 +515,9 @@ class Engine:
                     self.stats.units_planned += 1
                     self.stats.units_failed += 1
                     error = self._error(exc, account_id=account.id, region=None)
-                    await self._send_batch((account.id, ALL, ALL), [error])
+                    await self._send_batch(
+                        (account.id, ALL, ALL), [error, *self._account_problems(account)]
+                    )
                     return
                 self.stats.units_planned += len(regions)
                 async with anyio.create_task_group() as tg:
@@ -443,17 +526,28 @@ class Engine:
                             self.stats.units_skipped += 1
                             continue
                         await self._unit_slots.acquire()
-                        tg.start_soon(self._unit, account, region, credentials)
+                        tg.start_soon(self._unit, account, region)
                     preparing = False
                     self._account_slots.release()
             if not self._stopping:
                 # Every region is written: a resumed run need not even assume the role.
-                await self._send_batch((account.id, ALL, ALL), [])
+                problems = self._account_problems(account)
+                if problems:
+                    self.stats.units_planned += 1
+                    self.stats.units_failed += 1
+                await self._send_batch((account.id, ALL, ALL), problems)
         except Stopped:
             pass
         finally:
             if preparing:
                 self._account_slots.release()
+
+    def _account_problems(self, account: AccountTarget) -> list[Record]:
+        """What Organizations said of the account that could not be kept (its own unit fails)."""
+        return [
+            self._malformed(operation, problem, account, None)
+            for operation, problem in account.problems
+        ]
 
     async def _regions(self) -> tuple[str, ...]:
         regions = self.config.regions
@@ -463,9 +557,8 @@ class Engine:
             return await enabled_regions(self._clients, self._plain_call, self.config.partition)
         return tuple(regions)
 
-    async def _unit(
-        self, account: AccountTarget, region: str, credentials: FrozenCredentialSource
-    ) -> None:
+    async def _unit(self, account: AccountTarget, region: str) -> None:
+        """One (account, region), in its account's credential context (see ``acting_as``)."""
         key = (account.id, region)
         bucket = self._limiter.bucket(key)
         #: The region's own records (listing failures); each gateway sends its own batch.
@@ -486,7 +579,6 @@ class Engine:
                             functools.partial(sgw.list_gateways, **params),
                             "ListGateways",
                             bucket=bucket,
-                            credentials=credentials,
                             check=_gateway_list,
                         )
                     except CallFailed as exc:
@@ -498,7 +590,7 @@ class Engine:
                     gateways, unusable = _gateway_list(page)
                     if unusable:
                         failed = True
-                        batch.append(self._malformed("ListGateways", unusable, account, region))
+                        batch.append(self._unusable("ListGateways", unusable, account, region))
                     for gateway in gateways:
                         arn = gateway["GatewayARN"]
                         if arn in seen_gateways:
@@ -506,6 +598,9 @@ class Engine:
                         seen_gateways.add(arn)
                         if (account.id, region, arn) in self.done_units:
                             continue  # written by an earlier session of this run
+                        gateway, problems = self._checked_gateway(account, region, gateway)
+                        if problems:
+                            failed = True
                         if gateway.get("GatewayType") == "CACHED":
                             await gateway_slots.acquire()
                             await self.record_budget.room()
@@ -516,12 +611,12 @@ class Engine:
                                 gateway,
                                 sgw,
                                 bucket,
-                                credentials,
                                 gateway_slots,
+                                problems,
                             )
                         else:
                             record = self._gateway_record(account, region, gateway, "not_cached")
-                            await self._send_batch((account.id, region, arn), [record])
+                            await self._send_batch((account.id, region, arn), [record, *problems])
                     marker = page.get("Marker")
                     if not marker:
                         break
@@ -575,10 +670,11 @@ class Engine:
         gateway: dict[str, Any],
         sgw: StorageGatewayClient,
         bucket: AdaptiveBucket,
-        credentials: FrozenCredentialSource,
         slots: anyio.Semaphore,
+        problems: list[Record],
     ) -> None:
-        """One cached gateway: its recovery points, its gateway record, sent as one batch."""
+        """One cached gateway: its recovery points, its gateway record and the ``problems`` of
+        its listing, sent as one batch."""
         arn = gateway["GatewayARN"]
         reservation = Reservation(self.record_budget)
         try:
@@ -587,7 +683,6 @@ class Engine:
                     functools.partial(sgw.list_volume_recovery_points, GatewayARN=arn),
                     "ListVolumeRecoveryPoints",
                     bucket=bucket,
-                    credentials=credentials,
                     check=_recovery_point_list,
                     reservation=reservation,
                 )
@@ -605,6 +700,7 @@ class Engine:
                 # which may wait for the writer.
                 batch = self._recovery_points(account, region, gateway, answer)
                 del answer
+            batch.extend(problems)
             await self._send_batch((account.id, region, arn), batch, reservation)
         finally:
             reservation.cancel()
@@ -619,9 +715,7 @@ class Engine:
         batch: list[Record] = []
         if unusable:
             self._unit_failures[(account.id, region)] += 1
-            batch.append(
-                self._malformed("ListVolumeRecoveryPoints", unusable, account, region, arn)
-            )
+            batch.append(self._unusable("ListVolumeRecoveryPoints", unusable, account, region, arn))
         now = dt.datetime.now(dt.UTC)
         scanned_at = format_time(now)
         gateway_id = arn.rsplit("/", 1)[-1]

@@ -10,8 +10,9 @@ the same request (same URL, headers, body and signature as botocore's, which tes
 
 What stays botocore's and aiobotocore's, so behaviour does not fork: the endpoint (resolved by the
 region's real client: ``AWS_ENDPOINT_URL[_STORAGE_GATEWAY]``, FIPS, dual-stack, partitions), the
-HTTP session (the scan's shared pool, TLS and ``AWS_CA_BUNDLE``, proxies, timeouts, and the
-exceptions a failed connection raises), the credentials, and every answer that is not a plain
+HTTP session (the scan's shared pool, TLS and ``AWS_CA_BUNDLE``, proxies, timeouts, the deadline
+and answer cap of :class:`~._aws.BoundedHTTPSession`, and the exceptions a failed connection
+raises), the credentials, and every answer that is not a plain
 success: error answers go through aiobotocore's own parser and raise the client's own exception
 classes, exactly as ``client.list_gateways()`` would.
 """

@@ -23,7 +23,21 @@ import aiohttp
 import anyio
 from aiohttp import web
 
-Action = Literal["error", "slowdown", "reset", "hang", "lose_answer", "hang_after_forward"]
+Action = Literal[
+    "error",
+    "slowdown",
+    "reset",
+    "hang",
+    "lose_answer",
+    "hang_after_forward",
+    "trickle",
+    "slow_read",
+]
+#: ``trickle``: seconds between two bytes of the answer; ``slow_read``: the request's body is
+#: read in pieces of this many bytes, each after ``SLOW_READ_PAUSE`` seconds.
+TRICKLE_PAUSE = 0.5
+SLOW_READ_PIECE = 256 * 1024
+SLOW_READ_PAUSE = 0.1
 
 _DROP_REQUEST = {"host", "expect", "content-length", "transfer-encoding", "connection"}
 _DROP_RESPONSE = {"content-length", "transfer-encoding", "connection", "date", "server"}
@@ -41,6 +55,8 @@ class Fault:
     error: 500 InternalError. slowdown: 503 SlowDown. reset: drop the connection before
     forwarding. hang: hold the request (not forwarded) until the proxy closes. lose_answer:
     forward (S3 acts), then drop the connection. hang_after_forward: forward, then hold the answer.
+    trickle: forward, then send the answer's body a byte every ``TRICKLE_PAUSE`` seconds (with
+    its Content-Length). slow_read: read the request's body slowly (a slow uplink), then forward.
     """
 
     operation: str
@@ -132,31 +148,37 @@ class FaultyS3Proxy:
             return "ListObjectsV2"
         return "GetObject" if key else "ListObjects"
 
-    def _fault_for(self, seen: Seen) -> Fault | None:
-        targets = self._targets.setdefault(seen.operation, [])
-        if seen.target not in targets:
-            targets.append(seen.target)
-        attempt_key = (seen.operation, seen.target)
+    def _fault_for(self, operation: str, key: str, target: tuple[str, str, str]) -> Fault | None:
+        targets = self._targets.setdefault(operation, [])
+        if target not in targets:
+            targets.append(target)
+        attempt_key = (operation, target)
         self._attempts[attempt_key] = self._attempts.get(attempt_key, 0) + 1
         attempt = self._attempts[attempt_key]
         for fault in self.faults:
-            if fault.operation != seen.operation or fault.key_contains not in seen.key:
+            if fault.operation != operation or fault.key_contains not in key:
                 continue
             matching = [t for t in targets if fault.key_contains in t[0]]
-            if seen.target not in matching or matching.index(seen.target) + 1 != fault.nth:
+            if target not in matching or matching.index(target) + 1 != fault.nth:
                 continue
             if fault.times is None or attempt <= fault.times:
                 return fault
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
         path = request.path  # bucket/key, percent-decoded
         bucket_and_key = path.lstrip("/").split("/", 1)
         key = bucket_and_key[1] if len(bucket_and_key) > 1 else ""
         query = {k: v for k, v in urllib.parse.parse_qsl(request.query_string, True)}
+        operation = self._operation(request.method, key, query)
+        target = (key, query.get("uploadId", ""), query.get("partNumber", ""))
+        fault = self._fault_for(operation, key, target)
+        if fault is not None and fault.action == "slow_read":
+            body = await self._read_slowly(request)
+        else:
+            body = await request.read()
         seen = Seen(
-            operation=self._operation(request.method, key, query),
+            operation=operation,
             key=key,
             query=query,
             headers={k.lower(): v for k, v in request.headers.items()},
@@ -165,7 +187,6 @@ class FaultyS3Proxy:
             body_sha256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
         )
         self.seen.append(seen)
-        fault = self._fault_for(seen)
         if fault is not None:
             seen.fault = fault.action
             if fault.action == "error":
@@ -182,7 +203,33 @@ class FaultyS3Proxy:
         if fault is not None and fault.action == "hang_after_forward":
             return await self._hold(request)
         seen.status = status
+        if fault is not None and fault.action == "trickle":
+            return await self._trickle(request, status, headers, answer)
         return web.Response(status=status, headers=headers, body=answer)
+
+    @staticmethod
+    async def _read_slowly(request: web.Request) -> bytes:
+        pieces = []
+        while piece := await request.content.read(SLOW_READ_PIECE):
+            pieces.append(piece)
+            await anyio.sleep(SLOW_READ_PAUSE)
+        return b"".join(pieces)
+
+    @staticmethod
+    async def _trickle(
+        request: web.Request, status: int, headers: dict[str, str], answer: bytes
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = len(answer)
+        await response.prepare(request)
+        try:
+            for index in range(len(answer)):
+                await anyio.sleep(TRICKLE_PAUSE)
+                await response.write(answer[index : index + 1])
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client gave up (as it should)
+        return response
 
     async def _forward(
         self, request: web.Request, body: bytes

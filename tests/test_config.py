@@ -134,6 +134,8 @@ def test_an_account_id_given_as_a_number_gets_a_hint() -> None:
         ({"retry_budget_ratio": -0.1}, "retry_budget_ratio", "zero or more"),
         ({"connect_timeout": 0}, "connect_timeout", "greater than 0"),
         ({"read_timeout": -1.0}, "read_timeout", "greater than 0"),
+        ({"call_timeout": float("nan")}, "call_timeout", "greater than 0"),
+        ({"call_timeout": 0.0}, "call_timeout", "greater than 0"),
         ({"compress": "zstd"}, "compress", "'none' or 'gzip'"),
         ({"max_object_bytes": 5 * 1024 * 1024 - 1}, "max_object_bytes", "5 MiB"),
         ({"output": ""}, "output", "empty"),

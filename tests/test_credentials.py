@@ -70,6 +70,10 @@ async def test_credentials_refresh_before_expiry_and_only_once(stack: Any, stack
         assert creds.refreshes == 1
         first = await creds.get_frozen_credentials()
         assert account_id_from_access_key(first.access_key) == member.id
+        # An ExpiredToken answer to keys another call already replaced: the current ones stay.
+        creds.expire(first._replace(access_key="ASIAREPLACEDKEYS0000"))
+        assert await creds.get_frozen_credentials() == first
+        assert creds.refreshes == 1
 
         clock.now += dt.timedelta(minutes=4)  # 11 minutes left: still fresh
         assert (await creds.get_frozen_credentials()).access_key == first.access_key
@@ -81,9 +85,10 @@ async def test_credentials_refresh_before_expiry_and_only_once(stack: Any, stack
         assert second.access_key != first.access_key
         assert account_id_from_access_key(second.access_key) == member.id
 
-        creds.expire()  # as after an ExpiredToken answer
-        await creds.get_frozen_credentials()
+        creds.expire(second)  # as after an ExpiredToken answer to the current keys
+        third = await creds.get_frozen_credentials()
         assert creds.refreshes == 3
+        assert third.access_key != second.access_key
 
 
 def test_session_policy_allows_exactly_the_calls_fleetscan_makes() -> None:

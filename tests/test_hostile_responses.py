@@ -10,32 +10,43 @@ one region) whose output is then read back byte by byte.
 The properties, for every answer: the scan ends; it returns a ScanResult (never raises); the
 manifest is valid and lists every file with its true sha256; every line validates against the
 shipped schema; and each answer shows up either as sane records (each value as sent, or null
-when what was sent is unreadable: a size sent as "abc" is null, never "abc") or as an error
-record naming the call, never as a garbled record, and never silently.
+when what was sent is unreadable: a size sent as "abc" is null, never "abc"; a text longer than
+AWS documents is null, and an error record names the field) or as an error record naming the
+call, never as a garbled record, and never silently. Answers larger than any the API sends, or
+that trickle in, are cut: by size and by the call's deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import random
+import re
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
+from botocore.credentials import ReadOnlyCredentials
 from hostile_gateway import JSON_CONTENT_TYPE, Answer, HostileGateway, Request, json_answer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from output_checks import check_run_output
 
 import fleetscan
-from fleetscan._records import MAX_LONG, is_gateway_arn, is_volume_arn
+from fleetscan._aws import MAX_ANSWER_BYTES
+from fleetscan._records import GATEWAY_TEXT_LIMITS, MAX_LONG, is_gateway_arn, is_volume_arn
+from fleetscan._retry import ResponseTooLarge
 from fleetscan.emulator import FleetSpec, Stack, start_stack
 
 REGION = "us-east-1"
@@ -91,10 +102,17 @@ class Harness:
         return f"arn:aws:storagegateway:{REGION}:{self.account}:gateway/sgw-{index:08X}"
 
     def scan(
-        self, responder: Any, *, hang_guard: float = HANG_GUARD_SECONDS, **overrides: Any
+        self,
+        responder: Any,
+        *,
+        hang_guard: float = HANG_GUARD_SECONDS,
+        env: dict[str, str] | None = None,
+        **overrides: Any,
     ) -> Outcome:
+        """A scan of the account's region with ``responder`` answering Storage Gateway (and
+        whatever else ``env`` sends to the hostile endpoint)."""
         self.gateway.reset(responder)
-        with tempfile.TemporaryDirectory() as folder, _environment(self.env):
+        with tempfile.TemporaryDirectory() as folder, _environment({**self.env, **(env or {})}):
             values: dict[str, Any] = {
                 "accounts": (self.account,),
                 "role_name": self.stack.role_name,
@@ -233,8 +251,24 @@ def _fields(
 # -- what a correct scan must make of a value ---------------------------------------------------
 
 
-def expected_text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+def expected_text(value: Any, limit: int | None = None) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value if limit is None or len(value) <= limit else None
+
+
+def overlong_fields(item: dict[str, Any]) -> set[str]:
+    """The fields of a gateway item a correct scanner must refuse as longer than documented."""
+    return {
+        name
+        for name, limit in GATEWAY_TEXT_LIMITS.items()
+        if isinstance(item.get(name), str) and len(item[name]) > limit
+    }
+
+
+def around(limit: int) -> st.SearchStrategy[str]:
+    """Strings just within and just beyond a documented maximum."""
+    return st.integers(limit - 2, limit + 2).map(lambda n: "n" * n)
 
 
 def expected_bytes(value: Any) -> int | None:
@@ -362,11 +396,20 @@ def gateway_item(draw: st.DrawFn, harness: Harness, index: int) -> Any:
             | st.just(ABSENT)
         )
     spec = {
-        "GatewayType": st.just("CACHED") | st.sampled_from(GATEWAY_TYPES) | NOT_A_STRING,
-        "GatewayName": TEXT | NOT_A_STRING,
+        "GatewayType": st.just("CACHED")
+        | st.sampled_from(GATEWAY_TYPES)
+        | around(GATEWAY_TEXT_LIMITS["GatewayType"])
+        | NOT_A_STRING,
+        "GatewayName": TEXT | around(GATEWAY_TEXT_LIMITS["GatewayName"]) | NOT_A_STRING,
         "GatewayId": st.just(f"sgw-{index:08X}") | TEXT | NOT_A_STRING,
-        "GatewayOperationalState": st.sampled_from(["ACTIVE", "DISABLED"]) | TEXT | NOT_A_STRING,
-        "HostEnvironment": st.sampled_from(["VMWARE", "EC2", "KVM"]) | TEXT | NOT_A_STRING,
+        "GatewayOperationalState": st.sampled_from(["ACTIVE", "DISABLED"])
+        | TEXT
+        | around(GATEWAY_TEXT_LIMITS["GatewayOperationalState"])
+        | NOT_A_STRING,
+        "HostEnvironment": st.sampled_from(["VMWARE", "EC2", "KVM"])
+        | TEXT
+        | around(GATEWAY_TEXT_LIMITS["HostEnvironment"])
+        | NOT_A_STRING,
     }
     pairs = _fields(draw, spec, "GatewayARN")
     if arn is not ABSENT:
@@ -384,7 +427,8 @@ MALFORMED_KINDS = frozenset(
 def bad_body(draw: st.DrawFn, list_key: str) -> tuple[Answer, bool]:
     """An answer that is not a usable page of anything, in one of many ways, and whether it is a
     2xx answer (which must then be retried and recorded as a MalformedResponse)."""
-    kind = draw(st.sampled_from([*sorted(MALFORMED_KINDS), "error", "error_junk", "html_5xx"]))
+    kinds = [*sorted(MALFORMED_KINDS), "error", "error_junk", "html_5xx", "too_large"]
+    kind = draw(st.sampled_from(kinds))
     return _bad_answer(draw, list_key, kind), kind in MALFORMED_KINDS
 
 
@@ -424,6 +468,10 @@ def _bad_answer(draw: st.DrawFn, list_key: str, kind: str) -> Answer:
         )  # fmt: skip
         body = {"__type": code, "message": draw(TEXT), "error": {"errorCode": draw(TEXT)}}
         return answer(body, draw(st.sampled_from([400, 403, 429, 500, 503])))
+    if kind == "too_large":  # a valid answer, one byte longer than any the API sends
+        empty = orjson.dumps({list_key: []})
+        piece = draw(st.sampled_from([None, 64 * 1024]))  # with a Content-Length, or chunked
+        return Answer(empty + b" " * (MAX_ANSWER_BYTES + 1 - len(empty)), piece_bytes=piece)
     if kind == "error_junk":
         junk_error = {"__type": draw(JUNK), "message": draw(JUNK), "error": draw(JUNK)}
         return answer(junk_error, draw(st.sampled_from([400, 500])))
@@ -528,8 +576,14 @@ def test_hostile_gateway_listings_become_sane_records_or_error_records(
             break
         usable = {item["GatewayARN"]: item for item in page.items if usable_gateway(item)}
         allowed.update(usable)
-        if len(usable) < len(page.items) or page.follows == "bad_here":
-            listing_error = True  # a gateway that cannot be recorded must not vanish silently
+        if (
+            len(usable) < len(page.items)
+            or page.follows == "bad_here"
+            or any(overlong_fields(item) for item in usable.values())
+        ):
+            # A gateway that cannot be recorded, or a field of one that cannot, must not
+            # vanish silently.
+            listing_error = True
         elif not listing_error:
             required.update(usable)
         if page.follows != "next":
@@ -554,12 +608,20 @@ def test_hostile_gateway_listings_become_sane_records_or_error_records(
         assert record["account_id"] == hostile.account
         assert record["region"] == REGION
         assert record["gateway_id"] == arn.rsplit("/", 1)[1]
-        assert record["gateway_name"] == expected_text(sent.get("GatewayName"))
-        assert record["gateway_type"] == expected_text(sent.get("GatewayType"))
-        assert record["gateway_operational_state"] == expected_text(
-            sent.get("GatewayOperationalState")
-        )
-        assert record["host_environment"] == expected_text(sent.get("HostEnvironment"))
+        for column, name in (
+            ("gateway_name", "GatewayName"),
+            ("gateway_type", "GatewayType"),
+            ("gateway_operational_state", "GatewayOperationalState"),
+            ("host_environment", "HostEnvironment"),
+        ):
+            assert record[column] == expected_text(sent.get(name), GATEWAY_TEXT_LIMITS[name])
+        named = {
+            name
+            for error in outcome.errors("ListGateways", arn)
+            for name in GATEWAY_TEXT_LIMITS
+            if error["message"].startswith(f"{name} is ")
+        }
+        assert named == overlong_fields(sent), "each over-long field named, none other"
         if sent.get("GatewayType") == "CACHED":
             assert (record["status"], record["recovery_point_count"]) == ("scanned", 1)
             scanned.add(arn)
@@ -835,3 +897,473 @@ def test_any_recovery_point_time_reads_as_an_instant_or_null(value: Any) -> None
 
     parsed = parse_time(value)
     assert (format_time(parsed) if parsed else None) == expected_time(value)
+
+
+# -- expired credentials: not the call's fault ---------------------------------------------------
+
+EXPIRED = json_answer(
+    {
+        "__type": "com.amazon.coral.service#ExpiredTokenException",
+        "message": "The security token included in the request is expired",
+    },
+    400,
+)
+
+
+def _access_key(request: Request) -> str:
+    authorization = request.headers.get("Authorization", "")
+    return authorization.split("Credential=", 1)[1].split("/", 1)[0]
+
+
+def _cached_listing(arns: list[str]) -> Answer:
+    return json_answer({"Gateways": [{"GatewayARN": a, "GatewayType": "CACHED"} for a in arns]})
+
+
+def _points(request: Request) -> Answer:
+    arn = request.params["GatewayARN"]
+    info = {"VolumeARN": volume_of(arn), "VolumeRecoveryPointTime": GOOD_POINT}
+    return json_answer({"GatewayARN": arn, "VolumeRecoveryPointInfos": [info]})
+
+
+def test_an_expired_token_is_refreshed_without_spending_an_attempt(hostile: Harness) -> None:
+    """The first ListVolumeRecoveryPoints says the keys expired. With one attempt per call the
+    call must still succeed: new keys (a second AssumeRole), the same call again. With one call
+    slot, the other gateway's call holds the slot the refresh needs: it must not wait for the
+    refresh while holding it (that was a deadlock, seen as a soak that never ended)."""
+    arns = [hostile.gateway_arn(0x700), hostile.gateway_arn(0x701)]
+    expired_once: list[Request] = []
+
+    def respond(request: Request) -> Answer:
+        if request.operation == "ListGateways":
+            return _cached_listing(arns)
+        if not expired_once:
+            expired_once.append(request)
+            return EXPIRED
+        return _points(request)
+
+    outcome = hostile.scan(respond, concurrency=1, max_attempts=1)
+
+    assert outcome.result.status == "complete"
+    assert outcome.records["errors"] == []
+    assert sorted(p["gateway_arn"] for p in outcome.records["recovery_points"]) == sorted(arns)
+    calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
+    assert len(calls) == 3
+    (refused,) = expired_once
+    again = [r for r in calls[1:] if r.params == refused.params]
+    assert len(again) == 1
+    assert _access_key(again[0]) != _access_key(refused), "sent again with the same keys"
+    assert outcome.result.stats.expired_tokens == 1
+    assert outcome.result.stats.calls["AssumeRole"] == 2
+    assert outcome.manifest["summary"]["expired_tokens"] == 1
+
+
+THROTTLED = json_answer({"__type": "ThrottlingException", "message": "Rate exceeded"}, 400)
+INTERNAL = json_answer({"__type": "InternalServerError", "message": "oops"}, 500)
+
+
+def test_throttles_do_not_spend_a_calls_attempts(hostile: Harness) -> None:
+    """A bucket probing for the service's rate gets throttled now and then: an unlucky call
+    throttled twice, then failing once, still has an attempt left of its two."""
+    arn = hostile.gateway_arn(0x720)
+    script = [THROTTLED, THROTTLED, INTERNAL]
+
+    def respond(request: Request) -> Answer:
+        if request.operation == "ListGateways":
+            return _cached_listing([arn])
+        return script.pop(0) if script else _points(request)
+
+    outcome = hostile.scan(respond, max_attempts=2)
+
+    assert outcome.result.status == "complete"
+    assert outcome.records["errors"] == []
+    assert [p["gateway_arn"] for p in outcome.records["recovery_points"]] == [arn]
+    assert outcome.result.stats.throttles == 2
+    calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("refusal", ["ExpiredTokenException", "ThrottlingException"])
+def test_a_call_always_refused_for_no_fault_of_its_own_ends_in_an_error_record(
+    hostile: Harness, refusal: str
+) -> None:
+    """An STS handing out keys the service always calls expired, a service that throttles
+    every call: a few free resends per call (refreshes; as many throttles as attempts), then
+    the attempts count again; the call ends, recorded with every send, and the scan with it."""
+    from fleetscan._scan import MAX_REFRESHES_PER_CALL
+
+    arn = hostile.gateway_arn(0x710)
+    refused = EXPIRED if refusal == "ExpiredTokenException" else THROTTLED
+    free = MAX_REFRESHES_PER_CALL if refusal == "ExpiredTokenException" else 2
+
+    def respond(request: Request) -> Answer:
+        return _cached_listing([arn]) if request.operation == "ListGateways" else refused
+
+    outcome = hostile.scan(respond, max_attempts=2)
+
+    assert outcome.result.status == "partial"
+    calls = [r for r in outcome.requests if r.operation == "ListVolumeRecoveryPoints"]
+    assert len(calls) == free + 2
+    (error,) = outcome.errors("ListVolumeRecoveryPoints", arn)
+    assert (error["error_code"], error["attempts"], error["retryable"]) == (
+        refusal,
+        len(calls),
+        True,
+    )
+    if refusal == "ExpiredTokenException":
+        assert len({_access_key(r) for r in calls}) == len(calls), "each try with new keys"
+
+
+# -- answers that trickle: every call has a total deadline per attempt (call_timeout) ------------
+
+#: A realistic ListGateways answer (160 bytes): trickled at a byte a second it would take 160 s,
+#: and the read timeout, which restarts with every byte, would never end it.
+SMALL_LISTING = orjson.dumps(
+    {"Gateways": [{"GatewayARN": "arn:aws:storagegateway:us-east-1:111122223333:gateway/"
+                   "sgw-12A3456B", "GatewayType": "CACHED", "GatewayName": "gw"}]}
+)  # fmt: skip
+TRICKLE = Answer(SMALL_LISTING, piece_bytes=1, pause=1.0)
+CALL_TIMEOUT = 2.0
+ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class Trickled:
+    """Which call trickles, where its endpoint is, and what else the scan needs for it."""
+
+    operation: str
+    env_key: str | None = None  # the AWS_ENDPOINT_URL_* pointed at the trickling endpoint
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+TRICKLED = [
+    Trickled("ListGateways"),
+    Trickled("ListVolumeRecoveryPoints"),
+    Trickled("AssumeRole", "AWS_ENDPOINT_URL_STS"),
+    Trickled("DescribeRegions", "AWS_ENDPOINT_URL_EC2", (("regions", "enabled"),)),
+]
+
+
+def _trickling(harness: Harness, operation: str, slow: bool) -> Any:
+    arn = harness.gateway_arn(0x800)
+
+    def respond(request: Request) -> Answer:
+        if request.operation not in ("ListGateways", "ListVolumeRecoveryPoints"):
+            return TRICKLE if slow else Answer(b"not used", 500)  # STS or EC2 sent here
+        if request.operation == operation and slow:
+            return TRICKLE
+        if request.operation == "ListGateways":
+            return _cached_listing([arn])
+        return _points(request)
+
+    return respond
+
+
+@pytest.mark.parametrize("trickled", TRICKLED, ids=[t.operation for t in TRICKLED])
+def test_a_trickling_answer_is_cut_at_the_call_deadline(
+    hostile: Harness, trickled: Trickled
+) -> None:
+    """Each attempt is cut at ``call_timeout``, retried, then recorded as a Timeout; the scan
+    ends in about attempts x call_timeout more than it takes with a prompt answer."""
+    env = {trickled.env_key: hostile.gateway.url} if trickled.env_key else {}
+    overrides = {"call_timeout": CALL_TIMEOUT, "max_attempts": ATTEMPTS, **dict(trickled.overrides)}
+    started = time.monotonic()
+    if trickled.env_key is None:  # the same scan, answered at once: what the rest costs here
+        prompt = hostile.scan(_trickling(hostile, trickled.operation, False), **overrides)
+        assert prompt.result.status == "complete"
+    baseline = time.monotonic() - started
+
+    started = time.monotonic()
+    outcome = hostile.scan(_trickling(hostile, trickled.operation, True), env=env, **overrides)
+    elapsed = time.monotonic() - started
+
+    assert outcome.result.status == "partial"
+    (error,) = outcome.errors(trickled.operation)
+    assert (error["error_code"], error["attempts"], error["retryable"]) == ("Timeout", 2, True)
+    # call_timeout, plus a second per 64 KiB of the request's body.
+    assert re.search(r"within 2(\.0\d*)? s \(call_timeout\)", error["message"]), error["message"]
+    sent = [r for r in outcome.requests if r.operation in (trickled.operation, "")]
+    assert len(sent) == ATTEMPTS
+    # A hang guard, not a timing claim: without the deadline this takes 160 s per attempt.
+    theoretical = baseline + ATTEMPTS * CALL_TIMEOUT
+    assert elapsed < 3 * max(theoretical, 5.0)
+
+
+def test_a_trickling_organization_listing_stops_discovery(hostile: Harness) -> None:
+    env = {"AWS_ENDPOINT_URL_ORGANIZATIONS": hostile.gateway.url}
+    with pytest.raises(fleetscan.DiscoveryError, match=r"ListAccounts.*Timeout"):
+        hostile.scan(
+            lambda request: TRICKLE,
+            env=env,
+            org=True,
+            accounts=(),
+            call_timeout=CALL_TIMEOUT,
+            max_attempts=ATTEMPTS,
+        )
+    assert len(hostile.gateway.requests) == ATTEMPTS
+
+
+# -- answers larger than the API sends: cut while read, an error record ---------------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_answer_one_byte_over_the_cap_is_refused_and_one_at_it_is_read(
+    hostile: Harness, chunked: bool
+) -> None:
+    arn = hostile.gateway_arn(0x900)
+    listing = _cached_listing([arn]).body
+    piece = 64 * 1024 if chunked else None
+
+    def padded(size: int) -> Answer:  # JSON may end in white space: the same page, any size
+        return Answer(listing + b" " * (size - len(listing)), piece_bytes=piece)
+
+    def respond(size: int) -> Any:
+        return lambda r: padded(size) if r.operation == "ListGateways" else _points(r)
+
+    at_cap = hostile.scan(respond(MAX_ANSWER_BYTES))
+    assert at_cap.result.status == "complete"
+    assert [g["gateway_arn"] for g in at_cap.records["gateways"]] == [arn]
+
+    over = hostile.scan(respond(MAX_ANSWER_BYTES + 1))
+    assert over.result.status == "partial"
+    assert over.records["gateways"] == []
+    (error,) = over.errors("ListGateways")
+    assert (error["error_code"], error["attempts"], error["retryable"]) == (
+        "ResponseTooLarge",
+        1,
+        False,
+    )
+    assert f"larger than {MAX_ANSWER_BYTES:,} bytes" in error["message"]
+
+
+def _peak_rss_of_a_scan(harness: Harness, responder: Any, output: Path) -> tuple[int, int]:
+    """(exit code, peak RSS in KiB) of ``fleetscan scan`` in a process of its own."""
+    harness.gateway.reset(responder)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | harness.env
+    command = [
+        sys.executable, "-m", "fleetscan", "scan", "--accounts", harness.account,
+        "--role-name", harness.stack.role_name, "--regions", REGION, "--output", str(output),
+        "--quiet", "--max-attempts", "2",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss
+
+
+def test_a_100_mb_gateway_name_does_not_reach_memory_or_disk(
+    hostile: Harness, tmp_path: Path
+) -> None:
+    """The name streams in without a length; the answer is cut at the cap while it is read, so
+    the scanner's peak memory is that of a scan of a small answer (it was 374 MB), and nothing
+    of the name is written."""
+    arn = hostile.gateway_arn(0xA00)
+    head = (
+        b'{"Gateways":[{"GatewayARN":"' + arn.encode() + b'","GatewayType":"CACHED","GatewayName":"'
+    )
+    huge = Answer(head + b'"}]}', piece_bytes=1 << 20, filler=b"n", filler_times=100_000_000,
+                  filler_at=len(head))  # fmt: skip
+
+    def respond(big: bool) -> Any:
+        def answer(request: Request) -> Answer:
+            if request.operation == "ListGateways":
+                return huge if big else _cached_listing([arn])
+            return _points(request)
+
+        return answer
+
+    code, small_rss = _peak_rss_of_a_scan(hostile, respond(False), tmp_path / "small")
+    assert code == 0
+    code, big_rss = _peak_rss_of_a_scan(hostile, respond(True), tmp_path / "big")
+    assert code == 3  # partial: the listing failed
+    assert big_rss - small_rss < 40 * 1024, (small_rss, big_rss)
+    written = sum(f.stat().st_size for f in (tmp_path / "big").rglob("*") if f.is_file())
+    assert written < 64 * 1024
+    run_id = fleetscan.latest_run(str(tmp_path / "big"), complete_only=False)
+    assert run_id is not None
+    (error,) = fleetscan.read_records(str(tmp_path / "big"), "errors", run=run_id)
+    assert error["error_code"] == "ResponseTooLarge"
+
+
+# -- text longer than AWS documents: null, and an error record naming the field -------------------
+
+
+def test_text_longer_than_documented_is_null_and_named(hostile: Harness) -> None:
+    at_limit, name_over, type_over, state_over = (hostile.gateway_arn(0xB00 + i) for i in range(4))
+    listing = json_answer(
+        {
+            "Gateways": [
+                {"GatewayARN": at_limit, "GatewayType": "CACHED", "GatewayName": "n" * 255,
+                 "GatewayOperationalState": "A" * 25, "HostEnvironment": "H" * 64},
+                {"GatewayARN": name_over, "GatewayType": "CACHED", "GatewayName": "n" * 256},
+                {"GatewayARN": type_over, "GatewayType": "T" * 21, "GatewayName": "t"},
+                {"GatewayARN": state_over, "GatewayType": "VTL",
+                 "GatewayOperationalState": "A" * 26, "HostEnvironment": "H" * 65},
+            ]
+        }
+    )  # fmt: skip
+
+    outcome = hostile.scan(lambda r: listing if r.operation == "ListGateways" else _points(r))
+
+    assert outcome.result.status == "partial"
+    gateways = {g["gateway_arn"]: g for g in outcome.records["gateways"]}
+    assert gateways[at_limit]["gateway_name"] == "n" * 255
+    assert gateways[at_limit]["gateway_operational_state"] == "A" * 25
+    assert gateways[at_limit]["host_environment"] == "H" * 64
+    assert gateways[name_over]["gateway_name"] is None
+    assert gateways[name_over]["status"] == "scanned"
+    assert (gateways[type_over]["gateway_type"], gateways[type_over]["status"]) == (
+        None,
+        "not_cached",
+    )
+    assert gateways[state_over]["gateway_operational_state"] is None
+    assert gateways[state_over]["host_environment"] is None
+    points = {p["gateway_arn"]: p for p in outcome.records["recovery_points"]}
+    assert points[at_limit]["gateway_name"] == "n" * 255
+    assert points[name_over]["gateway_name"] is None  # its recovery points are still data
+    named = sorted(
+        (e["gateway_arn"], e["message"].split(" ", 1)[0], e["error_code"])
+        for e in outcome.errors("ListGateways")
+    )
+    assert named == sorted(
+        [
+            (name_over, "GatewayName", "MalformedResponse"),
+            (type_over, "GatewayType", "MalformedResponse"),
+            (state_over, "GatewayOperationalState", "MalformedResponse"),
+            (state_over, "HostEnvironment", "MalformedResponse"),
+        ]
+    )
+    assert "256 characters long, more than the 255 AWS documents" in next(
+        e["message"] for e in outcome.errors("ListGateways", name_over)
+    )
+
+
+# -- Organizations answers: ids checked, names bounded -------------------------------------------
+
+
+def _organization(accounts: list[dict[str, Any]]) -> Any:
+    """Organizations, one root with every account directly under it, and Storage Gateway."""
+
+    def respond(request: Request) -> Answer:
+        operation = request.operation.rsplit(".", 1)[-1]
+        if operation in ("ListAccounts", "ListAccountsForParent"):
+            return json_answer({"Accounts": accounts})
+        if operation == "ListRoots":
+            return json_answer({"Roots": [{"Id": "r-ab12", "Name": "Root"}]})
+        if operation == "ListOrganizationalUnitsForParent":
+            return json_answer({"OrganizationalUnits": []})
+        if operation == "ListGateways":
+            return _cached_listing([])
+        return INTERNAL
+
+    return respond
+
+
+def test_an_account_name_longer_than_documented_is_null_and_named(hostile: Harness) -> None:
+    env = {"AWS_ENDPOINT_URL_ORGANIZATIONS": hostile.gateway.url}
+    accounts = [{"Id": hostile.account, "Name": "a" * 129, "Status": "ACTIVE"}]
+
+    outcome = hostile.scan(_organization(accounts), env=env, org=True, accounts=())
+
+    assert outcome.result.status == "partial"
+    (error,) = outcome.records["errors"]
+    assert (error["operation"], error["account_id"], error["error_code"]) == (
+        "ListAccounts",
+        hostile.account,
+        "MalformedResponse",
+    )
+    assert "Name is 129 characters long, more than the 128" in error["message"]
+    (scanned,) = outcome.manifest["summary"]["accounts_scanned"]
+    assert (scanned["id"], scanned["name"]) == (hostile.account, None)
+
+    accounts[0]["Name"] = "a" * 128
+    outcome = hostile.scan(_organization(accounts), env=env, org=True, accounts=())
+    assert outcome.result.status == "complete"
+    assert outcome.manifest["summary"]["accounts_scanned"][0]["name"] == "a" * 128
+
+
+@pytest.mark.parametrize(
+    "account_id", ["12345", "../../../etc", "1" * 13, "1" * 1_000_000, 111122223333, None]
+)
+def test_an_account_id_that_is_not_one_stops_discovery(hostile: Harness, account_id: Any) -> None:
+    env = {"AWS_ENDPOINT_URL_ORGANIZATIONS": hostile.gateway.url}
+    accounts = [{"Id": account_id, "Name": "x", "Status": "ACTIVE"}]
+    with pytest.raises(
+        fleetscan.DiscoveryError, match="account Id that is not 12 digits"
+    ) as caught:
+        hostile.scan(_organization(accounts), env=env, org=True, accounts=())
+    assert len(str(caught.value)) < 200
+
+
+# -- the retry budget is per operation ------------------------------------------------------------
+
+
+FIXED_KEYS = ReadOnlyCredentials("AKIAFIXEDKEYS0000000", "secret", None)
+
+
+class FixedKeys:
+    """Keys for calls made outside a scan (the hostile endpoint checks no signature)."""
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        return FIXED_KEYS
+
+    def expire(self, stale: ReadOnlyCredentials | None) -> None:
+        """Fixed: nothing to refresh."""
+
+
+async def test_an_operation_out_of_retry_budget_leaves_the_others_theirs(hostile: Harness) -> None:
+    """STS timing out at the start of a loaded soak spent the one run-wide budget, and then 352
+    units failed for want of a retry. Each operation (each endpoint) has its own now."""
+    from fleetscan._aws import AwsClients, acting_as
+    from fleetscan._scan import CallFailed, Engine
+
+    arn = hostile.gateway_arn(0xC00)
+    failed_once: list[str] = []
+
+    def respond(request: Request) -> Answer:
+        if request.operation == "ListGateways":
+            return INTERNAL  # always: its budget runs out
+        if not failed_once:
+            failed_once.append(arn)
+            return INTERNAL  # once: the retry needs budget
+        return _points(request)
+
+    config = fleetscan.ScanConfig(
+        accounts=(hostile.account,), role_name="R", regions=(REGION,), max_attempts=2,
+        retry_budget_ratio=0.0,
+    )  # fmt: skip
+    engine = Engine(config, run_id="budget")
+    hostile.gateway.reset(respond)
+    with _environment(hostile.env), acting_as(FixedKeys()):
+        async with AwsClients(
+            profile=None, max_pool_connections=4, connect_timeout=5, read_timeout=5
+        ) as clients:
+            sgw = await clients.storage_gateway(REGION)
+            for _ in range(101):  # a retry each: one more than the budget's floor of 100
+                with pytest.raises(CallFailed):
+                    await engine.call(sgw.list_gateways, "ListGateways")
+            assert engine.stats.retries_denied == 1
+            answer = await engine.call(
+                functools.partial(sgw.list_volume_recovery_points, GatewayARN=arn),
+                "ListVolumeRecoveryPoints",
+            )
+    assert answer["GatewayARN"] == arn
+    assert failed_once == [arn]
+    assert engine.stats.retries_denied == 1
+
+
+async def test_the_cap_reads_bodies_not_what_a_head_answer_says_of_an_object(
+    hostile: Harness,
+) -> None:
+    """HeadObject of a 20 MB object says Content-Length 20 MB and sends no body: not too large."""
+    from fleetscan._aws import MAX_S3_ANSWER_BYTES
+    from fleetscan._sinks._s3io import create_s3_client
+
+    size = MAX_S3_ANSWER_BYTES + 4 * 1024 * 1024
+    hostile.gateway.reset(lambda request: Answer(b"o" * size, content_type="text/plain"))
+    with _environment({**hostile.env, "AWS_ENDPOINT_URL_S3": hostile.gateway.url}):
+        async with create_s3_client(call_timeout=10) as s3:
+            head = await s3.head_object(Bucket="bucket", Key="big.ndjson")
+            with pytest.raises(ResponseTooLarge):  # a listing that long is not an answer
+                await s3.list_objects_v2(Bucket="bucket")
+    assert head["ContentLength"] == size
+    assert [r.method for r in hostile.gateway.requests] == ["HEAD", "GET"]

@@ -236,7 +236,8 @@ def test_pace_and_timeouts_may_change_and_what_is_not_given_is_the_runs() -> Non
     stored = stored_config(ScanConfig(**BASE, concurrency=7, rate=3.0))
     pace = {
         "concurrency": 64, "rate": 50.0, "burst": 30, "max_attempts": 3, "connect_timeout": 2.0,
-        "read_timeout": 9.0, "checkpoint_interval": 5.0, "stop_grace_seconds": 1.0,
+        "read_timeout": 9.0, "call_timeout": 20.0, "checkpoint_interval": 5.0,
+        "stop_grace_seconds": 1.0,
         "role_duration_seconds": 900, "max_object_bytes": 8 << 20, "retry_budget_ratio": 0.1,
     }  # fmt: skip
     config = resumed_config(stored, {"output": "elsewhere", "resume": "r1", **pace}, "r1")

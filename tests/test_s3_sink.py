@@ -41,6 +41,7 @@ from fleetscan._retry import Backoff
 from fleetscan._sinks import RunInfo, S3Options, S3Sink
 from fleetscan._sinks._read import aiter_records, alatest_run, alist_runs, aread_manifest
 from fleetscan._sinks._s3 import MIN_PART_BYTES, composite_checksum
+from fleetscan._sinks._s3io import S3Reader
 from fleetscan.emulator import Stack
 
 BUCKET = "fleetscan-lake"
@@ -353,6 +354,71 @@ async def test_an_upload_whose_creation_answer_was_lost_is_found_and_aborted(
     assert open_uploads(stack) == []
     assert proxy.requests("ListMultipartUploads")
     check_bucket_against_manifest(stack, manifest)
+
+
+async def whole_run_with_a_short_call_timeout(stack: Stack) -> S3Sink:
+    """Two objects of several parts each, with one-second deadlines; the run must be whole."""
+    records: list[Record] = [*many_points(20_000), *fleet_rest()]
+    sink = S3Sink(
+        DEST, RUN, compress="none", max_object_bytes=6 * MIB, options=options(call_timeout=1.0)
+    )
+    await write_all(sink, records)
+    manifest = await sink.finish("complete", SUMMARY)
+    assert manifest["status"] == "complete"
+    assert check_bucket_against_manifest(stack, manifest) == stored(records)
+    return sink
+
+
+async def test_a_trickling_answer_is_cut_at_the_call_deadline_and_sent_again(
+    stack: Stack, proxy: FaultyS3Proxy
+) -> None:
+    """CompleteMultipartUpload's answer comes a byte every half second (its XML would take
+    minutes, and the read timeout restarts with every byte): the attempt is cut at
+    call_timeout and made again (completing is idempotent); the run is whole."""
+    proxy.faults = [Fault("CompleteMultipartUpload", 1, "trickle")]
+    with anyio.fail_after(120):  # a hang guard: the trickle alone would take minutes
+        sink = await whole_run_with_a_short_call_timeout(stack)
+
+    completes = proxy.requests("CompleteMultipartUpload")
+    assert completes[0].fault == "trickle"
+    assert [seen.target for seen in completes].count(completes[0].target) == 2
+    assert sink.stats.retries >= 1
+    assert open_uploads(stack) == []
+
+
+async def test_a_part_on_a_slow_uplink_gets_a_second_per_64_kib(
+    stack: Stack, proxy: FaultyS3Proxy
+) -> None:
+    """A request's deadline grows with its body: a 5 MiB part taken in over two seconds is not
+    cut at a one-second call_timeout (it has 1 + 80 s), so it is sent once."""
+    proxy.faults = [Fault("UploadPart", 1, "slow_read")]
+    sink = await whole_run_with_a_short_call_timeout(stack)
+
+    parts = proxy.requests("UploadPart")
+    assert parts[0].fault == "slow_read"
+    assert parts[0].body_bytes >= MIN_PART_BYTES
+    assert [seen.target for seen in parts].count(parts[0].target) == 1
+    assert sink.stats.retries == 0
+
+
+async def test_a_trickling_object_is_read_again_from_where_it_broke_off(
+    stack: Stack, proxy: FaultyS3Proxy
+) -> None:
+    sink = S3Sink(DEST, RUN, compress="none", max_object_bytes=6 * MIB, options=options())
+    await write_all(sink, FLEET)
+    await sink.finish("complete", SUMMARY)
+    proxy.faults = [Fault("GetObject", 1, "trickle", key_contains="manifests/")]
+    relpath = manifest_key()[len(PREFIX) :]
+
+    async with S3Reader(DEST, call_timeout=1.0) as reader:
+        with anyio.fail_after(60):  # a hang guard: the trickle alone would take many minutes
+            body = await reader.read(relpath)
+
+    assert body == direct(stack).get_object(Bucket=BUCKET, Key=manifest_key())["Body"].read()
+    first, again = proxy.requests("GetObject")
+    assert first.fault == "trickle"
+    assert again.headers["range"].startswith("bytes=")
+    assert again.headers["range"] != "bytes=0-"  # what arrived before the cut is kept
 
 
 async def test_transient_s3_errors_are_retried_and_the_run_completes(

@@ -216,6 +216,23 @@ async def test_library_scan_can_stop_early(stack: Any, stack_env: None, stop_aft
     assert seen == stop_after
 
 
+async def test_a_stop_while_the_accounts_are_listed_ends_the_scan_quietly(
+    stack: Any, stack_env: None
+) -> None:
+    """SIGINT during discovery (Organizations' tree walk) must end the scan like any stop, not
+    escape as an exception (it did: a traceback and exit 1 instead of 130)."""
+    config = fleetscan.ScanConfig(
+        org=True, role_name=stack.role_name, regions=stack.fleet.spec.regions, output="-"
+    )
+    engine = fleetscan._scan.Engine(config, run_id="stopped")
+    engine.request_stop()  # as the signal handler does
+    send, receive = anyio.create_memory_object_stream[fleetscan._scan.UnitBatch](8)
+    async with receive:
+        await engine.run(send)
+        batches = [batch async for batch in receive]
+    assert (batches, engine.accounts, engine.stats.total_calls) == ([], [], 0)
+
+
 def test_ou_scope_is_recursive_and_the_manifest_places_each_account(
     stack: Any, stack_env: None, tmp_path: Path
 ) -> None:

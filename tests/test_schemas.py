@@ -17,8 +17,11 @@ import pytest
 from fleet_records import RUN, fleet_records
 from jsonschema import Draft202012Validator
 
+from fleetscan._aws import botocore_session
 from fleetscan._records import (
+    ACCOUNT_NAME_LIMIT,
     DATASETS,
+    GATEWAY_TEXT_LIMITS,
     SCHEMA_NAMES,
     ErrorRecord,
     GatewayRecord,
@@ -27,6 +30,7 @@ from fleetscan._records import (
     load_schema,
     record_fields,
 )
+from fleetscan._retry import MAX_CODE_CHARS, MAX_MESSAGE_CHARS
 from fleetscan._sinks import find_manifest, open_sink, read_manifest
 
 RECORD_TYPES: dict[str, type[Record]] = {
@@ -135,12 +139,57 @@ ERROR = next(r for r in RECORDS if isinstance(r, ErrorRecord))
         (ERROR, {"retryable": "false"}),
         (ERROR, {"operation": ""}),
         (ERROR, {"gateway_arn": "sgw-12A3456B"}),
+        (POINT, {"gateway_name": "g" * 256}),
+        (POINT, {"account_name": "a" * 129}),
+        (SCANNED, {"gateway_name": "g" * 256}),
+        (SCANNED, {"gateway_type": "CACHED" * 4}),
+        (SCANNED, {"gateway_operational_state": "A" * 26}),
+        (SCANNED, {"host_environment": "H" * 65}),
+        (ERROR, {"message": "m" * 501}),
+        (ERROR, {"error_code": "E" * 201}),
     ],
 )
 def test_broken_values_are_refused(record: Record, changes: dict[str, Any]) -> None:
     assert problems(record.dataset, stored(record)) == []
     broken = stored(dataclasses.replace(record, **changes))
     assert problems(record.dataset, broken) != []
+
+
+#: Each text column copied from an API answer: (dataset, column) -> its limit in fleetscan.
+TEXT_COLUMNS = {
+    ("gateways", "gateway_name"): GATEWAY_TEXT_LIMITS["GatewayName"],
+    ("gateways", "gateway_type"): GATEWAY_TEXT_LIMITS["GatewayType"],
+    ("gateways", "gateway_operational_state"): GATEWAY_TEXT_LIMITS["GatewayOperationalState"],
+    ("gateways", "host_environment"): GATEWAY_TEXT_LIMITS["HostEnvironment"],
+    ("gateways", "account_name"): ACCOUNT_NAME_LIMIT,
+    ("recovery_points", "gateway_name"): GATEWAY_TEXT_LIMITS["GatewayName"],
+    ("recovery_points", "account_name"): ACCOUNT_NAME_LIMIT,
+    ("errors", "error_code"): MAX_CODE_CHARS,
+    ("errors", "gateway_error_code"): MAX_CODE_CHARS,
+    ("errors", "message"): MAX_MESSAGE_CHARS,
+}
+
+
+@pytest.mark.parametrize(("dataset", "column"), sorted(TEXT_COLUMNS))
+def test_the_schemas_bound_every_text_column_as_fleetscan_does(dataset: str, column: str) -> None:
+    assert load_schema(dataset)["properties"][column]["maxLength"] == TEXT_COLUMNS[dataset, column]
+
+
+def test_the_text_limits_are_the_documented_maxima_of_the_api_models() -> None:
+    """botocore's service models are AWS's own: a limit of ours must not cut a real value."""
+    session = botocore_session()
+    gateway = session.get_service_model("storagegateway")
+    info = gateway.shape_for("GatewayInfo").members
+    for field in ("GatewayType", "GatewayOperationalState"):
+        assert info[field].metadata["max"] == GATEWAY_TEXT_LIMITS[field]
+    # GatewayInfo's GatewayName is a bare string; the name a gateway is given is this shape.
+    assert info["GatewayName"].metadata.get("max") is None
+    assert gateway.shape_for("GatewayName").metadata["max"] == GATEWAY_TEXT_LIMITS["GatewayName"]
+    environments = info["HostEnvironment"].enum
+    assert max(len(value) for value in environments) * 4 <= GATEWAY_TEXT_LIMITS["HostEnvironment"]
+    organizations = session.get_service_model("organizations")
+    account = organizations.shape_for("Account").members
+    assert account["Name"].metadata["max"] == ACCOUNT_NAME_LIMIT
 
 
 @pytest.mark.parametrize("dataset", DATASETS)

@@ -182,14 +182,16 @@ def test_failing_scans_leak_no_secret_in_files_records_results_or_errors(
     assert ("ListGateways", "AccessDeniedException") in codes
     assert ("ListVolumeRecoveryPoints", "InternalServerError") in codes
 
-    # Keys that expire after one use: every later call meets ExpiredTokenException.
+    # Keys expired from their first use (an STS handing out dead keys): every call meets
+    # ExpiredTokenException, has its keys refreshed a few times, then fails with it.
     stack.emulator.faults = Faults([])
-    stack.emulator.credential_ttl = 0.0
+    stack.emulator.credential_ttl = -1.0
     expired_out = tmp_path / "expired"
     expired = anyio.run(
         fleetscan.run_scan, scan_config(expired_out, max_attempts=1), backend="asyncio"
     )
     assert any(code == "ExpiredTokenException" for _, code in error_codes(expired, expired_out))
+    assert expired.stats.expired_tokens > 0
 
     assert_nowhere(
         {

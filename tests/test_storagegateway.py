@@ -47,6 +47,9 @@ class Keys:
     async def get_frozen_credentials(self) -> ReadOnlyCredentials:
         return self.credentials
 
+    def expire(self, stale: ReadOnlyCredentials | None) -> None:
+        """Fixed keys: nothing to refresh."""
+
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[HostileGateway]:

@@ -226,6 +226,13 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         metavar="SECONDS",
         help="time to wait for the next bytes of an answer (default 30)",
     )
+    tuning.add_argument(
+        "--call-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="total time one attempt of an AWS call may take, however its answer trickles in "
+        "(default 60; S3 requests 1 s more per 64 KiB they send)",
+    )
 
     output = scan.add_argument_group("output")
     output.add_argument(

@@ -433,6 +433,7 @@ def _check_tuning(config: ScanConfig) -> None:
     _check_positive(config, "retry_budget_ratio", allow_zero=True)
     _check_positive(config, "connect_timeout")
     _check_positive(config, "read_timeout")
+    _check_positive(config, "call_timeout")
     _check_positive(config, "checkpoint_interval")
     _check_positive(config, "stop_grace_seconds", allow_zero=True)
 

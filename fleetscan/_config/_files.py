@@ -37,6 +37,7 @@ _FLOAT_KEYS = frozenset(
         "retry_budget_ratio",
         "connect_timeout",
         "read_timeout",
+        "call_timeout",
         "checkpoint_interval",
         "stop_grace_seconds",
     }

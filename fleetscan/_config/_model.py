@@ -68,7 +68,11 @@ class ScanConfig:
     #: Retries the whole run may spend, as a fraction of the calls made (plus a floor of 100).
     retry_budget_ratio: float = 0.5
     connect_timeout: float = 10.0
+    #: Longest wait between two bytes of an answer (it restarts with every byte).
     read_timeout: float = 30.0
+    #: Total deadline of one attempt of any AWS call, however the answer trickles in; a request
+    #: sending a body (an S3 part) gets a second more per 64 KiB of it. Past it: ``Timeout``.
+    call_timeout: float = 60.0
 
     # -- output --------------------------------------------------------------------------------
     #: A local directory, ``s3://bucket/prefix/``, or "-" for recovery points on stdout.

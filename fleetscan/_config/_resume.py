@@ -53,6 +53,7 @@ PACE_KEYS: Final = (
     "retry_budget_ratio",
     "connect_timeout",
     "read_timeout",
+    "call_timeout",
     "max_object_bytes",
     "checkpoint_interval",
     "stop_grace_seconds",

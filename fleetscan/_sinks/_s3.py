@@ -46,6 +46,7 @@ import anyio.to_thread
 import botocore.exceptions
 import orjson
 
+from .._aws import CALL_TIMEOUT
 from .._config import parse_s3_url
 from .._exceptions import ConfigError, SinkError
 from .._records import DATASETS, Dataset, Record
@@ -134,6 +135,8 @@ class S3Options:
     backoff: Backoff = field(default_factory=Backoff)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    #: Total deadline of an attempt, plus a second per 64 KiB it sends (an 8 MiB part: 188 s).
+    call_timeout: float = CALL_TIMEOUT
     abort_seconds: float = ABORT_SECONDS
     #: A commit (see :meth:`S3Sink.commit`) is carried out once this much NDJSON was written
     #: since the last one, or the last one is ``commit_max_age`` seconds old; else skipped.
@@ -156,6 +159,7 @@ class S3Options:
             connect_timeout=config.connect_timeout,
             # A part takes longer than an API answer on a slow link.
             read_timeout=max(config.read_timeout, 60.0),
+            call_timeout=config.call_timeout,
             commit_max_age=COMMIT_AGE_INTERVALS * config.checkpoint_interval,
         )
 
@@ -438,6 +442,7 @@ class S3Sink:
                     profile=self._options.profile,
                     connect_timeout=self._options.connect_timeout,
                     read_timeout=self._options.read_timeout,
+                    call_timeout=self._options.call_timeout,
                 )
             )
         except botocore.exceptions.ProfileNotFound as exc:

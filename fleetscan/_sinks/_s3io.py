@@ -15,10 +15,16 @@ import anyio
 import botocore.exceptions
 from aiobotocore.config import AioConfig
 
-from .._aws import new_session
+from .._aws import (
+    CALL_TIMEOUT,
+    MAX_S3_ANSWER_BYTES,
+    bounded_session_class,
+    new_session,
+    transfer_deadline,
+)
 from .._config import parse_s3_url
 from .._exceptions import ConfigError, FleetscanError
-from .._retry import Backoff, RetryFailed, retry_call
+from .._retry import Backoff, CallTimeout, RetryFailed, retry_call
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -34,17 +40,22 @@ def create_s3_client(
     profile: str | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
+    call_timeout: float = CALL_TIMEOUT,
     max_pool_connections: int = 4,
 ) -> AbstractAsyncContextManager[Any]:
     """An S3 client from an ordinary aiobotocore session: ambient credentials, ``--profile``,
     ``AWS_ENDPOINT_URL_S3``, ``AWS_CA_BUNDLE`` and proxies as the SDK reads them.
 
     botocore's retries are off (fleetscan retries itself). Without a configured region the
-    client signs for us-east-1; botocore follows S3's redirect to a bucket's own region.
+    client signs for us-east-1; botocore follows S3's redirect to a bucket's own region. Each
+    attempt is bounded like every AWS call (:class:`fleetscan._aws.BoundedHTTPSession`): a
+    deadline of ``call_timeout`` plus the time its body needs at the slowest rate allowed,
+    and answers other than object bodies capped at ``MAX_S3_ANSWER_BYTES``.
     """
     session = new_session(profile)
     region = session.get_config_variable("region") or "us-east-1"
     config = AioConfig(
+        http_session_cls=bounded_session_class(call_timeout, MAX_S3_ANSWER_BYTES),
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
@@ -76,10 +87,13 @@ def describe_failure(exc: RetryFailed, where: str) -> str:
 class S3Reader:
     """The objects under one ``s3://bucket/prefix/``, read with fleetscan's retries."""
 
-    def __init__(self, dest: str, *, profile: str | None = None) -> None:
+    def __init__(
+        self, dest: str, *, profile: str | None = None, call_timeout: float = CALL_TIMEOUT
+    ) -> None:
         self.bucket, self.prefix = parse_s3_url(dest, "dest")
         self.dest = f"s3://{self.bucket}/{self.prefix}"
         self._profile = profile
+        self._call_timeout = call_timeout
         self._backoff = Backoff()
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
@@ -87,7 +101,7 @@ class S3Reader:
     async def __aenter__(self) -> Self:
         try:
             self._client = await self._stack.enter_async_context(
-                create_s3_client(profile=self._profile)
+                create_s3_client(profile=self._profile, call_timeout=self._call_timeout)
             )
         except botocore.exceptions.ProfileNotFound as exc:
             raise ConfigError("profile", str(exc)) from None
@@ -137,7 +151,12 @@ class S3Reader:
 
     async def chunks(self, relpath: str) -> AsyncIterator[bytes]:
         """An object's bytes in order; a body that breaks off is re-opened where it stopped
-        (and only if the object is still the same one)."""
+        (and only if the object is still the same one).
+
+        A body must keep arriving: each opening of it has ``call_timeout``, plus a second per
+        64 KiB of what it says it holds (without a length, of what arrived plus a chunk), and
+        breaks off at that deadline however steadily a trickle comes.
+        """
         offset = 0
         etag: str | None = None
         reopened = 0
@@ -148,12 +167,23 @@ class S3Reader:
             answer = await self._call("GetObject", relpath, **params)
             etag = etag or answer.get("ETag")
             body = answer["Body"]
+            length = answer.get("ContentLength")
+            declared = length if isinstance(length, int) else 0
+            opened = anyio.current_time()
+            received = 0
             try:
                 async with body:
                     while True:
-                        chunk = await body.read(CHUNK)
+                        expected = declared if received < declared else received + CHUNK
+                        seconds = transfer_deadline(self._call_timeout, expected)
+                        chunk: bytes | None = None
+                        with anyio.CancelScope(deadline=opened + seconds):
+                            chunk = await body.read(CHUNK)
+                        if chunk is None:
+                            raise CallTimeout(endpoint_url=self.url(relpath), seconds=seconds)
                         if not chunk:
                             return
+                        received += len(chunk)
                         offset += len(chunk)
                         yield chunk
             except Exception as exc:
