@@ -21,8 +21,10 @@ import os
 import secrets
 import stat
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import IO, Final, NoReturn
 
 from ._exceptions import ConfigError
 
@@ -328,6 +330,39 @@ class Tree:
         if fd is None:
             raise _missing(self.path(reldir))
         return fd
+
+
+@contextmanager
+def atomic_file(path: Path, *, field: str, mode: int = 0o600) -> Iterator[IO[bytes]]:
+    """Write the file ``path`` complete or not at all: under a fresh temporary name beside it
+    (``O_EXCL``), synced, then renamed over ``path``; on an exception it is removed.
+
+    A reader (node_exporter's textfile collector, a CI step) never sees half a file. Anything
+    but a regular file at ``path`` is refused, naming ``field``: a symbolic link there was
+    planted or is a mistake, and replacing it would hide either.
+    """
+    directory = path.parent
+    if not directory.is_dir():
+        raise ConfigError(field, f"{directory} is not an existing directory")
+    tree = Tree(directory, field=field, create=False)
+    try:
+        existing = tree.lstat(path.name)
+        if existing is not None and stat.S_ISLNK(existing.st_mode):
+            raise ConfigError(field, f"{path} is a symbolic link: fleetscan writes no file there")
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
+            raise ConfigError(field, f"{path} is not a regular file")
+        fd, temporary = tree.create_temporary(path.name, mode)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            tree.replace(temporary, path.name)
+        except BaseException:
+            tree.unlink(temporary)
+            raise
+    finally:
+        tree.close()
 
 
 def temporary_name(name: str) -> str:
