@@ -383,3 +383,36 @@ def test_a_wrong_typed_record_is_a_clear_error(runs: Runs, tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr
     last = proc.stderr.splitlines()[-1]
     assert f"run {runs.runs[2].run_id}: a recovery_points record has no volume_arn" in last
+
+
+def test_audit_reports_show_the_changes_since_the_previous_run(runs: Runs, tmp_path: Path) -> None:
+    _, second, third = runs.runs
+    reports = tmp_path / "reports"
+    proc = _fleetscan(
+        "audit", "--input", runs.output, "--max-age", "24h", "--report-dir", reports, env={}
+    )
+    assert proc.returncode in (4, 5), proc.stderr
+    diff = _fleetscan("diff", "--input", runs.output, "--log-format", "json", env={})
+    counts = orjson.loads(diff.stderr)["changes"]
+    markdown = (reports / "report.md").read_text(encoding="utf-8")
+    assert f"## Changes since run {second.run_id}" in markdown
+    for kind, count in counts.items():
+        assert f"| {kind} | {count:,} |" in markdown
+    assert counts["stuck"] == 1
+    assert runs.pinned.replace("_", "\\_") in markdown
+    html = (reports / "report.html").read_text(encoding="utf-8")
+    assert f"Changes since run {second.run_id}" in html
+    assert runs.offline_gateway.rsplit("/", 1)[-1] in html
+    assert third.run_id in markdown
+
+
+def test_the_first_run_has_no_changes_section(runs: Runs, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    first = runs.runs[0].run_id
+    proc = _fleetscan(
+        "audit", "--input", runs.output, "--run", first, "--max-age", "24h",
+        "--report-dir", reports,
+        env={},
+    )  # fmt: skip
+    assert proc.returncode in (4, 5), proc.stderr
+    assert "Changes since" not in (reports / "report.md").read_text(encoding="utf-8")

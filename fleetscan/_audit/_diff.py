@@ -11,15 +11,17 @@ run read its account and region (no error for the unit, inside the run's scope),
 unknown, never gone. Staleness is judged as the audit judges it (the same policy, each volume's
 age at its own scan).
 
-Memory: the earlier run's volumes are held as one small integer each, keyed by a 128-bit hash
-of the volume ARN (about 120 bytes a volume in CPython, see docs/audit.md); the later run is
-streamed against them, and the earlier run is read a second time only to name the volumes gone.
+Memory: the earlier run's volumes are held in flat arrays, 17 bytes each (:class:`_Volumes`);
+the later run is streamed against them, and the earlier run is read a second time only to name
+the volumes gone.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
+from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -259,8 +261,52 @@ def _required(row: Mapping[str, Any], key: str, run_id: str, dataset: str) -> st
     return value
 
 
+class _Volumes:
+    """The earlier run's volumes, 17 bytes each: a 64-bit hash of the ARN and the packed state
+    (:func:`_pack`) in two flat arrays sorted by hash, and a byte saying it was matched.
+
+    A dict of Python ints took 175 bytes a volume (measured at 1,000,000). While the run is read,
+    each volume is one 128-bit int in a list (about 52 bytes), sorted once at the end. Two ARNs
+    share a hash with a chance of about n^2 / 2^65 (3e-8 for a million volumes).
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[int] = []
+        self._keys = array("Q")
+        self._values = array("Q")
+        self._matched = bytearray()
+        #: Volumes not matched yet (all of them until :meth:`pop` is called).
+        self.left = 0
+
+    def add(self, volume_arn: str, packed: int) -> None:
+        self._pending.append(_key(volume_arn) << 64 | packed)
+
+    def freeze(self) -> int:
+        """Done adding: sort, and keep the two arrays only. Returns the number of volumes."""
+        pending, self._pending = self._pending, []
+        pending.sort()
+        self._keys = array("Q", (item >> 64 for item in pending))
+        self._values = array("Q", (item & _LOW64 for item in pending))
+        self._matched = bytearray(len(pending))
+        self.left = len(pending)
+        return self.left
+
+    def pop(self, volume_arn: str) -> int | None:
+        """The volume's packed state the first time it is asked for; None after, or if absent."""
+        key = _key(volume_arn)
+        index = bisect.bisect_left(self._keys, key)
+        if index == len(self._keys) or self._keys[index] != key or self._matched[index]:
+            return None
+        self._matched[index] = 1
+        self.left -= 1
+        return self._values[index]
+
+
+_LOW64: Final = (1 << 64) - 1
+
+
 def _key(volume_arn: str) -> int:
-    return int.from_bytes(hashlib.blake2b(volume_arn.encode(), digest_size=16).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(volume_arn.encode(), digest_size=8).digest(), "big")
 
 
 def _point_ms(text: object) -> int:
@@ -338,14 +384,14 @@ async def diff_runs(
             emit(gateway_change("gateway-unreachable", arn, new))
 
     # The earlier run, one integer per volume.
-    points: dict[int, int] = {}
+    points = _Volumes()
     async for row in _rows(source, from_id, "recovery_points"):
         arn = _required(row, "volume_arn", from_id, "recovery_points")
         finding = _volume_finding(from_id, row)
         stale = _judge(policy, before, finding)
         point = _point_ms(row.get("recovery_point_time"))
-        points[_key(arn)] = _pack(point, before.scanned(finding.gateway_arn), stale)
-    result.volumes_before = len(points)
+        points.add(arn, _pack(point, before.scanned(finding.gateway_arn), stale))
+    result.volumes_before = points.freeze()
 
     async for row in _rows(source, to_id, "recovery_points"):
         arn = _required(row, "volume_arn", to_id, "recovery_points")
@@ -353,7 +399,7 @@ async def diff_runs(
         finding = _volume_finding(to_id, row)
         stale = _judge(policy, after, finding)
         point = _point_ms(row.get("recovery_point_time"))
-        packed = points.pop(_key(arn), None)
+        packed = points.pop(arn)
         name = finding.account_name or after.accounts.name(finding.account_id)
         if packed is None:
             gateway = finding.gateway_arn or ""
@@ -372,10 +418,10 @@ async def diff_runs(
         elif old_stale and not stale:
             emit(_volume_change("recovered", result, finding, name, old_point, point))
 
-    if points:  # volumes of the earlier run the later one did not list: gone, or not read
+    if points.left:  # volumes of the earlier run the later one did not list: gone, or not read
         async for row in _rows(source, from_id, "recovery_points"):
             arn = _required(row, "volume_arn", from_id, "recovery_points")
-            if points.pop(_key(arn), None) is None:
+            if points.pop(arn) is None:
                 continue
             finding = _volume_finding(from_id, row)
             listed = after.gateways.get(finding.gateway_arn or "")

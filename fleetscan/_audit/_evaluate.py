@@ -17,12 +17,15 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import ConfigError
 from .._records import parse_time
 from .._sinks._read import aiter_records, alatest_run, alist_runs, aread_manifest
 from ._policy import DEFAULT_RULE, Policy
+
+if TYPE_CHECKING:
+    from ._diff import RunDiff
 
 Status = Literal["compliant", "stale", "unknown"]
 STATUSES: tuple[Status, ...] = ("compliant", "stale", "unknown")
@@ -143,6 +146,9 @@ class AuditResult:
     stale: list[Finding] = field(default_factory=list)
     unknown: list[Finding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: What changed since the previous finished run, when the reports were asked for and there
+    #: is one (see :func:`fleetscan.diff_runs`).
+    changes: RunDiff | None = None
 
     @property
     def volumes(self) -> int:

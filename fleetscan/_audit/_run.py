@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .._config import parse_s3_url
 from .._exceptions import ConfigError
+from ._diff import diff_runs, resolve_runs
 from ._evaluate import AuditResult, audit
 from ._policy import Policy
 from ._reports import FindingsWriter, write_reports
@@ -15,11 +16,18 @@ from ._reports import FindingsWriter, write_reports
 async def audit_to_dir(
     source: str, policy: Policy, *, run_id: str | None = None, report_dir: Path | None = None
 ) -> AuditResult:
-    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after."""
+    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after,
+    with what changed since the previous finished run when there is one."""
     if report_dir is None:
         return await audit(source, policy, run_id=run_id)
     with FindingsWriter(report_dir) as findings:
         result = await audit(source, policy, run_id=run_id, on_finding=findings.write)
+    try:
+        previous, _ = await resolve_runs(source, None, result.run_id)
+    except ConfigError:  # no finished run before this one
+        previous = None
+    if previous is not None:
+        result.changes = await diff_runs(source, policy, from_run=previous, to_run=result.run_id)
     write_reports(result, report_dir)
     return result
 
