@@ -332,6 +332,23 @@ class Tree:
         return fd
 
 
+def check_file_target(path: Path, field: str) -> Path:
+    """Refuse, naming ``field``, a file path :func:`atomic_file` would not write: a missing or
+    unwritable directory, a symbolic link or anything but a regular file at the name. Callers
+    check before any work, so a bad path costs nothing; a link planted after the check is
+    replaced by the rename, never written through."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise ConfigError(field, f"{directory} is not an existing directory")
+    if path.is_symlink():
+        raise ConfigError(field, f"{path} is a symbolic link: fleetscan writes no file there")
+    if path.exists() and not path.is_file():
+        raise ConfigError(field, f"{path} is not a regular file")
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(field, f"{directory} is not writable")
+    return path
+
+
 @contextmanager
 def atomic_file(path: Path, *, field: str, mode: int = 0o600) -> Iterator[IO[bytes]]:
     """Write the file ``path`` complete or not at all: under a fresh temporary name beside it
@@ -341,16 +358,9 @@ def atomic_file(path: Path, *, field: str, mode: int = 0o600) -> Iterator[IO[byt
     but a regular file at ``path`` is refused, naming ``field``: a symbolic link there was
     planted or is a mistake, and replacing it would hide either.
     """
-    directory = path.parent
-    if not directory.is_dir():
-        raise ConfigError(field, f"{directory} is not an existing directory")
-    tree = Tree(directory, field=field, create=False)
+    check_file_target(path, field)
+    tree = Tree(path.parent, field=field, create=False)
     try:
-        existing = tree.lstat(path.name)
-        if existing is not None and stat.S_ISLNK(existing.st_mode):
-            raise ConfigError(field, f"{path} is a symbolic link: fleetscan writes no file there")
-        if existing is not None and not stat.S_ISREG(existing.st_mode):
-            raise ConfigError(field, f"{path} is not a regular file")
         fd, temporary = tree.create_temporary(path.name, mode)
         try:
             with os.fdopen(fd, "wb") as handle:

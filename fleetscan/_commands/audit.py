@@ -108,6 +108,14 @@ def add_parser(subparsers: Any) -> None:
         help="write findings.ndjson, report.md, report.html and junit.xml here",
     )
     what.add_argument(
+        "--metrics-file",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="also write the audit's metrics in the Prometheus text format here (for "
+        "node_exporter's textfile collector), complete or not at all",
+    )
+    what.add_argument(
         "--fail-on",
         choices=("stale", "unknown", "none"),
         default="unknown",
@@ -130,6 +138,7 @@ class AuditRequest:
     fail_on: str = "unknown"
     quiet: bool = False
     log_format: str = "text"
+    metrics_file: Path | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         fail_on=args.fail_on,
         quiet=args.quiet,
         log_format=args.log_format,
+        metrics_file=args.metrics_file,
     )
     return run_request(request)
 
@@ -183,6 +193,10 @@ def run_request(request: AuditRequest) -> int:
     if request.fail_on not in FAIL_ON:
         raise ConfigError("--fail-on", f"must be one of {', '.join(FAIL_ON)}")
     report_dir = prepare_report_dir(request.report_dir) if request.report_dir else None
+    if request.metrics_file is not None:
+        from .._metrics import check_metrics_file
+
+        check_metrics_file(request.metrics_file)
     source, run_id = request.source, request.run_id
     if request.scan is not None:
         from .._scan import new_run_id
@@ -210,6 +224,10 @@ def run_request(request: AuditRequest) -> int:
         # A damaged or unreadable run: the data is bad input, not a crash.
         raise ConfigError("--input", f"cannot audit {source}: {exc}") from None
     code = result.exit_code(request.fail_on)
+    if request.metrics_file is not None:
+        from .._metrics import audit_metrics, write_metrics
+
+        write_metrics(request.metrics_file, audit_metrics(result))
     if not request.quiet:
         print_summary(result, report_dir, code, request.log_format)
     return code
