@@ -195,8 +195,9 @@ def print_summary(result: RunDiff, code: int, log_format: str = "text") -> None:
         title_justify="left",
         caption_justify="left",
     )
-    for column in ("change", "account", "region", "volume or gateway", "recovery point"):
-        table.add_column(column, overflow="fold")
+    for column in ("change", "account", "region", "volume or gateway"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("recovery point", overflow="fold")
     order = {kind: index for index, kind in enumerate(CHANGE_KINDS)}
     shown = sorted(result.changes, key=lambda c: order[c.change])[:TERMINAL_ROWS]
     for change in shown:
@@ -212,11 +213,19 @@ def print_summary(result: RunDiff, code: int, log_format: str = "text") -> None:
 def _cells(change: Change) -> tuple[str, str, str, str, str]:
     what = change.volume_arn or change.gateway_arn or "-"
     what = what.rsplit("/", 1)[-1] if change.volume_arn else (change.gateway_name or what)
-    before, after = change.recovery_point_time_before, change.recovery_point_time_after
+    before, after = (
+        _short(change.recovery_point_time_before),
+        _short(change.recovery_point_time_after),
+    )
     if change.change == "stuck":
-        point = f"{after} (unchanged)"
+        point = f"{after}, unchanged"
     elif before or after:
         point = f"{before or '-'} -> {after or '-'}"
     else:
         point = change.error_code or "-"
     return change.change, change.account_id or "-", change.region or "-", what, point
+
+
+def _short(time: str | None) -> str | None:
+    """A recovery point time to the second, for the table (the NDJSON has it to the ms)."""
+    return None if time is None else time[:19].replace("T", " ")
