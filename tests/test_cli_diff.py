@@ -23,13 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import orjson
 import pytest
 from ground_truth import assert_matches_truth, run_records
 
 from fleetscan._records import parse_time
 from fleetscan._sinks import find_manifest, read_manifest
-from fleetscan.emulator import Fleet, FleetSpec, GroundTruth, start_stack
+from fleetscan.emulator import (
+    FaultRule,
+    Faults,
+    Fleet,
+    FleetSpec,
+    GroundTruth,
+    Stack,
+    start_stack,
+)
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2")
 HOUR = 3600
@@ -79,6 +88,7 @@ class Snapshot:
 
 @dataclass
 class Runs:
+    stack: Stack
     env: dict[str, str]
     output: Path
     runs: list[Snapshot]
@@ -157,7 +167,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         fleet.disconnect_gateway(offline.arn)
         fleet.advance(HOUR)
         snapshots.append(scan())
-        yield Runs(env, output, snapshots, pinned, pinned_time, removed.arn, added, offline.arn)
+        yield Runs(
+            stack, env, output, snapshots, pinned, pinned_time, removed.arn, added, offline.arn
+        )
 
 
 def _changes(stdout: str) -> dict[str, set[str]]:
@@ -416,3 +428,51 @@ def test_the_first_run_has_no_changes_section(runs: Runs, tmp_path: Path) -> Non
     )  # fmt: skip
     assert proc.returncode in (4, 5), proc.stderr
     assert "Changes since" not in (reports / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_unit_the_later_run_could_not_read_is_not_gone(runs: Runs, tmp_path: Path) -> None:
+    # A fourth run, in a copy, with one (account, region) denied: its gateways and volumes are
+    # unknown in that run, never gone. Nothing changed on the fleet since run 3, so every other
+    # volume's recovery point is the same: stuck.
+    third = runs.runs[2]
+    copy = tmp_path / "copy"
+    shutil.copytree(runs.output, copy)
+    units = [(rp.account_id, rp.region, rp.volume_arn) for rp in third.truth.recovery_points]
+    pinned_unit = next((a, r) for a, r, v in units if v == runs.pinned)
+    denied = next((a, r) for a, r, _ in units if (a, r) != pinned_unit)
+    runs.stack.emulator.faults = Faults(
+        [FaultRule(account_id=denied[0], region=denied[1], access_denied=True)]
+    )
+    try:
+        proc = _fleetscan(
+            "scan", "--org", "--role-name", runs.stack.role_name, "--regions", ",".join(REGIONS),
+            "--output", copy, "--quiet",
+            env=runs.env,
+        )  # fmt: skip
+    finally:
+        runs.stack.emulator.faults = Faults()
+    assert proc.returncode == 3, proc.stderr  # partial: the denied unit failed
+    proc = _fleetscan("diff", "--input", copy, env={})
+    assert proc.returncode == 0, proc.stderr
+    readable = {v for a, r, v in units if (a, r) != denied}
+    assert _changes(proc.stdout) == {"stuck": readable}
+
+
+def test_s3_input_gives_the_same_changes(runs: Runs) -> None:
+    env = runs.env
+    s3 = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    ).client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"])
+    s3.create_bucket(Bucket="fleetscan-diff")
+    # The runs as a scan writes them to S3: the same keys under a prefix.
+    for path in runs.output.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            key = f"fleet/{path.relative_to(runs.output).as_posix()}"
+            s3.put_object(Bucket="fleetscan-diff", Key=key, Body=path.read_bytes())
+    from_s3 = _fleetscan("diff", "--input", "s3://fleetscan-diff/fleet/", "--quiet", env=env)
+    assert from_s3.returncode == 0, from_s3.stderr
+    local = _fleetscan("diff", "--input", runs.output, "--quiet", env={})
+    assert from_s3.stdout == local.stdout
+    assert from_s3.stdout
