@@ -361,6 +361,18 @@ def test_a_tampered_file_is_a_clear_error(runs: Runs, tmp_path: Path) -> None:
     assert "sha256" in last
 
 
+def test_a_torn_data_file_is_a_clear_error(runs: Runs, tmp_path: Path) -> None:
+    copy, _, data = _copy(runs, tmp_path)
+    body = data.read_bytes()
+    data.write_bytes(body[: len(body) // 2])  # cut in the middle of a record
+    proc = _fleetscan("diff", "--input", copy, env={})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("fleetscan: error: --input: cannot compare runs under")
+    assert f"{data.name} ends in the middle of a record" in last
+
+
 def test_a_torn_manifest_hides_its_run(runs: Runs, tmp_path: Path) -> None:
     copy, _, _ = _copy(runs, tmp_path)
     manifest_path = find_manifest(copy, runs.runs[2].run_id)
