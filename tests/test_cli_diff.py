@@ -488,3 +488,22 @@ def test_s3_input_gives_the_same_changes(runs: Runs) -> None:
     local = _fleetscan("diff", "--input", runs.output, "--quiet", env={})
     assert from_s3.stdout == local.stdout
     assert from_s3.stdout
+
+
+def test_the_library_call_gives_what_the_command_prints(runs: Runs) -> None:
+    import anyio
+
+    import fleetscan
+
+    seen: list[fleetscan.Change] = []
+    result = anyio.run(
+        lambda: fleetscan.diff_runs(
+            str(runs.output), fleetscan.Policy.single("24h"), on_change=seen.append
+        ),
+        backend="asyncio",
+    )
+    printed = _fleetscan("diff", "--input", runs.output, "--quiet", env={}).stdout
+    assert [orjson.loads(line) for line in printed.splitlines()] == [c.as_json() for c in seen]
+    assert result.total == len(seen)
+    assert result.changes == seen  # fewer than KEEP_PER_KIND of each kind: all kept
+    assert (result.from_run_id, result.to_run_id) == (runs.runs[1].run_id, runs.runs[2].run_id)
