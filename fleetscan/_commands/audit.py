@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._config import CONFIG_KEYS, ScanConfig
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, DataError
 from ._args import add_scan_options, scan_config
 
 if TYPE_CHECKING:
@@ -206,8 +206,10 @@ def run_request(request: AuditRequest) -> int:
             lambda: audit_to_dir(source, request.policy, run_id=run_id, report_dir=report_dir),
             backend="asyncio",
         )
+    except DataError:
+        raise  # a damaged run: one line naming the file and line, exit 1
     except (ValueError, OSError) as exc:
-        # A damaged or unreadable run: the data is bad input, not a crash.
+        # An unreadable run: bad input, not a crash.
         raise ConfigError("--input", f"cannot audit {source}: {exc}") from None
     code = result.exit_code(request.fail_on)
     if not request.quiet:
