@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .._audit import AuditResult, Policy
 
 FAIL_ON = ("stale", "unknown", "none")
+#: ``--max-scan-age`` unless given: the library's DEFAULT_MAX_SCAN_AGE, without importing the
+#: audit (and its readers) to build the parser (tests/test_cli_audit.py checks they agree).
+MAX_SCAN_AGE = 48 * 3600
 #: Accounts listed in the terminal table; the reports list them all.
 TERMINAL_ROWS = 15
 
@@ -43,11 +46,25 @@ def _max_age(text: str) -> str:
     return text
 
 
+def _max_scan_age(text: str) -> int | None:
+    """``--max-scan-age``: a duration, or ``none`` to judge evidence of any age."""
+    from .._audit import parse_duration
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _AUDIT_EPILOG = """\
-Audit an existing run (a local directory or s3://bucket/prefix/; the latest complete run unless
---run names one, even a partial one), or give scan flags and --output to scan first and audit the
-fresh run. A volume is stale when its recovery point is older than its objective, measured at the
-time it was scanned; a gateway or an account/region that could not be read is unknown.
+Audit an existing run (a local directory or s3://bucket/prefix/; the newest run, whatever its
+status, unless --run names one or --require-complete skips runs that are not complete), or give
+scan flags and --output to scan first and audit the fresh run. A volume is stale when its recovery
+point is older than its objective, measured at the time it was scanned; a gateway or an
+account/region that could not be read is unknown, and so is everything when the run is older than
+--max-scan-age (evidence too old).
 
 examples:
   fleetscan audit --input ./inventory --max-age 24h --report-dir ./audit
@@ -82,7 +99,22 @@ def add_parser(subparsers: Any) -> None:
         "--run",
         metavar="RUN_ID",
         default=None,
-        help="audit this run, whatever its status (default: the latest complete run)",
+        help="audit this run, whatever its status, or 'latest' (default: the newest run whatever "
+        "its status; newer runs not judged are reported)",
+    )
+    what.add_argument(
+        "--require-complete",
+        action="store_true",
+        default=False,
+        help="judge only a complete run: the newest complete one (newer ones are reported)",
+    )
+    what.add_argument(
+        "--max-scan-age",
+        metavar="DURATION",
+        type=_max_scan_age,
+        default=MAX_SCAN_AGE,
+        help="evidence older than this (from the run's start) judges nothing: every finding "
+        "unknown, exit 5 (default: 48h; 'none': no limit)",
     )
     objectives = what.add_mutually_exclusive_group(required=True)
     objectives.add_argument(
@@ -127,6 +159,9 @@ class AuditRequest:
     #: Set: scan first with this config (its ``output`` is where the run goes), then audit it.
     scan: ScanConfig | None = None
     report_dir: Path | None = None
+    require_complete: bool = False
+    #: Seconds (None: no limit).
+    max_scan_age: int | None = MAX_SCAN_AGE
     fail_on: str = "unknown"
     quiet: bool = False
     log_format: str = "text"
@@ -152,8 +187,9 @@ def run(args: argparse.Namespace) -> int:
                 "give --input DEST to audit a run, or scan flags (e.g. --org --role-name NAME) "
                 "and --output DEST to scan first",
             )
-        if args.run is not None:
-            raise ConfigError("--run", "names a run under --input; a fresh scan is audited as is")
+        if args.run is not None or args.require_complete:
+            flag = "--run" if args.run is not None else "--require-complete"
+            raise ConfigError(flag, "chooses a run under --input; a fresh scan is audited as is")
         scan = scan_config(args)
         if getattr(scan, "resume", None):
             raise ConfigError(
@@ -166,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         run_id=args.run,
         scan=scan,
         report_dir=args.report_dir,
+        require_complete=args.require_complete,
+        max_scan_age=args.max_scan_age,
         fail_on=args.fail_on,
         quiet=args.quiet,
         log_format=args.log_format,
@@ -203,7 +241,14 @@ def run_request(request: AuditRequest) -> int:
     source = check_source(source)
     try:
         result = anyio.run(
-            lambda: audit_to_dir(source, request.policy, run_id=run_id, report_dir=report_dir),
+            lambda: audit_to_dir(
+                source,
+                request.policy,
+                run_id=run_id,
+                report_dir=report_dir,
+                require_complete=request.require_complete,
+                max_scan_age=request.max_scan_age,
+            ),
             backend="asyncio",
         )
     except (ValueError, OSError) as exc:
@@ -228,7 +273,7 @@ def print_summary(
     from rich.table import Table
 
     from .._audit import format_duration
-    from .._audit._reports import verdict
+    from .._audit._reports import evidence_age, verdict
 
     console = _console()
     if log_format == "json":
@@ -236,6 +281,21 @@ def print_summary(
             "event": "audit_finished",
             "run_id": result.run_id,
             "run_status": result.run_status,
+            "run_started_at": result.manifest.get("started_at"),
+            "run_ended_at": result.manifest.get("ended_at"),
+            "scan_age_seconds": result.scan_age_seconds,
+            "max_scan_age_seconds": result.max_scan_age_seconds,
+            "evidence_too_old": result.too_old,
+            "newer_runs_not_judged": [
+                {
+                    "run_id": n.run_id,
+                    "status": n.status,
+                    "started_at": n.started_at,
+                    "reason": n.reason,
+                }
+                for n in result.newer_runs
+            ],
+            "warnings": result.warnings,
             "compliant": result.counts["compliant"],
             "stale": result.counts["stale"],
             "unknown": result.counts["unknown"],
@@ -293,6 +353,12 @@ def print_summary(
         f"{result.counts['unknown']:,}",
     )
     console.print(table)
+    manifest = result.manifest
+    console.print(
+        f"evidence: run {result.run_id} ({result.run_status}), scanned "
+        f"{manifest.get('started_at')} to {manifest.get('ended_at')}, {evidence_age(result)}",
+        markup=False,
+    )
     for warning in result.warnings:
         console.print(f"fleetscan: warning: {warning}", markup=False)
     colour = "red" if result.counts["stale"] else "yellow" if result.counts["unknown"] else "green"
