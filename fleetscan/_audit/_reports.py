@@ -47,10 +47,10 @@ def prepare_report_dir(path: str | os.PathLike[str]) -> Path:
 
 
 @contextmanager
-def _atomic(directory: Path, name: str) -> Iterator[IO[bytes]]:
+def _atomic(directory: Path, name: str, *, field: str = "--report-dir") -> Iterator[IO[bytes]]:
     """Write ``name`` in ``directory`` under a fresh temporary name (created with ``O_EXCL``,
     never through a link planted there); rename it into place only when complete."""
-    tree = Tree(directory, field="--report-dir", create=False)
+    tree = Tree(directory, field=field, create=False)
     try:
         fd, temporary = tree.create_temporary(name, 0o600)
         try:

@@ -21,17 +21,25 @@ async def audit_to_dir(
     report_dir: Path | None = None,
     require_complete: bool = False,
     max_scan_age: int | None = DEFAULT_MAX_SCAN_AGE,
+    on_finding: Callable[[Finding], None] | None = None,
 ) -> AuditResult:
-    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after."""
+    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after.
+    ``on_finding`` sees every finding too (after it is written)."""
 
-    async def judge(on_finding: Callable[[Finding], None] | None) -> AuditResult:
+    async def judge(write: Callable[[Finding], None] | None) -> AuditResult:
+        def each(finding: Finding) -> None:
+            if write is not None:
+                write(finding)
+            if on_finding is not None:
+                on_finding(finding)
+
         return await audit(
             source,
             policy,
             run_id=run_id,
             require_complete=require_complete,
             max_scan_age=max_scan_age,
-            on_finding=on_finding,
+            on_finding=each,
         )
 
     if report_dir is None:

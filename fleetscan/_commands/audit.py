@@ -20,7 +20,7 @@ from ._args import add_scan_options, scan_config
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .._audit import AuditResult, Policy
+    from .._audit import AuditResult, Finding, Policy
 
 FAIL_ON = ("stale", "unknown", "none")
 #: ``--max-scan-age`` unless given: the library's DEFAULT_MAX_SCAN_AGE, without importing the
@@ -140,6 +140,14 @@ def add_parser(subparsers: Any) -> None:
         help="write findings.ndjson, report.md, report.html and junit.xml here",
     )
     what.add_argument(
+        "--asff",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="write the findings in the AWS Security Finding Format (a JSON array, what "
+        "BatchImportFindings takes)",
+    )
+    what.add_argument(
         "--fail-on",
         choices=("stale", "unknown", "none"),
         default="unknown",
@@ -159,6 +167,8 @@ class AuditRequest:
     #: Set: scan first with this config (its ``output`` is where the run goes), then audit it.
     scan: ScanConfig | None = None
     report_dir: Path | None = None
+    #: Write the findings here in ASFF.
+    asff: Path | None = None
     require_complete: bool = False
     #: Seconds (None: no limit).
     max_scan_age: int | None = MAX_SCAN_AGE
@@ -202,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         run_id=args.run,
         scan=scan,
         report_dir=args.report_dir,
+        asff=args.asff,
         require_complete=args.require_complete,
         max_scan_age=args.max_scan_age,
         fail_on=args.fail_on,
@@ -221,6 +232,11 @@ def run_request(request: AuditRequest) -> int:
     if request.fail_on not in FAIL_ON:
         raise ConfigError("--fail-on", f"must be one of {', '.join(FAIL_ON)}")
     report_dir = prepare_report_dir(request.report_dir) if request.report_dir else None
+    asff_path = None
+    if request.asff is not None:
+        from .._audit._asff import check_asff_path
+
+        asff_path = check_asff_path(request.asff)
     source, run_id = request.source, request.run_id
     if request.scan is not None:
         from .._scan import new_run_id
@@ -239,6 +255,7 @@ def run_request(request: AuditRequest) -> int:
     if source is None:
         raise ConfigError("--input", "give --input DEST, or scan flags and --output DEST")
     source = check_source(source)
+    found: list[Finding] = []
     try:
         result = anyio.run(
             lambda: audit_to_dir(
@@ -248,6 +265,7 @@ def run_request(request: AuditRequest) -> int:
                 report_dir=report_dir,
                 require_complete=request.require_complete,
                 max_scan_age=request.max_scan_age,
+                on_finding=found.append if asff_path is not None else None,
             ),
             backend="asyncio",
         )
@@ -255,6 +273,17 @@ def run_request(request: AuditRequest) -> int:
         # A damaged or unreadable run: the data is bad input, not a crash.
         raise ConfigError("--input", f"cannot audit {source}: {exc}") from None
     code = result.exit_code(request.fail_on)
+    if asff_path is not None:
+        from .._audit._asff import asff_findings, write_asff
+
+        items = asff_findings(result, found)
+        write_asff(asff_path, items)
+        if not request.quiet and request.log_format != "json":
+            _console().print(
+                f"ASFF: {len(items):,} findings in {asff_path} "
+                f"({len(found) - len(items)} without an account and region: in the reports only)",
+                markup=False,
+            )
     if not request.quiet:
         print_summary(result, report_dir, code, request.log_format)
     return code
