@@ -33,6 +33,7 @@ DESCRIBED: dict[str, Any] = {
     "the aws/s3 key": None,
     "those enabled in each account": "enabled",
     "the newest run whatever its status": None,
+    "the scan's --role-name, or the one the run's manifest records": None,
     "all three": None,
     # The emulator's --regions: None means its DEFAULT_REGIONS.
     "the 16 regions enabled by default": None,

@@ -1,8 +1,10 @@
 """``fleetscan audit``: optionally scan first, judge the run, write the reports, set the exit code.
 
 Exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
-(``--fail-on`` narrows this), 2 bad input. When it scans first, a scan that fails outright returns
-the scan's own code (1 fatal, 130 interrupted); a partial scan is audited, its gaps as unknowns.
+(``--fail-on`` narrows this), 6 findings not all imported into Security Hub (whatever the
+verdict: the summary still gives it), 2 bad input. When it scans first, a scan that fails
+outright returns the scan's own code (1 fatal, 130 interrupted); a partial scan is audited, its
+gaps as unknowns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from .._audit import AuditResult, Finding, Policy
 
 FAIL_ON = ("stale", "unknown", "none")
+#: Some findings could not be imported into Security Hub (``--security-hub``).
+EXIT_NOT_IMPORTED = 6
 #: ``--max-scan-age`` unless given: the library's DEFAULT_MAX_SCAN_AGE, without importing the
 #: audit (and its readers) to build the parser (tests/test_cli_audit.py checks they agree).
 MAX_SCAN_AGE = 48 * 3600
@@ -72,8 +76,9 @@ examples:
   fleetscan audit --org --role-name FleetscanReader --output ./inventory --max-age 1d
 
 exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
-(--fail-on stale: only stale fails; none: always 0), 2 bad input; when it scans first, a scan
-that fails outright exits with the scan's code (1 fatal, 130 interrupted).
+(--fail-on stale: only stale fails; none: always 0), 6 findings not all imported into Security
+Hub (--security-hub), 2 bad input; when it scans first, a scan that fails outright exits with
+the scan's code (1 fatal, 130 interrupted).
 """
 
 
@@ -147,6 +152,23 @@ def add_parser(subparsers: Any) -> None:
         help="write the findings in the AWS Security Finding Format (a JSON array, what "
         "BatchImportFindings takes)",
     )
+    hub = audit.add_argument_group("AWS Security Hub")
+    hub.add_argument(
+        "--security-hub",
+        action="store_true",
+        default=False,
+        help="import the findings into Security Hub, in each member account (through an "
+        "assumed role) and the region of each volume; archive those of volumes gone. "
+        "Exit 6 when some could not be imported",
+    )
+    hub.add_argument(
+        "--security-hub-role-name",
+        metavar="NAME",
+        default=None,
+        help="the role to import through (default: the scan's --role-name, or the one the "
+        "run's manifest records); it needs securityhub:DescribeHub, GetFindings and "
+        "BatchImportFindings (configs/iam/security-hub-import.json)",
+    )
     what.add_argument(
         "--fail-on",
         choices=("stale", "unknown", "none"),
@@ -169,6 +191,9 @@ class AuditRequest:
     report_dir: Path | None = None
     #: Write the findings here in ASFF.
     asff: Path | None = None
+    #: Import them into Security Hub, through this role (None: the scan's).
+    security_hub: bool = False
+    security_hub_role_name: str | None = None
     require_complete: bool = False
     #: Seconds (None: no limit).
     max_scan_age: int | None = MAX_SCAN_AGE
@@ -206,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
                 "--resume",
                 "finish the run with fleetscan scan --resume, then audit it with --input",
             )
+    if args.security_hub_role_name is not None and not args.security_hub:
+        raise ConfigError("--security-hub-role-name", "only means something with --security-hub")
     request = AuditRequest(
         policy=policy,
         source=args.input,
@@ -213,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
         scan=scan,
         report_dir=args.report_dir,
         asff=args.asff,
+        security_hub=args.security_hub,
+        security_hub_role_name=args.security_hub_role_name,
         require_complete=args.require_complete,
         max_scan_age=args.max_scan_age,
         fail_on=args.fail_on,
@@ -265,7 +294,7 @@ def run_request(request: AuditRequest) -> int:
                 report_dir=report_dir,
                 require_complete=request.require_complete,
                 max_scan_age=request.max_scan_age,
-                on_finding=found.append if asff_path is not None else None,
+                on_finding=found.append if asff_path is not None or request.security_hub else None,
             ),
             backend="asyncio",
         )
@@ -273,24 +302,97 @@ def run_request(request: AuditRequest) -> int:
         # A damaged or unreadable run: the data is bad input, not a crash.
         raise ConfigError("--input", f"cannot audit {source}: {exc}") from None
     code = result.exit_code(request.fail_on)
-    if asff_path is not None:
+    notes: list[str] = []
+    imported = None
+    if asff_path is not None or request.security_hub:
         from .._audit._asff import asff_findings, write_asff
 
         items = asff_findings(result, found)
-        write_asff(asff_path, items)
-        if not request.quiet and request.log_format != "json":
-            _console().print(
-                f"ASFF: {len(items):,} findings in {asff_path} "
-                f"({len(found) - len(items)} without an account and region: in the reports only)",
-                markup=False,
+        found.clear()
+        left_out = f"{result.findings - len(items)} without an account and region: reports only"
+        if asff_path is not None:
+            write_asff(asff_path, items)
+            notes.append(f"ASFF: {len(items):,} findings in {asff_path} ({left_out})")
+        if request.security_hub:
+            imported = _import(request, result, items)
+            notes.append(
+                f"Security Hub: {imported.imported:,} findings imported, {imported.archived:,} "
+                f"archived, in {imported.places} account/region(s); "
+                f"{imported.not_imported:,} not imported ({left_out})"
             )
+            notes += [
+                f"Security Hub problem: {p.account_id} {p.region or '-'}: {p.operation} "
+                f"{p.error_code}: {p.message} ({p.findings} findings not imported)"
+                for p in imported.problems
+            ]
+            if imported.problems:
+                code = EXIT_NOT_IMPORTED
     if not request.quiet:
-        print_summary(result, report_dir, code, request.log_format)
+        print_summary(result, report_dir, code, request.log_format, notes=notes, imported=imported)
     return code
 
 
+def _import(request: AuditRequest, result: AuditResult, items: list[dict[str, Any]]) -> Any:
+    """Import into Security Hub with the scan's configuration, or one made from the run's
+    manifest (its role and partition) when auditing a run already written."""
+    import anyio
+
+    from .._audit._securityhub import import_findings
+
+    manifest_config = (result.manifest.get("summary") or {}).get("config") or {}
+    config = request.scan
+    scan_role = config.role_name if config is not None else manifest_config.get("role_name")
+    role_name = request.security_hub_role_name or scan_role
+    if not isinstance(role_name, str) or not role_name:
+        raise ConfigError(
+            "--security-hub-role-name",
+            "name the role to import through (the run records no --role-name)",
+        )
+    if config is None:
+        partition = manifest_config.get("partition")
+        hub_role = manifest_config.get("hub_role_arn")
+        config = ScanConfig(
+            org=True,
+            role_name=role_name,
+            partition=partition if isinstance(partition, str) else "aws",
+            hub_role_arn=hub_role if isinstance(hub_role, str) else None,
+        )
+    blind_units = frozenset(
+        (str(f.account_id), str(f.region))
+        for f in result.unknown
+        if f.kind == "unit" and f.account_id and f.region
+    )
+    blind_gateways = frozenset(
+        str(f.gateway_arn) for f in result.unknown if f.kind == "gateway" and f.gateway_arn
+    )
+    regions = manifest_config.get("regions")
+    scanned = frozenset(
+        (str(account_id), str(region))
+        for account_id in result.accounts
+        if account_id is not None
+        for region in (regions if isinstance(regions, list) else [])
+    )
+    return anyio.run(
+        lambda: import_findings(
+            items,
+            config,
+            role_name=role_name,
+            blind_units=blind_units,
+            blind_gateways=blind_gateways,
+            scanned=scanned - blind_units,
+        ),
+        backend="asyncio",
+    )
+
+
 def print_summary(
-    result: AuditResult, report_dir: Path | None, code: int | None, log_format: str = "text"
+    result: AuditResult,
+    report_dir: Path | None,
+    code: int | None,
+    log_format: str = "text",
+    *,
+    notes: list[str] | None = None,
+    imported: Any = None,
 ) -> None:
     """The terminal summary on stderr: accounts with problems first, then the verdict.
 
@@ -325,6 +427,7 @@ def print_summary(
                 for n in result.newer_runs
             ],
             "warnings": result.warnings,
+            "security_hub": imported.as_json() if imported is not None else None,
             "compliant": result.counts["compliant"],
             "stale": result.counts["stale"],
             "unknown": result.counts["unknown"],
@@ -393,6 +496,8 @@ def print_summary(
     colour = "red" if result.counts["stale"] else "yellow" if result.counts["unknown"] else "green"
     suffix = f" (exit code {code})" if code is not None else ""
     console.print(f"[bold {colour}]{verdict(result)}[/]{suffix}")
+    for note in notes or []:
+        console.print(note, markup=False)
     if report_dir is not None:
         console.print(
             f"reports: {report_dir}/findings.ndjson, report.md, report.html, junit.xml",
