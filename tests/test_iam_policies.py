@@ -24,6 +24,8 @@ from fleetscan._credentials import (
     HUB_SESSION_POLICY,
     MEMBER_ACTIONS,
     MEMBER_SESSION_POLICY,
+    SECURITY_HUB_ACTIONS,
+    SECURITY_HUB_SESSION_POLICY,
 )
 from fleetscan._sinks import find_manifest, read_manifest
 from fleetscan.emulator import FleetSpec, Stack, start_stack
@@ -106,6 +108,28 @@ def scan(stack: Stack, output: Path, **overrides: Any) -> tuple[fleetscan.ScanRe
     result = anyio.run(fleetscan.run_scan, fleetscan.ScanConfig(**values), backend="asyncio")
     assert result.status == "complete"
     return result, api_calls(output, result)
+
+
+def test_the_security_hub_policy_allows_the_import_session_actions_and_no_more() -> None:
+    """configs/iam/security-hub-import.json is optional and separate from the reader's policy;
+    tests/test_security_hub.py checks that an import calls exactly these operations."""
+    document = policy("security-hub-import.json")
+    assert allowed_actions(document) == set(SECURITY_HUB_ACTIONS)
+    assert not allowed_actions(document) & allowed_actions(policy("member-role.json"))
+    statement = json.loads(SECURITY_HUB_SESSION_POLICY)["Statement"][0]
+    assert statement["Action"] == list(SECURITY_HUB_ACTIONS)
+    model = botocore.session.get_session().get_service_model("securityhub")
+    assert {
+        f"securityhub:{op}" for op in ("DescribeHub", "GetFindings", "BatchImportFindings")
+    } == (set(SECURITY_HUB_ACTIONS))
+    assert all(a.split(":")[1] in model.operation_names for a in SECURITY_HUB_ACTIONS)
+    # Importing is allowed only as the account's own product; the reads only on its own hub.
+    for found in statements(document):
+        listed = found["Action"]
+        actions = {listed} if isinstance(listed, str) else set(listed)
+        imports = actions == {"securityhub:BatchImportFindings"}
+        own = "product/111122223333/default" if imports else "hub/default"
+        assert found["Resource"] == f"arn:aws:securityhub:*:111122223333:{own}", actions
 
 
 def test_the_member_role_policy_allows_the_member_session_actions() -> None:

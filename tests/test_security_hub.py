@@ -23,6 +23,7 @@ import orjson
 import pytest
 from botocore.validate import ParamValidator
 
+from fleetscan._credentials import SECURITY_HUB_ACTIONS
 from fleetscan.emulator import Fleet, FleetSpec, Stack, start_stack
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2")
@@ -242,6 +243,9 @@ def test_import_goes_to_each_member_account_and_reruns_update_in_place(
     assert event["security_hub"]["imported"] == len(asff_items)
     assert event["security_hub"]["not_imported"] == 0
     assert event["security_hub"]["problems"] == []
+    # What configs/iam/security-hub-import.json allows, and nothing else (besides AssumeRole).
+    calls = set(event["security_hub"]["api_calls"])
+    assert {f"securityhub:{op}" for op in calls - {"AssumeRole"}} == set(SECURITY_HUB_ACTIONS)
     first: dict[str, dict[str, Any]] = {}
     for (account_id, region), ids in places.items():
         stored = _stored(hub, account_id, region)

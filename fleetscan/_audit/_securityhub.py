@@ -83,6 +83,8 @@ class ImportResult:
     #: (account, region) pairs imported into.
     places: int = 0
     problems: list[ImportProblem] = field(default_factory=list)
+    #: Calls made, by operation (what configs/iam/security-hub-import.json must allow).
+    api_calls: dict[str, int] = field(default_factory=dict)
 
     @property
     def not_imported(self) -> int:
@@ -95,6 +97,7 @@ class ImportResult:
             "places": self.places,
             "not_imported": self.not_imported,
             "problems": [p.as_json() for p in self.problems],
+            "api_calls": self.api_calls,
         }
 
 
@@ -208,6 +211,7 @@ async def import_findings(
         async with anyio.create_task_group() as tg:
             for account_id, places in sorted(by_account.items()):
                 tg.start_soon(account, account_id, places)
+    result.api_calls = dict(sorted(importer.engine.stats.calls.items()))
     return result
 
 
