@@ -296,17 +296,29 @@ def test_findings_of_vanished_volumes_are_archived_but_not_where_the_audit_was_b
     account_id, region = volume["AwsAccountId"], volume["Region"]
     gone_arn = volume["Resources"][0]["Id"].rsplit("/", 1)[0] + "/vol-0GONE000"
     gone = _planted(volume, gone_arn, volume["Resources"][1]["Id"])
+    # A whole gateway gone too: more findings to archive than one call takes (or one page holds).
+    gone_gateway = gone_arn.split("/volume/")[0].rsplit("/", 1)[0] + "/sgw-0GONE000"
+    also_gone = [
+        _planted(volume, f"{gone_gateway}/volume/vol-{n:08X}", gone_gateway) for n in range(150)
+    ]
     offline_gateway = offline["Resources"][0]["Id"]
     hidden = _planted(offline, offline_gateway + "/volume/vol-0HIDDEN0", offline_gateway)
-    _member_hub(hub, account_id, region).batch_import_findings(Findings=[gone])
+    planting = _member_hub(hub, account_id, region)
+    for start in range(0, 151, 100):
+        planting.batch_import_findings(Findings=[gone, *also_gone][start : start + 100])
     _member_hub(hub, offline["AwsAccountId"], offline["Region"]).batch_import_findings(
         Findings=[hidden]
     )
 
     code, event = _import(hub, "12h")
-    assert code == 4
-    assert event["security_hub"]["archived"] == 1
-    assert _stored(hub, account_id, region)[gone["Id"]]["RecordState"] == "ARCHIVED"
+    assert code == 4, event
+    assert event["security_hub"]["archived"] == 151
+    stored = _stored(hub, account_id, region)
+    for item in (gone, *also_gone):
+        assert stored[item["Id"]]["RecordState"] == "ARCHIVED"
+    assert {stored[i]["RecordState"] for i in _places(asff_items)[(account_id, region)]} == {
+        "ACTIVE"
+    }
     # Its gateway could not be read: absence proves nothing, the finding stays.
     kept = _stored(hub, offline["AwsAccountId"], offline["Region"])[hidden["Id"]]
     assert kept["RecordState"] == "ACTIVE"

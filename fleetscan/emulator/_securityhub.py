@@ -21,6 +21,9 @@ from moto.securityhub.responses import SecurityHubResponse
 
 from ._fleet import account_id_from_access_key
 
+#: Findings per BatchImportFindings call, at most (AWS refuses more; moto does not check).
+MAX_BATCH = 100
+
 
 class SecurityHubGuard:
     """The checks and faults in front of moto's Security Hub, for one running stack."""
@@ -74,6 +77,10 @@ def _batch_import(
     if not self.enabled:
         raise SecurityHubClientError(
             "InvalidAccessException", "Account is not subscribed to AWS Security Hub"
+        )
+    if not 1 <= len(findings) <= MAX_BATCH:
+        raise SecurityHubClientError(
+            "InvalidInputException", f"Findings must hold 1 to {MAX_BATCH} findings"
         )
     if guard.take_throttle():
         raise SecurityHubClientError("ThrottlingException", "Rate exceeded")
