@@ -324,6 +324,25 @@ BAD_INPUT: list[tuple[str, Callable[[Path, Path], list[Any]], str]] = [
     ("run id", lambda out, tmp: ["--input", out, "--run", "nope", "--max-age", "1d"], "'nope'"),
     ("no run", lambda out, tmp: ["--input", tmp, "--max-age", "1d"], "no fleetscan run"),
     (
+        "hub role alone",
+        lambda out, tmp: ["--input", out, "--max-age", "1d", "--security-hub-role-name", "R"],
+        "--security-hub-role-name",
+    ),
+    (
+        "require-complete on a fresh scan",
+        lambda out, tmp: [
+            "--org",
+            "--role-name",
+            "R",
+            "--output",
+            tmp,
+            "--max-age",
+            "1d",
+            "--require-complete",
+        ],
+        "--require-complete",
+    ),
+    (
         "scan age",
         lambda out, tmp: ["--input", out, "--max-age", "1d", "--max-scan-age", "2"],
         "--max-scan-age",

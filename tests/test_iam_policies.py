@@ -217,3 +217,37 @@ def test_the_shipped_trust_policy_admits_only_callers_with_the_external_id(
 
     admitted, _ = scan(stack, tmp_path / "yes", external_id=external_id, regions=regions)
     assert admitted.stats.accounts_failed == 0
+
+
+def test_security_hub_import_sessions_carry_only_the_import_actions(
+    stack: Stack, stack_env: None, tmp_path: Path
+) -> None:
+    """The import assumes the role in each member account with the import's session policy (read
+    from moto's STS), never the reader's; Security Hub is not enabled in moto's accounts here, so
+    each account and region is one DescribeHub problem."""
+    from fleetscan._audit import Policy, audit
+    from fleetscan._audit._asff import asff_findings
+    from fleetscan._audit._securityhub import import_findings
+
+    result, _ = scan(stack, tmp_path, regions=stack.fleet.spec.regions)
+    before = {id(session) for session in sessions()}
+    found: list[Any] = []
+    audited = anyio.run(
+        lambda: audit(str(tmp_path), Policy.single("1d"), on_finding=found.append),
+        backend="asyncio",
+    )
+    items = asff_findings(audited, found)
+    config = fleetscan.ScanConfig(org=True, role_name=stack.role_name)
+    imported = anyio.run(
+        lambda: import_findings(items, config, role_name=stack.role_name), backend="asyncio"
+    )
+    accounts = {item["AwsAccountId"] for item in items}
+    import_sessions = [session for session in sessions() if id(session) not in before]
+    assert {s.policy for s in import_sessions} == {SECURITY_HUB_SESSION_POLICY}
+    assert {s.role_arn.split(":")[4] for s in import_sessions} == accounts
+    assert set(imported.api_calls) == {"AssumeRole", "DescribeHub"}
+    assert {(p.operation, p.error_code) for p in imported.problems} == {
+        ("DescribeHub", "InvalidAccessException")
+    }
+    assert imported.not_imported == len(items)
+    assert result.stats.accounts >= len(accounts)
