@@ -21,7 +21,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -29,6 +30,9 @@ from .._config import ScanConfig
 from .._records import format_time
 from .._retry import THROTTLE_CODES, TRANSIENT_CODES, Backoff
 from ._asff import GENERATOR_PREFIX, is_fleetscan_finding, product_arn
+
+if TYPE_CHECKING:
+    from .._scan import Engine
 
 #: BatchImportFindings takes at most 100 findings a call; GetFindings answers at most 100.
 BATCH = 100
@@ -219,7 +223,7 @@ class _Importer:
     """The three steps in one account and region (see the module's docstring)."""
 
     def __init__(
-        self, config: ScanConfig, stamp: str, blind_gateways: frozenset[str], engine: Any
+        self, config: ScanConfig, stamp: str, blind_gateways: frozenset[str], engine: Engine
     ) -> None:
         self.config = config
         self.stamp = stamp
@@ -267,9 +271,7 @@ class _Importer:
             params: dict[str, Any] = {"Filters": filters, "MaxResults": BATCH}
             if token:
                 params["NextToken"] = token
-            answer = await self.engine.call(
-                lambda params=params: client.get_findings(**params), "GetFindings"
-            )
+            answer = await self.engine.call(partial(client.get_findings, **params), "GetFindings")
             for item in answer.get("Findings") or []:
                 if (
                     isinstance(item, dict)
@@ -314,8 +316,7 @@ class _Importer:
         for attempt in range(1, self.config.max_attempts + 1):
             try:
                 answer = await self.engine.call(
-                    lambda pending=pending: client.batch_import_findings(Findings=pending),
-                    "BatchImportFindings",
+                    partial(client.batch_import_findings, Findings=pending), "BatchImportFindings"
                 )
             except CallFailed as exc:
                 problem(exc.operation, exc.failure.error_code, exc.failure.message, len(pending))
