@@ -48,6 +48,12 @@ def _s3(quick: bool) -> dict[str, Any]:
     return result
 
 
+def _validate(quick: bool) -> dict[str, Any]:
+    from . import bench_validate
+
+    return bench_validate.main(quick)
+
+
 def _diff(quick: bool) -> dict[str, Any]:
     from . import bench_diff
 
@@ -65,6 +71,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "calls": _calls,
     **bench_scan.SCENARIOS,
     "s3": _s3,
+    "validate": _validate,
     "diff": _diff,
     "soak": _soak,
 }

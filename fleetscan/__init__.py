@@ -15,7 +15,7 @@ Audit:
     audit(source, Policy.single("24h")) judges every cached volume: compliant, stale or unknown.
     diff_runs(source, policy) what changed between two runs: stuck recovery points, newly stale.
 
-Exceptions: FleetscanError and its subclasses ConfigError, DiscoveryError, SinkError.
+Exceptions: FleetscanError and its subclasses ConfigError, DataError, DiscoveryError, SinkError.
 
 The public names load on first use (PEP 562): ``fleetscan --help`` and a refused flag need
 neither aiobotocore nor the audit's report writers, and a scan does not pay for the audit's
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from ._audit import AuditResult, Change, Policy, RunDiff, audit, diff_runs
     from ._config import ScanConfig
-    from ._exceptions import ConfigError, DiscoveryError, FleetscanError, SinkError
+    from ._exceptions import ConfigError, DataError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
         SCHEMA_VERSION,
         ErrorRecord,
@@ -64,6 +64,7 @@ _HOMES = {
     "diff_runs": "._audit",
     "ScanConfig": "._config",
     "ConfigError": "._exceptions",
+    "DataError": "._exceptions",
     "DiscoveryError": "._exceptions",
     "FleetscanError": "._exceptions",
     "SinkError": "._exceptions",
@@ -93,6 +94,7 @@ __all__ = [
     "AuditResult",
     "Change",
     "ConfigError",
+    "DataError",
     "DiscoveryError",
     "ErrorRecord",
     "FleetscanError",

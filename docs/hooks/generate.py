@@ -394,7 +394,7 @@ API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("Audit", ("audit", "Policy", "AuditResult")),
     ("Changes between runs", ("diff_runs", "RunDiff", "Change")),
-    ("Errors", ("FleetscanError", "ConfigError", "DiscoveryError", "SinkError")),
+    ("Errors", ("FleetscanError", "ConfigError", "DataError", "DiscoveryError", "SinkError")),
     ("Version", ("__version__",)),
 )
 
