@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from ._audit import AuditResult, Policy, audit
-    from ._config import ScanConfig
+    from ._config import OrganizationConfig, ScanConfig
     from ._exceptions import ConfigError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
         SCHEMA_VERSION,
@@ -59,6 +59,7 @@ _HOMES = {
     "Policy": "._audit",
     "audit": "._audit",
     "ScanConfig": "._config",
+    "OrganizationConfig": "._config",
     "ConfigError": "._exceptions",
     "DiscoveryError": "._exceptions",
     "FleetscanError": "._exceptions",
@@ -92,6 +93,7 @@ __all__ = [
     "ErrorRecord",
     "FleetscanError",
     "GatewayRecord",
+    "OrganizationConfig",
     "Policy",
     "Record",
     "RecoveryPointRecord",

@@ -88,7 +88,8 @@ def test_output_dash_streams_recovery_points_to_stdout(
     assert sorted(r["volume_arn"] for r in records) == sorted(
         rp.volume_arn for rp in truth.recovery_points
     )
-    assert all(r["schema_version"] == 1 for r in records)
+    assert all(r["schema_version"] == 2 for r in records)
+    assert {r["organization_id"] for r in records} == {stack.fleet.organization_id}
 
 
 def test_dry_run_makes_no_storage_gateway_call(

@@ -1,0 +1,283 @@
+"""Several organizations in one run, against an emulated estate of several organizations.
+
+The stack's ambient keys are the first organization's management account; the second is reached
+by assuming its management role (``management_role_arn``), as a scanner outside it would. Every
+test compares the run with the fleet's ground truth and checks each record's ``organization_id``
+against the organization the fleet puts the account in.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ground_truth import assert_matches_truth, run_records
+
+import fleetscan
+from fleetscan import OrganizationConfig
+from fleetscan._sinks import read_manifest
+from fleetscan.emulator import FleetSpec, OrganizationAccess, Stack, start_stack, verify_run
+from fleetscan.emulator._faults import FaultRule, Faults
+
+REGIONS = ("us-east-1", "eu-west-1")
+SPEC = FleetSpec(seed=5, accounts=10, regions=REGIONS, organizations=2)
+#: The second organization's own member role and management-role external id, so that a run
+#: that used the defaults for it would fail.
+SECOND = OrganizationAccess(role_name="SecondReader", management_external_id="second-mgmt-id")
+
+
+def _stack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *access: OrganizationAccess
+) -> Iterator[Stack]:
+    with start_stack(SPEC, organizations=access) as stack:
+        for key in list(os.environ):
+            if key.startswith("AWS_"):
+                monkeypatch.delenv(key)
+        env = stack.env() | {
+            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        yield stack
+
+
+@pytest.fixture
+def two(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(monkeypatch, tmp_path, OrganizationAccess(), SECOND)
+
+
+@pytest.fixture
+def second_denied(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(monkeypatch, tmp_path, OrganizationAccess(), OrganizationAccess(denied=True))
+
+
+def _entries(stack: Stack) -> tuple[OrganizationConfig, ...]:
+    second = stack.organizations[1]
+    return (
+        OrganizationConfig(name="first"),
+        OrganizationConfig(
+            name="second",
+            management_role_arn=second.management_role_arn,
+            management_external_id=second.management_external_id,
+            role_name=second.member_role_name,
+        ),
+    )
+
+
+def _config(stack: Stack, output: Path, **overrides: Any) -> fleetscan.ScanConfig:
+    values: dict[str, Any] = {
+        "organizations": _entries(stack),
+        "role_name": stack.role_name,
+        "regions": REGIONS,
+        "output": str(output),
+        "concurrency": 32,
+    } | overrides
+    return fleetscan.ScanConfig(**values)
+
+
+def _manifest(output: Path, run_id: str) -> dict[str, Any]:
+    (path,) = output.glob(f"manifests/dt=*/{run_id}.json")
+    return read_manifest(path)
+
+
+def _assert_organization_ids(stack: Stack, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Every record of an account names the organization the fleet puts the account in."""
+    fleet = stack.fleet
+    for dataset, records in rows.items():
+        for record in records:
+            if record["account_id"] is None:
+                continue
+            organization = fleet.organization_of(record["account_id"])
+            assert organization is not None
+            assert record["organization_id"] == organization.id, (dataset, record)
+            assert record["schema_version"] == 2
+
+
+async def test_two_organizations_in_one_run_equal_the_ground_truth_of_both(
+    two: Stack, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(two, output))
+
+    assert result.status == "complete"
+    fleet = two.fleet
+    assert verify_run(fleet, str(output), result.run_id, regions=REGIONS).exact
+    rows = run_records(str(output), result.run_id)
+    assert_matches_truth(fleet, rows)
+    _assert_organization_ids(two, rows)
+    assert {r["organization_id"] for r in rows["recovery_points"]} == {
+        o.id for o in fleet.organizations
+    }
+
+    manifest = _manifest(output, result.run_id)
+    assert manifest["manifest_version"] == 2
+    truth = fleet.ground_truth(regions=REGIONS)
+    section = {entry["name"]: entry for entry in manifest["organizations"]}
+    assert set(section) == {"first", "second"}
+    for entry, organization in zip(
+        (section["first"], section["second"]), fleet.organizations, strict=True
+    ):
+        assert entry["id"] == organization.id
+        assert entry["status"] == "listed"
+        assert entry["accounts"] == len(truth.organizations[organization.id])
+        assert entry["units_failed"] == 0
+        assert entry["units_done"] == entry["units_planned"] == entry["accounts"] * len(REGIONS)
+        expected = Counter(r["organization_id"] for r in rows["recovery_points"])
+        assert entry["records"]["recovery_points"] == expected[organization.id]
+    assert (
+        sum(e["records"]["gateways"] for e in section.values()) == manifest["records"]["gateways"]
+    )
+    placed = {a["id"]: a for a in manifest["summary"]["accounts_scanned"]}
+    for account_id, account in placed.items():
+        home = fleet.organization_of(account_id)
+        assert home is not None
+        assert account["organization_id"] == home.id
+        assert account["organization_name"] == ("first" if home.index == 0 else "second")
+        assert account["ou_ids"][0] == home.root_id
+
+
+async def test_one_denied_organization_leaves_the_other_complete_and_the_run_partial(
+    second_denied: Stack, tmp_path: Path
+) -> None:
+    stack = second_denied
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(stack, output))
+
+    assert (result.status, result.exit_code) == ("partial", 3)
+    fleet = stack.fleet
+    first, second = fleet.organizations
+    assert verify_run(
+        fleet, str(output), result.run_id, regions=REGIONS, organizations={first.id}
+    ).exact
+    rows = run_records(str(output), result.run_id)
+    assert_matches_truth(fleet, rows, accounts=fleet.scanned_accounts({first.id}))
+    _assert_organization_ids(stack, rows)
+    (error,) = [e for e in rows["errors"] if e["account_id"] is None]
+    assert (error["operation"], error["error_code"]) == ("AssumeRole", "AccessDenied")
+    assert error["message"].startswith("organization 'second': ")
+    assert error["organization_id"] is None
+    manifest = _manifest(output, result.run_id)
+    section = {entry["name"]: entry for entry in manifest["organizations"]}
+    assert section["second"]["status"] == "failed"
+    assert section["second"]["accounts"] == 0
+    assert section["first"]["status"] == "listed"
+    assert section["first"]["id"] == first.id
+    assert manifest["summary"]["organizations_failed"] == 1
+    assert second.id not in {a["organization_id"] for a in manifest["summary"]["accounts_scanned"]}
+
+
+async def test_an_organization_whose_listing_is_throttled_for_good_fails_alone(
+    two: Stack, tmp_path: Path
+) -> None:
+    fleet = two.fleet
+    first, second = fleet.organizations
+    two.emulator.faults = Faults(
+        [FaultRule(organization_id=second.id, operation="ListAccounts", throttle_rate=0)]
+    )
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(two, output, max_attempts=2))
+
+    assert result.status == "partial"
+    assert verify_run(
+        fleet, str(output), result.run_id, regions=REGIONS, organizations={first.id}
+    ).exact
+    rows = run_records(str(output), result.run_id)
+    (error,) = [e for e in rows["errors"] if e["account_id"] is None]
+    assert error["operation"] == "ListAccounts"
+    assert error["error_code"] == "TooManyRequestsException"
+    assert "organization 'second'" in error["message"]
+
+
+async def test_every_organization_failing_is_a_discovery_error(
+    second_denied: Stack, tmp_path: Path
+) -> None:
+    stack = second_denied
+    second = stack.organizations[1]
+    only_second = (
+        OrganizationConfig(name="second", management_role_arn=second.management_role_arn),
+        OrganizationConfig(name="again", management_role_arn=second.management_role_arn),
+    )
+    config = _config(stack, tmp_path / "out", organizations=only_second)
+    with pytest.raises(fleetscan.DiscoveryError, match="no organization could be listed") as e:
+        await fleetscan.run_scan(config)
+    assert "'second'" in str(e.value)
+    assert "'again'" in str(e.value)
+
+
+async def test_one_organization_by_org_names_it_on_every_record(two: Stack, tmp_path: Path) -> None:
+    """``--org`` alone scans the ambient organization exactly as before, now with its id."""
+    output = tmp_path / "out"
+    config = fleetscan.ScanConfig(
+        org=True, role_name=two.role_name, regions=REGIONS, output=str(output)
+    )
+    result = await fleetscan.run_scan(config)
+
+    assert result.status == "complete"
+    first = two.fleet.organizations[0]
+    rows = run_records(str(output), result.run_id)
+    assert_matches_truth(two.fleet, rows, accounts=two.fleet.scanned_accounts({first.id}))
+    _assert_organization_ids(two, rows)
+    (entry,) = _manifest(output, result.run_id)["organizations"]
+    assert (entry["name"], entry["id"], entry["status"]) == (None, first.id, "listed")
+
+
+async def test_a_static_account_list_has_no_organization(two: Stack, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    account = two.fleet.scanned_accounts()[1]
+    config = fleetscan.ScanConfig(
+        accounts=(account,), role_name=two.role_name, regions=REGIONS, output=str(output)
+    )
+    result = await fleetscan.run_scan(config)
+
+    assert result.status == "complete"
+    rows = run_records(str(output), result.run_id)
+    assert rows["gateways"]
+    assert {r["organization_id"] for dataset in rows.values() for r in dataset} == {None}
+    assert _manifest(output, result.run_id)["organizations"] == []
+
+
+def test_the_cli_scans_two_organizations_from_a_config_file(two: Stack, tmp_path: Path) -> None:
+    second = two.organizations[1]
+    config = tmp_path / "scan.toml"
+    config.write_text(
+        f"""
+role_name = "{two.role_name}"
+regions = {list(REGIONS)!r}
+
+[[organizations]]
+name = "first"
+
+[[organizations]]
+name = "second"
+management_role_arn = "{second.management_role_arn}"
+management_external_id = "{second.management_external_id}"
+role_name = "{second.member_role_name}"
+""",
+        encoding="utf-8",
+    )
+    output = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | two.env()
+    done = subprocess.run(
+        [sys.executable, "-m", "fleetscan", "scan", "--config", str(config),
+         "--output", str(output), "--quiet"],
+        env=env, capture_output=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    (manifest_path,) = output.glob("manifests/dt=*/*.json")
+    manifest = read_manifest(manifest_path)
+    assert verify_run(two.fleet, str(output), manifest["run_id"], regions=REGIONS).exact
+    _assert_organization_ids(two, run_records(str(output), manifest["run_id"]))
+    assert [e["name"] for e in manifest["organizations"]] == ["first", "second"]
+    assert manifest["summary"]["config"]["organizations"] == ["first", "second"]
+    # The management role's external id is a secret: nowhere in what the run wrote.
+    assert b"second-mgmt-id" not in done.stdout + done.stderr
+    for path in output.rglob("*"):
+        if path.is_file():
+            assert b"second-mgmt-id" not in path.read_bytes(), path
