@@ -8,6 +8,7 @@ against the organization the fleet puts the account in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -16,11 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from ground_truth import assert_matches_truth, run_records
+from jsonschema import Draft202012Validator
 
 import fleetscan
 from fleetscan import OrganizationConfig
+from fleetscan._audit import Finding, audit, load_policy
+from fleetscan._records import load_schema
 from fleetscan._sinks import read_manifest
 from fleetscan.emulator import FleetSpec, OrganizationAccess, Stack, start_stack, verify_run
 from fleetscan.emulator._faults import FaultRule, Faults
@@ -281,3 +286,146 @@ role_name = "{second.member_role_name}"
     for path in output.rglob("*"):
         if path.is_file():
             assert b"second-mgmt-id" not in path.read_bytes(), path
+
+
+# -- the audit policy's organization selector ---------------------------------------------------
+
+HOUR = 3600
+
+
+def _policy(tmp_path: Path, text: str) -> fleetscan.Policy:
+    path = tmp_path / "policy.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_policy(path)
+
+
+async def test_audit_rules_select_an_organization_by_name_or_by_id(
+    two: Stack, tmp_path: Path
+) -> None:
+    """The emulated fleet's volumes are fresh (< 6 h) or stale (> 26 h): with a lenient default,
+    a 12 h objective for one organization makes exactly its stale volumes stale."""
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(two, output))
+    assert result.status == "complete"
+    fleet = two.fleet
+    first, second = fleet.organizations
+    truth = fleet.ground_truth(regions=REGIONS)
+    stale_in = Counter(
+        rp.organization_id for rp in truth.recovery_points if rp.age_seconds > 26 * HOUR
+    )
+    assert stale_in[first.id]
+    assert stale_in[second.id]
+
+    home = {a: o.id for o in fleet.organizations for a in fleet.scanned_accounts({o.id})}
+    for selector in ('"second"', f'"{second.id}"', f'["nothing-here", "{second.id}"]'):
+        policy = _policy(
+            tmp_path,
+            f'max_age = "2000h"\n[[rules]]\nname = "strict"\nmax_age = "12h"\n'
+            f"organization = {selector}\n",
+        )
+        findings: list[Finding] = []
+        audited = await audit(str(output), policy, on_finding=findings.append)
+        stale = [f for f in findings if f.status == "stale"]
+        assert {home[f.account_id or ""] for f in stale} == {second.id}
+        assert len(stale) == stale_in[second.id]
+        assert audited.rules["strict"].counts["stale"] == stale_in[second.id]
+        assert audited.warnings == []
+
+
+def test_an_ou_rule_beats_an_organization_rule_which_beats_a_region_rule(tmp_path: Path) -> None:
+    policy = _policy(
+        tmp_path,
+        'max_age = "24h"\n'
+        '[[rules]]\nname = "region"\nmax_age = "1h"\nregion = "eu-west-1"\n'
+        '[[rules]]\nname = "org"\nmax_age = "8h"\norganization = "o-exampleorg1"\n'
+        '[[rules]]\nname = "ou"\nmax_age = "16h"\nou = "ou-abcd-11111111"\n',
+    )
+
+    def rule(ou_ids: tuple[str, ...], organization: tuple[str, ...]) -> str:
+        return policy.objective_for(
+            account_id="111122223333",
+            ou_ids=ou_ids,
+            region="eu-west-1",
+            gateway_name="gw",
+            organization=organization,
+        ).rule
+
+    named = ("o-exampleorg1", "prod")
+    assert rule(("r-abcd", "ou-abcd-11111111"), named) == "ou"
+    assert rule(("r-abcd",), named) == "org"
+    assert rule(("r-abcd",), ("o-otherorg22", "acquired")) == "region"
+    # A run without organizations (a static list, an older fleetscan) matches no such rule.
+    assert rule((), ()) == "region"
+    assert (
+        "organization o-exampleorg1" in next(r for r in policy.rules if r.name == "org").describe()
+    )
+
+
+@pytest.mark.parametrize("value", ['"x/y"', '"-lead"', "3", "[]", '"a b"'])
+def test_a_bad_organization_selector_names_the_key(tmp_path: Path, value: str) -> None:
+    with pytest.raises(fleetscan.ConfigError) as caught:
+        _policy(
+            tmp_path,
+            f'max_age = "1d"\n[[rules]]\nname = "x"\nmax_age = "1h"\norganization = {value}\n',
+        )
+    assert "rules[0].organization" in str(caught.value)
+
+
+# -- runs written before organizations: schema 1 records, manifest version 1 --------------------
+
+
+def _as_schema_1(output: Path, run_id: str) -> None:
+    """Rewrite a run as fleetscan wrote it before organizations: records of schema 1 (no
+    organization_id), a manifest of version 1 (no organizations section, no organization per
+    account), its sizes and checksums recomputed as that fleetscan computed them."""
+    (path,) = output.glob(f"manifests/dt=*/{run_id}.json")
+    manifest = orjson.loads(path.read_bytes())
+    for entry in manifest["files"]:
+        data = output / entry["path"]
+        lines = []
+        for line in data.read_bytes().splitlines():
+            record = orjson.loads(line)
+            del record["organization_id"]
+            record["schema_version"] = 1
+            lines.append(orjson.dumps(record) + b"\n")
+        body = b"".join(lines)
+        data.write_bytes(body)
+        entry["bytes"] = len(body)
+        entry["sha256"] = hashlib.sha256(body).hexdigest()
+    manifest["manifest_version"] = 1
+    manifest["schema_version"] = 1
+    del manifest["organizations"]
+    for account in manifest["summary"]["accounts_scanned"]:
+        del account["organization_id"], account["organization_name"]
+    path.write_bytes(orjson.dumps(manifest))
+
+
+async def test_runs_of_schema_1_are_still_read_and_audited(two: Stack, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(two, output))
+    _as_schema_1(output, result.run_id)
+
+    assert await fleetscan.alatest_run(str(output), complete_only=True) == result.run_id
+    rows = run_records(str(output), result.run_id)
+    assert_matches_truth(two.fleet, rows)
+    assert {r["schema_version"] for r in rows["recovery_points"]} == {1}
+    for dataset, records in rows.items():
+        for record in records:
+            assert problems(dataset, record) == []
+    (path,) = output.glob(f"manifests/dt=*/{result.run_id}.json")
+    assert problems("manifest", read_manifest(path)) == []
+    # An organization rule matches nothing in such a run, and the audit says so.
+    policy = _policy(
+        tmp_path,
+        'max_age = "2000h"\n[[rules]]\nname = "strict"\nmax_age = "12h"\norganization = "second"\n',
+    )
+    audited = await audit(str(output), policy)
+    assert audited.counts["stale"] == 0
+    assert any("records no organization" in warning for warning in audited.warnings)
+
+
+def problems(name: str, instance: Any) -> list[str]:
+    check = Draft202012Validator(
+        load_schema(name), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    return [error.message for error in check.iter_errors(instance)]
