@@ -315,9 +315,12 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 
 async def plan_scan(config: ScanConfig) -> dict[str, Any]:
-    """Accounts x regions and the calls they need at least, with no Storage Gateway call."""
-    from ._aws import AmbientCredentials, AwsClients, acting_as
-    from ._discovery import discover_accounts
+    """Accounts x regions and the calls they need at least, with no Storage Gateway call.
+
+    Organizations are listed as a scan lists them (a management role is assumed); one that
+    cannot be listed is named under ``organizations_failed``, the others planned in full.
+    """
+    from ._aws import AmbientCredentials, AwsClients
 
     engine = Engine(config, run_id="dry-run")
     async with AwsClients(
@@ -327,8 +330,8 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
         read_timeout=config.read_timeout,
         call_timeout=config.call_timeout,
     ) as clients:
-        with acting_as(AmbientCredentials(config.profile)):
-            accounts = await discover_accounts(config, clients, engine._plain_call, config.accounts)
+        _, failed = await engine.discover(clients, AmbientCredentials(config.profile))
+    accounts = engine.accounts
     offered = storage_gateway_regions(config.partition)
     if config.regions == "all":
         regions: list[str] | str = list(offered)
@@ -337,7 +340,7 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
     else:
         regions = list(config.regions)
     n_regions = len(regions) if isinstance(regions, list) else len(offered)
-    return {
+    plan: dict[str, Any] = {
         "accounts": [{"id": a.id, "name": a.name, "status": a.status} for a in accounts],
         "regions": regions,
         "units": len(accounts) * n_regions,
@@ -347,3 +350,8 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
             "ListVolumeRecoveryPoints": "one per cached gateway found",
         },
     }
+    if config.organizations:
+        for entry in plan["accounts"]:
+            entry["organization_id"] = engine.organization_of(entry["id"])
+        plan["organizations_failed"] = {entry.name: str(exc) for entry, exc in failed}
+    return plan

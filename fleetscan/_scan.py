@@ -617,6 +617,10 @@ class Engine:
             assumer=self._assumer(base, external_id, config.hub_role_arn),
         )
 
+    def organization_of(self, account_id: str) -> str | None:
+        """The ``o-…`` id of a discovered account's organization (None: a static list's)."""
+        return self._organization_of.get(account_id)
+
     def _assumer(
         self, caller: FrozenCredentialSource, external_id: str | None, hub_role_arn: str | None
     ) -> RoleAssumer:

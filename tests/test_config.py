@@ -521,7 +521,9 @@ def test_unknown_override_is_refused() -> None:
 # -- the shipped examples ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["organization.toml", "static-list.toml", "demo.toml"])
+@pytest.mark.parametrize(
+    "name", ["organization.toml", "organizations.toml", "static-list.toml", "demo.toml"]
+)
 def test_shipped_example_configs_validate(name: str) -> None:
     config = build_config(load_config_file(CONFIGS / name), {})
     assert config.assume_role
@@ -536,6 +538,19 @@ def test_organization_example() -> None:
         "gzip",
     )
     assert config.external_id is not None
+
+
+def test_organizations_example() -> None:
+    config = build_config(load_config_file(CONFIGS / "organizations.toml"), {})
+    main, acquired = config.organization_settings()
+    assert (main.name, main.role_name, main.management_role_arn) == (
+        "main",
+        "FleetscanReader",
+        None,
+    )
+    assert acquired.role_name == "AcquiredStorageReader"
+    assert acquired.management_role_arn == "arn:aws:iam::222233334444:role/FleetscanOrgReader"
+    assert acquired.external_id != config.external_id
 
 
 def test_static_list_example_reads_its_csv_and_honours_exclusions() -> None:

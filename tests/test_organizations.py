@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator
 import fleetscan
 from fleetscan import OrganizationConfig
 from fleetscan._audit import Finding, audit, load_policy
+from fleetscan._config import resumed_config, stored_config
 from fleetscan._records import load_schema
 from fleetscan._sinks import read_manifest
 from fleetscan.emulator import FleetSpec, OrganizationAccess, Stack, start_stack, verify_run
@@ -429,3 +430,63 @@ def problems(name: str, instance: Any) -> list[str]:
         load_schema(name), format_checker=Draft202012Validator.FORMAT_CHECKER
     )
     return [error.message for error in check.iter_errors(instance)]
+
+
+# -- dry runs and resumes -----------------------------------------------------------------------
+
+
+async def test_a_dry_run_plans_the_organizations_it_can_list_and_names_the_others(
+    second_denied: Stack, tmp_path: Path
+) -> None:
+    stack = second_denied
+    first = stack.fleet.organizations[0]
+    plan = await fleetscan.plan_scan(_config(stack, tmp_path / "out", dry_run=True))
+    assert sorted(a["id"] for a in plan["accounts"]) == sorted(
+        stack.fleet.scanned_accounts({first.id})
+    )
+    assert {a["organization_id"] for a in plan["accounts"]} == {first.id}
+    assert list(plan["organizations_failed"]) == ["second"]
+    assert "AccessDenied" in plan["organizations_failed"]["second"]
+    assert stack.emulator.counters.calls("ListGateways") == 0
+    assert stack.emulator.counters.calls("ListAccounts") >= 1
+
+
+def test_a_resume_keeps_the_runs_organizations_and_asks_for_their_secrets_again(
+    tmp_path: Path,
+) -> None:
+    entries = (
+        OrganizationConfig(name="first"),
+        OrganizationConfig(
+            name="second",
+            management_role_arn="arn:aws:iam::222233334444:role/FleetscanOrgReader",
+            management_external_id="second-mgmt-id",
+        ),
+    )
+    output = str(tmp_path / "out")
+    config = fleetscan.ScanConfig(organizations=entries, role_name="R", output=output)
+    stored = stored_config(config)
+    assert "second-mgmt-id" not in orjson.dumps(stored).decode()
+    assert stored["organizations"][1]["management_external_id"] == "<set>"
+    # Given nothing but where the run is: the secret it needs is missing, and said so.
+    with pytest.raises(fleetscan.ConfigError) as caught:
+        resumed_config(stored, {"output": output, "resume": "r1"}, "r1")
+    assert caught.value.field == "organizations"
+    assert "'second'" in caught.value.problem
+    assert "management_external_id" in caught.value.problem
+    # Given the run's [[organizations]] again: resumed as it was.
+    resumed = resumed_config(
+        stored, {"output": output, "resume": "r1", "organizations": entries}, "r1"
+    )
+    assert resumed.organizations == entries
+    # Given other organizations: refused, as a resume scans what its run started to scan.
+    with pytest.raises(fleetscan.ConfigError) as caught:
+        resumed_config(
+            stored,
+            {
+                "output": output,
+                "resume": "r1",
+                "organizations": (*entries[:1], OrganizationConfig(name="third")),
+            },
+            "r1",
+        )
+    assert "organizations" in caught.value.problem

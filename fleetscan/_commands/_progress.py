@@ -130,7 +130,12 @@ def print_plan(plan: dict[str, Any], log_format: str) -> int:
     accounts = plan["accounts"]
     _console.print(f"dry run: {len(accounts)} account(s), regions: {plan['regions']}")
     for account in accounts:
-        _console.print(f"  {account['id']}  {account['name'] or '-'}  {account['status']}")
+        organization = f"  {account['organization_id']}" if account.get("organization_id") else ""
+        _console.print(
+            f"  {account['id']}  {account['name'] or '-'}  {account['status']}{organization}"
+        )
+    for name, problem in plan.get("organizations_failed", {}).items():
+        _console.print(f"organization {name!r} cannot be listed: {problem}", markup=False)
     _console.print(f"units (account x region): {plan['units']}")
     for operation, count in plan["minimum_calls"].items():
         _console.print(f"  {operation}: {count}")
