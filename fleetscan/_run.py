@@ -56,16 +56,17 @@ def _organizations(
     """The manifest's ``organizations`` section: per organization, its accounts, units and
     records. ``records`` is None on a resumed run, whose earlier sessions' records were not
     counted per organization (the manifest's ``records`` still counts every one)."""
-    accounts = Counter(a.organization_id for a in engine.accounts)
+    accounts = Counter(engine.organization_key(a.id) for a in engine.accounts)
     section: list[dict[str, Any]] = []
     for name, organization_id in engine.organizations:
-        counts = engine.organization_counts.get(organization_id, Counter())
+        key = name if name is not None else organization_id
+        counts = engine.organization_counts.get(key, Counter())
         section.append(
             {
                 "name": name,
                 "id": organization_id,
                 "status": "listed",
-                "accounts": accounts[organization_id],
+                "accounts": accounts[key],
                 "accounts_failed": counts["accounts_failed"],
                 "units_planned": counts["units_planned"],
                 "units_done": counts["units_done"],
@@ -73,7 +74,7 @@ def _organizations(
                 "records": (
                     None
                     if records is None
-                    else {dataset: records[(organization_id, dataset)] for dataset in DATASETS}
+                    else {dataset: records[(key, dataset)] for dataset in DATASETS}
                 ),
             }
         )
@@ -188,7 +189,8 @@ async def run_scan(
     finished = anyio.Event()
     stopped_by: list[int] = []
 
-    # Records per (organization, dataset) of this session; None when resumed (see _organizations).
+    # Records per (organization key, dataset) of this session; None when resumed (see
+    # _organizations).
     per_organization: Counter[tuple[str | None, str]] | None = (
         Counter() if checkpoint is None else None
     )
@@ -200,7 +202,8 @@ async def run_scan(
                 for record in batch.records:
                     await sink.write(record)
                     if per_organization is not None:
-                        per_organization[(record.organization_id, record.dataset)] += 1
+                        key = engine.organization_key(record.account_id)
+                        per_organization[(key, record.dataset)] += 1
                 sink.unit_done(batch.key)
                 engine.records_written(len(batch.records))
                 if time.monotonic() - last_commit >= config.checkpoint_interval:

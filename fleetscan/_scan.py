@@ -207,10 +207,13 @@ class Reached:
     accounts: list[AccountTarget]
     base: FrozenCredentialSource
     assumer: RoleAssumer
+    #: As listed (None: a static list, or answers without ARNs).
+    organization_id: str | None
 
     @property
-    def organization_id(self) -> str | None:
-        return next((a.organization_id for a in self.accounts if a.organization_id), None)
+    def key(self) -> str | None:
+        """What the manifest counts it under: its entry's name, else its ``o-…`` id."""
+        return self.entry.name if self.entry is not None else self.organization_id
 
 
 class Engine:
@@ -259,7 +262,9 @@ class Engine:
         #: (entry name, ``o-…`` id) of each organization listed; the manifest counts per one.
         self.organizations: list[tuple[str | None, str | None]] = []
         self._organization_of: dict[str, str | None] = {}
-        #: Units per organization (by ``o-…`` id) of this session: the manifest reports them.
+        self._key_of: dict[str, str | None] = {}
+        #: Units per organization (by :meth:`organization_key`) of this session: the manifest
+        #: reports them.
         self.organization_counts: dict[str | None, Counter[str]] = {}
         #: Entries of ``[[organizations]]`` that could not be listed.
         self.failed_organizations: list[str] = []
@@ -581,16 +586,21 @@ class Engine:
             seen.update(a.id for a in group.accounts)
             self.accounts.extend(group.accounts)
         self._organization_of = {a.id: a.organization_id for a in self.accounts}
+        self._key_of = {a.id: group.key for group in reached for a in group.accounts}
         self.stats.accounts = len(self.accounts)
         self.organizations = [
             (group.entry.name if group.entry else None, group.organization_id)
             for group in reached
-            if group.organization_id is not None
+            if group.key is not None
         ]
-        self.organization_counts = {
-            organization_id: Counter() for _, organization_id in self.organizations
-        }
+        self.organization_counts = {group.key: Counter() for group in reached if group.key}
         return reached, failed
+
+    def organization_key(self, account_id: str | None) -> str | None:
+        """The organization a discovered account is counted under in the manifest: the name of
+        the ``[[organizations]]`` entry that reached it, else its ``o-…`` id (None: a static
+        list's account, or none)."""
+        return self._key_of.get(account_id) if account_id else None
 
     async def _reach(
         self, entry: OrganizationConfig | None, ambient: FrozenCredentialSource
@@ -615,6 +625,7 @@ class Engine:
             accounts=accounts,
             base=base,
             assumer=self._assumer(base, external_id, config.hub_role_arn),
+            organization_id=next((a.organization_id for a in accounts if a.organization_id), None),
         )
 
     def organization_of(self, account_id: str) -> str | None:
@@ -834,7 +845,7 @@ class Engine:
         self.stats.units_planned += planned
         self.stats.units_done += done
         self.stats.units_failed += failed
-        counts = self.organization_counts.get(account.organization_id)
+        counts = self.organization_counts.get(self.organization_key(account.id))
         if counts is not None:
             counts["units_planned"] += planned
             counts["units_done"] += done

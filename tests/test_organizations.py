@@ -28,7 +28,14 @@ from fleetscan._audit import Finding, audit, load_policy
 from fleetscan._config import resumed_config, stored_config
 from fleetscan._records import load_schema
 from fleetscan._sinks import read_manifest
-from fleetscan.emulator import FleetSpec, OrganizationAccess, Stack, start_stack, verify_run
+from fleetscan.emulator import (
+    FleetSpec,
+    OrganizationAccess,
+    Stack,
+    access_key_for_account,
+    start_stack,
+    verify_run,
+)
 from fleetscan.emulator._faults import FaultRule, Faults
 
 REGIONS = ("us-east-1", "eu-west-1")
@@ -490,3 +497,52 @@ def test_a_resume_keeps_the_runs_organizations_and_asks_for_their_secrets_again(
             "r1",
         )
     assert "organizations" in caught.value.problem
+
+
+async def test_an_organization_by_profile_and_one_split_in_two_entries_by_ou(
+    two: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile holding the second management account's keys reaches the second organization
+    (its members' roles assumed with them); the first is split across two entries, one for its
+    Production OU and one for the rest, and every account is scanned once."""
+    fleet = two.fleet
+    first, second = fleet.organizations
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[second-management]\n"
+        f"aws_access_key_id = {access_key_for_account(second.management.id)}\n"
+        "aws_secret_access_key = emulated-secret\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    production = first.ous[0]
+    entries = (
+        OrganizationConfig(name="production", ous=(production.id,)),
+        OrganizationConfig(name="first-rest"),
+        OrganizationConfig(name="second", profile="second-management", role_name=SECOND.role_name),
+    )
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(two, output, organizations=entries))
+
+    assert result.status == "complete"
+    verification = verify_run(fleet, str(output), result.run_id, regions=REGIONS)
+    assert verification.exact
+    rows = run_records(str(output), result.run_id)
+    assert_matches_truth(fleet, rows)
+    _assert_organization_ids(two, rows)
+    section = {e["name"]: e for e in _manifest(output, result.run_id)["organizations"]}
+    assert (section["production"]["id"], section["first-rest"]["id"]) == (first.id, first.id)
+    in_production = {
+        a["id"]
+        for a in _manifest(output, result.run_id)["summary"]["accounts_scanned"]
+        if production.id in a["ou_ids"]
+    }
+    assert section["production"]["accounts"] == len(in_production) > 0
+    truth = fleet.ground_truth(regions=REGIONS)
+    assert section["production"]["accounts"] + section["first-rest"]["accounts"] == len(
+        truth.organizations[first.id]
+    )
+    assert section["second"]["accounts"] == len(truth.organizations[second.id])
+    assert sum(e["records"]["recovery_points"] for e in section.values()) == len(
+        rows["recovery_points"]
+    )
