@@ -113,6 +113,15 @@ def print_summary(manifest: dict[str, Any], stats: ScanStats, log_format: str) -
     ]
     for label, value in rows:
         table.add_row(label, f"{value:,}")
+    organizations = manifest.get("organizations") or []
+    if len(organizations) > 1 or any(o.get("status") == "failed" for o in organizations):
+        # A run of several organizations: what each one came to, a failed one named.
+        for organization in organizations:
+            label = f"organization {organization.get('name') or organization.get('id')}"
+            if organization.get("status") == "failed":
+                table.add_row(label, "not listed")
+            else:
+                table.add_row(f"{label}: accounts", f"{organization.get('accounts', 0):,}")
     _console.print(table)
     files = manifest.get("files") or []
     if files:
