@@ -648,16 +648,15 @@ class Engine:
 
     async def _organization_failed(self, entry: OrganizationConfig, exc: CallFailed) -> None:
         """An organization that could not be listed: one error record naming it, and a failed
-        unit, so the run is partial. A resumed run does not list it again (as a failed account
-        is not assumed again): its failure is part of the run."""
+        unit, so the run is partial. A resumed run lists it again; failing again, it stays
+        failed, its error record the one an earlier session wrote."""
         key = ("organization", entry.name)
-        if key in self.done_units:
-            self.stats.units_skipped += 1
-            return
         self.stats.organizations_failed += 1
         self.failed_organizations.append(entry.name)
         self.stats.units_planned += 1
         self.stats.units_failed += 1
+        if key in self.done_units:
+            return
         failure = exc.failure
         message = f"organization {entry.name!r}: {failure.message}"[:MAX_MESSAGE_CHARS]
         error = self._error(

@@ -546,3 +546,24 @@ async def test_an_organization_by_profile_and_one_split_in_two_entries_by_ou(
     assert sum(e["records"]["recovery_points"] for e in section.values()) == len(
         rows["recovery_points"]
     )
+
+
+async def test_an_organization_whose_profile_does_not_exist_fails_alone(
+    two: Stack, tmp_path: Path
+) -> None:
+    first = two.fleet.organizations[0]
+    entries = (
+        OrganizationConfig(name="first"),
+        OrganizationConfig(name="elsewhere", profile="no-such-profile"),
+    )
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(two, output, organizations=entries))
+
+    assert result.status == "partial"
+    assert verify_run(
+        two.fleet, str(output), result.run_id, regions=REGIONS, organizations={first.id}
+    ).exact
+    (error,) = [e for e in run_records(str(output), result.run_id)["errors"] if not e["account_id"]]
+    assert error["message"].startswith("organization 'elsewhere': ")
+    assert "no-such-profile" in error["message"]
+    assert error["retryable"] is False

@@ -8,7 +8,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS fleetscan_errors (
   `region`             string  COMMENT 'Region the failed call was made in; null for global calls (STS, Organizations)',
   `gateway_arn`        string  COMMENT 'Gateway the failed call was about; null for calls not about one gateway',
   `operation`          string  COMMENT 'The API operation that failed (AssumeRole, ListAccounts, DescribeRegions, ListGateways, ListVolumeRecoveryPoints, ...)',
-  `error_code`         string  COMMENT 'The AWS error code (for example AccessDenied, InvalidGatewayRequestException, ThrottlingException), or fleetscan\'s name for a failure without one (Timeout, ConnectionError, MalformedResponse, ResponseTooLarge)',
+  `error_code`         string  COMMENT 'The AWS error code (for example AccessDenied, InvalidGatewayRequestException, ThrottlingException), or fleetscan\'s name for a failure without one (Timeout, ConnectionError, MalformedResponse, ResponseTooLarge, CredentialsError)',
   `gateway_error_code` string  COMMENT 'Storage Gateway\'s own error.errorCode (GatewayNotConnected, GatewayNotFound, NotSupported, ...); null when the answer carried none',
   `message`            string  COMMENT 'The error message, for people; never contains credentials',
   `attempts`           bigint  COMMENT 'How many times the call was sent, the first try included',
