@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,9 +48,12 @@ SECOND = OrganizationAccess(role_name="SecondReader", management_external_id="se
 
 
 def _stack(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *access: OrganizationAccess
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    *access: OrganizationAccess,
+    spec: FleetSpec = SPEC,
 ) -> Iterator[Stack]:
-    with start_stack(SPEC, organizations=access) as stack:
+    with start_stack(spec, organizations=access) as stack:
         for key in list(os.environ):
             if key.startswith("AWS_"):
                 monkeypatch.delenv(key)
@@ -567,3 +572,75 @@ async def test_an_organization_whose_profile_does_not_exist_fails_alone(
     assert error["message"].startswith("organization 'elsewhere': ")
     assert "no-such-profile" in error["message"]
     assert error["retryable"] is False
+
+
+#: Big enough to be interrupted mid-scan with some latency (as tests/scan_runs.py's fleet).
+KILLABLE = FleetSpec(seed=11, accounts=30, regions=REGIONS, organizations=2)
+
+
+@pytest.fixture
+def killable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(monkeypatch, tmp_path, OrganizationAccess(), SECOND, spec=KILLABLE)
+
+
+def test_an_interrupted_run_of_two_organizations_resumes_to_exactly_both(
+    killable: Stack, tmp_path: Path
+) -> None:
+    stack = killable
+    second = stack.organizations[1]
+    config = tmp_path / "scan.toml"
+    config.write_text(
+        f"""
+role_name = "{stack.role_name}"
+regions = {list(REGIONS)!r}
+concurrency = 4
+checkpoint_interval = 0.05
+
+[[organizations]]
+name = "first"
+
+[[organizations]]
+name = "second"
+management_role_arn = "{second.management_role_arn}"
+management_external_id = "{second.management_external_id}"
+role_name = "{second.member_role_name}"
+""",
+        encoding="utf-8",
+    )
+    output = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | stack.env()
+    base = [sys.executable, "-m", "fleetscan", "scan", "--output", str(output), "--quiet"]
+    stack.emulator.faults = Faults([FaultRule(latency_ms=40, jitter_ms=20)])
+    scan = subprocess.Popen([*base, "--config", str(config)], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(
+        p.read_bytes().count(b"\n") >= 2 for p in output.glob("checkpoints/dt=*/*.ndjson")
+    ):
+        assert scan.poll() is None, "the scan ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    scan.send_signal(signal.SIGTERM)
+    _, stderr = scan.communicate(timeout=60)
+    assert scan.returncode == 143, stderr.decode()
+    stack.emulator.faults = Faults([])
+
+    # Without the config, the management role's external id is missing: refused, named.
+    refused = subprocess.run(
+        [*base, "--resume", "latest"], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert refused.returncode == 2
+    assert b"organization 'second'" in refused.stderr
+    assert b"second-mgmt-id" not in refused.stderr
+
+    resumed = subprocess.run(
+        [*base, "--resume", "latest", "--config", str(config)],
+        env=env, capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    (manifest_path,) = output.glob("manifests/dt=*/*.json")
+    manifest = read_manifest(manifest_path)
+    assert manifest["status"] == "complete"
+    assert verify_run(stack.fleet, str(output), manifest["run_id"], regions=REGIONS).exact
+    _assert_organization_ids(stack, run_records(str(output), manifest["run_id"]))
+    # A resumed run's records were not all counted per organization in this session.
+    assert [e["records"] for e in manifest["organizations"]] == [None, None]
