@@ -548,6 +548,8 @@ class Engine:
         async def reach(index: int, entry: OrganizationConfig | None) -> None:
             try:
                 results[index] = await self._reach(entry, ambient)
+            except Stopped:
+                return  # noticed below, once every organization's task has ended
             except CallFailed as exc:
                 if entry is None:
                     raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
