@@ -644,3 +644,21 @@ role_name = "{second.member_role_name}"
     _assert_organization_ids(stack, run_records(str(output), manifest["run_id"]))
     # A resumed run's records were not all counted per organization in this session.
     assert [e["records"] for e in manifest["organizations"]] == [None, None]
+
+
+async def test_every_organizations_members_are_reached_through_the_hub_role(
+    two: Stack, tmp_path: Path
+) -> None:
+    fleet = two.fleet
+    first = fleet.organizations[0]
+    hub = f"arn:aws:iam::{first.member_ids[0]}:role/{two.role_name}"
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(two, output, hub_role_arn=hub))
+
+    assert result.status == "complete"
+    assert verify_run(fleet, str(output), result.run_id, regions=REGIONS).exact
+    _assert_organization_ids(two, run_records(str(output), result.run_id))
+    # One hub session per organization, then one session per account; the second
+    # organization's management role is assumed directly, not through the hub.
+    assumed = two.emulator.counters.calls("AssumeRole")
+    assert assumed == result.stats.accounts + 2 + 1
