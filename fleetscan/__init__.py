@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from ._audit import AuditResult, Change, Policy, RunDiff, audit, diff_runs
-    from ._config import ScanConfig
+    from ._config import OrganizationConfig, ScanConfig
     from ._exceptions import ConfigError, DataError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
         SCHEMA_VERSION,
@@ -63,6 +63,7 @@ _HOMES = {
     "RunDiff": "._audit",
     "diff_runs": "._audit",
     "ScanConfig": "._config",
+    "OrganizationConfig": "._config",
     "ConfigError": "._exceptions",
     "DataError": "._exceptions",
     "DiscoveryError": "._exceptions",
@@ -99,6 +100,7 @@ __all__ = [
     "ErrorRecord",
     "FleetscanError",
     "GatewayRecord",
+    "OrganizationConfig",
     "Policy",
     "Record",
     "RecoveryPointRecord",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any
@@ -24,6 +25,7 @@ from ._config import (
     stored_config,
 )
 from ._exceptions import ConfigError, FleetscanError
+from ._records import DATASETS
 from ._scan import Engine, ScanStats, UnitBatch, new_run_id
 from ._sinks import Checkpoint, RunInfo, S3Options, S3Sink, load_checkpoint, open_sink
 
@@ -48,7 +50,56 @@ class ScanResult:
         return {"complete": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FATAL)
 
 
-def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
+def _organizations(
+    engine: Engine, records: Counter[tuple[str | None, str]] | None
+) -> list[dict[str, Any]]:
+    """The manifest's ``organizations`` section: per organization, its accounts, units and
+    records. ``records`` is None on a resumed run, whose earlier sessions' records were not
+    counted per organization (the manifest's ``records`` still counts every one)."""
+    accounts = Counter(engine.organization_key(a.id) for a in engine.accounts)
+    section: list[dict[str, Any]] = []
+    for name, organization_id in engine.organizations:
+        key = name if name is not None else organization_id
+        counts = engine.organization_counts.get(key, Counter())
+        section.append(
+            {
+                "name": name,
+                "id": organization_id,
+                "status": "listed",
+                "accounts": accounts[key],
+                "accounts_failed": counts["accounts_failed"],
+                "units_planned": counts["units_planned"],
+                "units_done": counts["units_done"],
+                "units_failed": counts["units_failed"],
+                "records": (
+                    None
+                    if records is None
+                    else {dataset: records[(key, dataset)] for dataset in DATASETS}
+                ),
+            }
+        )
+    for name in engine.failed_organizations:
+        section.append(
+            {
+                "name": name,
+                "id": None,
+                "status": "failed",
+                "accounts": 0,
+                "accounts_failed": 0,
+                "units_planned": 1,
+                "units_done": 0,
+                "units_failed": 1,
+                "records": None,
+            }
+        )
+    return section
+
+
+def _summary(
+    config: ScanConfig,
+    engine: Engine,
+    records: Counter[tuple[str | None, str]] | None = None,
+) -> dict[str, Any]:
     """What the manifest records about the run: counts, and the config without secrets."""
     echo = {
         "org": config.org,
@@ -58,6 +109,7 @@ def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
         "role_arn_template": config.role_arn_template,
         "external_id": "<set>" if config.external_id else None,
         "hub_role_arn": config.hub_role_arn,
+        "organizations": [entry.name for entry in config.organizations],
         "assume_role": config.assume_role,
         "partition": config.partition,
         "regions": config.regions if isinstance(config.regions, str) else list(config.regions),
@@ -72,6 +124,8 @@ def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
         # One entry per account: id, name, status, ou_ids (root first), ou_path. Audit policies
         # by OU read it, so old data is judged by the OU each account was in when scanned.
         "accounts_scanned": [a.as_dict() for a in engine.accounts],
+        # Lifted to the manifest's top level (its ``organizations`` section).
+        "organizations": _organizations(engine, records),
     }
 
 
@@ -135,12 +189,21 @@ async def run_scan(
     finished = anyio.Event()
     stopped_by: list[int] = []
 
+    # Records per (organization key, dataset) of this session; None when resumed (see
+    # _organizations).
+    per_organization: Counter[tuple[str | None, str]] | None = (
+        Counter() if checkpoint is None else None
+    )
+
     async def write_all() -> None:
         last_commit = time.monotonic()
         async with receive:
             async for batch in receive:
                 for record in batch.records:
                     await sink.write(record)
+                    if per_organization is not None:
+                        key = engine.organization_key(record.account_id)
+                        per_organization[(key, record.dataset)] += 1
                 sink.unit_done(batch.key)
                 engine.records_written(len(batch.records))
                 if time.monotonic() - last_commit >= config.checkpoint_interval:
@@ -185,7 +248,7 @@ async def run_scan(
     except BaseException as exc:
         status = "interrupted" if _is_interruption(exc) else "failed"
         with anyio.CancelScope(shield=True):
-            await sink.abort(status, _summary(config, engine))
+            await sink.abort(status, _summary(config, engine, per_organization))
         if isinstance(exc, BaseExceptionGroup):
             cause = _first_leaf(exc)
             if isinstance(cause, FleetscanError):
@@ -200,7 +263,7 @@ async def run_scan(
         status = "partial"
     if on_stats is not None:
         on_stats(stats)
-    manifest = await sink.finish(status, _summary(config, engine))
+    manifest = await sink.finish(status, _summary(config, engine, per_organization))
     return ScanResult(run_id, status, manifest, stats, stopped_by[0] if stopped_by else None)
 
 
@@ -255,9 +318,12 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 
 async def plan_scan(config: ScanConfig) -> dict[str, Any]:
-    """Accounts x regions and the calls they need at least, with no Storage Gateway call."""
-    from ._aws import AmbientCredentials, AwsClients, acting_as
-    from ._discovery import discover_accounts
+    """Accounts x regions and the calls they need at least, with no Storage Gateway call.
+
+    Organizations are listed as a scan lists them (a management role is assumed); one that
+    cannot be listed is named under ``organizations_failed``, the others planned in full.
+    """
+    from ._aws import AmbientCredentials, AwsClients
 
     engine = Engine(config, run_id="dry-run")
     async with AwsClients(
@@ -267,8 +333,8 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
         read_timeout=config.read_timeout,
         call_timeout=config.call_timeout,
     ) as clients:
-        with acting_as(AmbientCredentials(config.profile)):
-            accounts = await discover_accounts(config, clients, engine._plain_call, config.accounts)
+        _, failed = await engine.discover(clients, AmbientCredentials(config.profile))
+    accounts = engine.accounts
     offered = storage_gateway_regions(config.partition)
     if config.regions == "all":
         regions: list[str] | str = list(offered)
@@ -277,7 +343,7 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
     else:
         regions = list(config.regions)
     n_regions = len(regions) if isinstance(regions, list) else len(offered)
-    return {
+    plan: dict[str, Any] = {
         "accounts": [{"id": a.id, "name": a.name, "status": a.status} for a in accounts],
         "regions": regions,
         "units": len(accounts) * n_regions,
@@ -287,3 +353,8 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
             "ListVolumeRecoveryPoints": "one per cached gateway found",
         },
     }
+    if config.organizations:
+        for entry in plan["accounts"]:
+            entry["organization_id"] = engine.organization_of(entry["id"])
+        plan["organizations_failed"] = {entry.name: str(exc) for entry, exc in failed}
+    return plan

@@ -110,7 +110,13 @@ def positive_int(text: str) -> int:
 
 def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) -> None:
     """The scan's options; ``fleetscan audit`` takes the same ones to scan before it audits."""
-    scan.add_argument("--config", metavar="PATH", type=Path, help="TOML file with any option")
+    scan.add_argument(
+        "--config",
+        metavar="PATH",
+        type=Path,
+        help="TOML file with any option, and [[organizations]] tables to scan several "
+        "organizations in one run",
+    )
 
     accounts = scan.add_argument_group("accounts")
     accounts.add_argument(

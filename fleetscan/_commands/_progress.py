@@ -114,6 +114,15 @@ def print_summary(manifest: dict[str, Any], stats: ScanStats, log_format: str) -
     ]
     for label, value in rows:
         table.add_row(label, f"{value:,}")
+    organizations = manifest.get("organizations") or []
+    if len(organizations) > 1 or any(o.get("status") == "failed" for o in organizations):
+        # A run of several organizations: what each one came to, a failed one named.
+        for organization in organizations:
+            label = f"organization {organization.get('name') or organization.get('id')}"
+            if organization.get("status") == "failed":
+                table.add_row(label, "not listed")
+            else:
+                table.add_row(f"{label}: accounts", f"{organization.get('accounts', 0):,}")
     _console.print(table)
     files = manifest.get("files") or []
     if files:
@@ -131,7 +140,12 @@ def print_plan(plan: dict[str, Any], log_format: str) -> int:
     accounts = plan["accounts"]
     _console.print(f"dry run: {len(accounts)} account(s), regions: {plan['regions']}")
     for account in accounts:
-        _console.print(f"  {account['id']}  {account['name'] or '-'}  {account['status']}")
+        organization = f"  {account['organization_id']}" if account.get("organization_id") else ""
+        _console.print(
+            f"  {account['id']}  {account['name'] or '-'}  {account['status']}{organization}"
+        )
+    for name, problem in plan.get("organizations_failed", {}).items():
+        _console.print(f"organization {name!r} cannot be listed: {problem}", markup=False)
     _console.print(f"units (account x region): {plan['units']}")
     for operation, count in plan["minimum_calls"].items():
         _console.print(f"  {operation}: {count}")
