@@ -24,6 +24,7 @@ import math
 import secrets
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,10 @@ class Stopped(Exception):
 #: and every gateway), (account, "*", "*") the whole account.
 UnitKey = tuple[str, ...]
 ALL = "*"
+
+#: The account a task works for: set by the account's task, inherited by its units' tasks, so
+#: each call is counted against its account (a sharded run's next plan balances by these counts).
+_ACCOUNT: ContextVar[str | None] = ContextVar("fleetscan_account", default=None)
 
 
 @dataclass(slots=True)
@@ -192,8 +197,12 @@ class Engine:
         run_id: str,
         static_accounts: tuple[str, ...] = (),
         done_units: frozenset[UnitKey] = frozenset(),
+        accounts: list[AccountTarget] | None = None,
     ) -> None:
         self.config = config
+        #: The accounts to scan, already discovered (a shard's share of its run's plan); None:
+        #: discover them.
+        self._given_accounts = accounts
         #: Units a previous session of this run already wrote (resume skips them).
         self.done_units = done_units
         self._stopping = False
@@ -225,6 +234,8 @@ class Engine:
         self._send: MemoryObjectSendStream[UnitBatch] | None = None
         #: The accounts discovered (the manifest lists them, with their OU placement).
         self.accounts: list[AccountTarget] = []
+        #: API calls made for each account (its AssumeRole, regions, gateways, recovery points).
+        self.account_calls: Counter[str] = Counter()
         self._credentials: list[AssumedRoleCredentials] = []
         #: Gateway failures per unit that were not about the gateway's own state.
         self._unit_failures: Counter[tuple[str, str]] = Counter()
@@ -295,6 +306,9 @@ class Engine:
                 try:
                     sent += 1
                     stats.calls[operation] += 1
+                    account = _ACCOUNT.get()
+                    if account is not None:
+                        self.account_calls[account] += 1
                     budget.record_call()
                     stats.in_flight += 1
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
@@ -459,15 +473,14 @@ class Engine:
         async with clients:
             self._clients = clients
             ambient = AmbientCredentials(self.config.profile)
-            with acting_as(ambient):
-                try:
-                    accounts = await discover_accounts(
-                        self.config, clients, self._plain_call, self.static_accounts
-                    )
-                except CallFailed as exc:
-                    raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
-                except Stopped:
-                    return  # asked to stop while the accounts were being listed: none scanned
+            if self._given_accounts is not None:
+                accounts = self._given_accounts
+            else:
+                with acting_as(ambient):
+                    try:
+                        accounts = await self.discover(clients)
+                    except Stopped:
+                        return  # asked to stop while the accounts were being listed
             self.accounts = accounts
             self.stats.accounts = len(accounts)
             assumer = RoleAssumer(
@@ -496,9 +509,19 @@ class Engine:
             )
             self.stats.open_clients = clients.open_clients
 
+    async def discover(self, clients: AwsClients) -> list[AccountTarget]:
+        """The accounts to scan (with the ambient credentials acting)."""
+        try:
+            return await discover_accounts(
+                self.config, clients, self._plain_call, self.static_accounts
+            )
+        except CallFailed as exc:
+            raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
+
     async def _account(
         self, account: AccountTarget, assumer: RoleAssumer, ambient: FrozenCredentialSource
     ) -> None:
+        _ACCOUNT.set(account.id)
         preparing = True
         try:
             credentials: FrozenCredentialSource = ambient

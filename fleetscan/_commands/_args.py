@@ -308,6 +308,13 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
     )
     if not for_audit:
         output.add_argument(
+            "--shard",
+            metavar="K/N",
+            help="scan the K-th of N shares of the run's accounts (K from 1), or 'auto' for the "
+            "index of a Kubernetes Indexed Job or an AWS Batch array job; every shard is given "
+            "the same --run-id and --output, and a shard started again resumes its own part",
+        )
+        output.add_argument(
             "--dry-run",
             action=argparse.BooleanOptionalAction,
             help="print the plan (accounts x regions, expected calls); call no Storage Gateway API",

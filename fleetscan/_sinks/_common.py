@@ -19,7 +19,10 @@ from .._records import DATASETS, SCHEMA_VERSION, Dataset, Record, format_time
 
 Compression = Literal["none", "gzip"]
 
-MANIFEST_VERSION = 1
+#: Version 2 adds the ``shards`` section of a run written by several shards.
+MANIFEST_VERSION = 2
+#: The versions readers accept: a version-1 manifest is a version-2 one without ``shards``.
+READABLE_MANIFEST_VERSIONS = (1, 2)
 #: Records are gathered up to about this many bytes per dataset before a write: few, large
 #: writes keep the event loop free, and memory stays bounded whatever the record count.
 BUFFER_BYTES = 1 << 20
@@ -204,6 +207,7 @@ def build_manifest(
     summary: Mapping[str, Any],
     records: Mapping[Dataset, int],
     files: Iterable[FileEntry],
+    shards: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     order = {name: index for index, name in enumerate(DATASETS)}
     listed = sorted(files, key=lambda f: (order[f.dataset], f.path))
@@ -229,4 +233,6 @@ def build_manifest(
             }
             for f in listed
         ],
+        # A run written by several shards: how it was split (see fleetscan._shards).
+        "shards": dict(shards) if shards is not None else None,
     }

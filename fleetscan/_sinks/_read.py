@@ -23,7 +23,7 @@ import anyio.to_thread
 import orjson
 
 from .._records import DATASETS
-from ._common import MANIFEST_VERSION
+from ._common import MANIFEST_VERSION, READABLE_MANIFEST_VERSIONS
 from ._s3io import CHUNK, S3Reader
 
 
@@ -48,9 +48,11 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
         manifest = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"{where} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise ValueError(f"{where} is not a fleetscan manifest (version {MANIFEST_VERSION})")
-    return manifest
+    version = manifest.get("manifest_version") if isinstance(manifest, dict) else None
+    if type(version) is not int or version not in READABLE_MANIFEST_VERSIONS:
+        raise ValueError(f"{where} is not a fleetscan manifest (version 1 to {MANIFEST_VERSION})")
+    checked: dict[str, Any] = manifest
+    return checked
 
 
 def latest_run(dest: str | os.PathLike[str]) -> str | None:
