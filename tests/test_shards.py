@@ -504,3 +504,53 @@ def test_audit_of_a_sharded_run_equals_audit_of_the_same_fleet_unsharded(
         reports[name] = sorted(findings, key=lambda f: json.dumps(f, sort_keys=True))
     assert reports["sharded"] == reports["whole"]
     assert reports["whole"]
+
+
+# -- --workers: N shards as local processes ------------------------------------------------------
+
+
+def test_workers_scan_one_run_in_several_processes(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = run_cli(stack_env, *command(stack, out, "--workers", "3")[3:])
+    assert done.returncode == 0, done.stderr.decode()
+    (manifest_path,) = out.glob("manifests/dt=*/*.json")
+    run_id = manifest_path.stem
+    manifest = check_run_output(out, run_id)[0]
+    assert manifest["status"] == "complete"
+    assert manifest["shards"]["count"] == 3
+    assert f"run {run_id}: complete (3 workers)" in done.stderr.decode()
+    assert_matches_truth(stack.fleet, run_records(str(out), run_id))
+
+
+def test_ctrl_c_stops_every_worker_and_the_same_command_finishes_the_run(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    slow(stack)
+    out = tmp_path / "out"
+    argv = command(stack, out, "--workers", "2", "--run-id", "r-stop")
+    parent = subprocess.Popen(argv, env=env(stack_env), stderr=subprocess.PIPE)
+    wait_for(lambda: _lines(out / "checkpoints", "r-stop.shard1of2") >= 2, parent)
+    parent.send_signal(signal.SIGINT)
+    _, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130, err.decode()
+    assert "--run-id r-stop" in err.decode()
+    statuses = {m["run_id"]: m["status"] for m in shard_manifests(out, "r-stop")}
+    assert "interrupted" in statuses.values(), statuses
+    assert not list(out.glob("manifests/dt=*/*.json"))
+
+    again = run_cli(stack_env, *argv[3:])
+    assert again.returncode == 0, again.stderr.decode()
+    assert check_run_output(out, "r-stop")[0]["status"] == "complete"
+    assert_matches_truth(stack.fleet, run_records(str(out), "r-stop"))
+
+
+def test_workers_refuse_shard_and_resume(stack_env: dict[str, str], tmp_path: Path) -> None:
+    base = ("scan", "--org", "--role-name", "R", "--output", str(tmp_path), "--workers", "2")
+    with_shard = run_cli(stack_env, *base, "--shard", "1/2", "--run-id", "r")
+    assert with_shard.returncode == 2
+    assert "drop --shard" in with_shard.stderr.decode()
+    with_resume = run_cli(stack_env, *base, "--resume", "latest")
+    assert with_resume.returncode == 2
+    assert "Traceback" not in with_resume.stderr.decode()

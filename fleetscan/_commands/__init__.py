@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = _command("emulator").run_argv(arguments, build_parser)
             return code
         args = build_parser().parse_args(arguments)
+        args.command_line = arguments  # what --workers starts again, once per shard
         if args.command in SCANNING:
             _collect_less()
         code = _command(args.command).run(args)

@@ -315,6 +315,13 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
             "the same --run-id and --output, and a shard started again resumes its own part",
         )
         output.add_argument(
+            "--workers",
+            type=positive_int,
+            metavar="N",
+            help="run the scan as N shard processes on this machine, to use N cores (one "
+            "summary, one exit code; each process takes its own memory)",
+        )
+        output.add_argument(
             "--dry-run",
             action=argparse.BooleanOptionalAction,
             help="print the plan (accounts x regions, expected calls); call no Storage Gateway API",

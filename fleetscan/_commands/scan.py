@@ -49,6 +49,10 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     given = scan_values(args)
+    if "workers" in args:
+        workers = importlib.import_module("fleetscan._commands._workers")
+        code: int = workers.run_workers(given, args.workers, args.command_line, args.log_format)
+        return code
     if given.get("resume") is not None:
         return _resume(given, args)
     config = ScanConfig(**given)
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         )
     # Only now, with the input known good, is the engine looked up and asked for anything.
     progress = importlib.import_module("fleetscan._commands._progress")
-    code: int = progress.scan_with_progress(config, quiet=args.quiet, log_format=args.log_format)
+    code = progress.scan_with_progress(config, quiet=args.quiet, log_format=args.log_format)
     return code
 
 
