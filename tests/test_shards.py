@@ -513,7 +513,8 @@ def test_workers_scan_one_run_in_several_processes(
     stack: Stack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    done = run_cli(stack_env, *command(stack, out, "--workers", "3")[3:])
+    argv = [a for a in command(stack, out, "--workers", "3")[3:] if a != "--quiet"]
+    done = run_cli(stack_env, *argv)
     assert done.returncode == 0, done.stderr.decode()
     (manifest_path,) = out.glob("manifests/dt=*/*.json")
     run_id = manifest_path.stem

@@ -49,7 +49,12 @@ def child_argv(command_line: Sequence[str], run_id: str, shard: str) -> list[str
 
 
 def run_workers(
-    given: dict[str, Any], workers: int, command_line: Sequence[str], log_format: str
+    given: dict[str, Any],
+    workers: int,
+    command_line: Sequence[str],
+    *,
+    quiet: bool = False,
+    log_format: str = "text",
 ) -> int:
     """Run ``workers`` shards of one run at once; the exit code a single process would give."""
     from .._scan import new_run_id
@@ -90,11 +95,17 @@ def run_workers(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return _outcome(config.output, run_id, codes, stopped, log_format, say)
+    return _outcome(config.output, run_id, codes, stopped, quiet, log_format, say)
 
 
 def _outcome(
-    output: str, run_id: str, codes: list[int], stopped: list[int], log_format: str, say: Any
+    output: str,
+    run_id: str,
+    codes: list[int],
+    stopped: list[int],
+    quiet: bool,
+    log_format: str,
+    say: Any,
 ) -> int:
     if stopped:
         say(
@@ -119,12 +130,14 @@ def _outcome(
 
     manifest = anyio.run(aread_manifest, output, run_id, backend="asyncio")
     summary = manifest.get("summary", {})
-    say(
-        f"run {run_id}: {manifest['status']} ({len(codes)} workers); "
-        f"{summary.get('accounts', 0)} accounts, {summary.get('units_done', 0)} units done, "
-        f"{summary.get('units_failed', 0)} failed, {manifest['records']['recovery_points']} "
-        f"recovery points, {manifest['records']['errors']} error records, "
-        f"{summary.get('api_calls_total', 0)} API calls; manifest: {manifest_location(manifest)}",
-        log_format,
-    )
+    if not quiet:
+        say(
+            f"run {run_id}: {manifest['status']} ({len(codes)} workers); "
+            f"{summary.get('accounts', 0)} accounts, {summary.get('units_done', 0)} units done, "
+            f"{summary.get('units_failed', 0)} failed, {manifest['records']['recovery_points']} "
+            f"recovery points, {manifest['records']['errors']} error records, "
+            f"{summary.get('api_calls_total', 0)} API calls; "
+            f"manifest: {manifest_location(manifest)}",
+            log_format,
+        )
     return 0 if manifest["status"] == "complete" else EXIT_PARTIAL

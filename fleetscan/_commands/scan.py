@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     given = scan_values(args)
     if "workers" in args:
         workers = importlib.import_module("fleetscan._commands._workers")
-        code: int = workers.run_workers(given, args.workers, args.command_line, args.log_format)
+        code: int = workers.run_workers(
+            given, args.workers, args.command_line, quiet=args.quiet, log_format=args.log_format
+        )
         return code
     if given.get("resume") is not None:
         return _resume(given, args)
