@@ -47,10 +47,10 @@ def prepare_report_dir(path: str | os.PathLike[str]) -> Path:
 
 
 @contextmanager
-def _atomic(directory: Path, name: str) -> Iterator[IO[bytes]]:
+def _atomic(directory: Path, name: str, *, field: str = "--report-dir") -> Iterator[IO[bytes]]:
     """Write ``name`` in ``directory`` under a fresh temporary name (created with ``O_EXCL``,
     never through a link planted there); rename it into place only when complete."""
-    tree = Tree(directory, field="--report-dir", create=False)
+    tree = Tree(directory, field=field, create=False)
     try:
         fd, temporary = tree.create_temporary(name, 0o600)
         try:
@@ -117,6 +117,14 @@ def verdict(result: AuditResult) -> str:
     )
 
 
+def evidence_age(result: AuditResult) -> str:
+    """How old the judged run is, against the limit: "3h 2m at the audit (limit 2d)"."""
+    limit = result.max_scan_age_seconds
+    text = f"{format_duration(result.scan_age_seconds)} at the audit"
+    text += f" (limit {format_duration(limit)})" if limit is not None else " (no limit)"
+    return text + (": too old, every finding unknown" if result.too_old else "")
+
+
 def _objectives(summary: AccountSummary) -> str:
     return ", ".join(
         f"{format_duration(seconds)} ({rule})"
@@ -140,6 +148,14 @@ def report_tables(result: AuditResult) -> list[Table]:
         ("run id", result.run_id),
         ("run status", result.run_status),
         ("scan window", f"{manifest.get('started_at')} to {manifest.get('ended_at')}"),
+        ("evidence age", evidence_age(result)),
+        *(
+            (
+                f"newer run {n.run_id}",
+                f"not judged ({n.status}, started {n.started_at}): {n.reason}",
+            )
+            for n in result.newer_runs
+        ),
         ("scanned by", f"fleetscan {manifest.get('fleetscan_version')}"),
         ("data", result.source),
         ("objectives", result.policy.source),
@@ -157,14 +173,14 @@ def report_tables(result: AuditResult) -> list[Table]:
         ("stale", _n(c["stale"]), "0", "0", _n(c["stale"])),
         (
             "unknown",
-            "0",
+            _n(kinds["volume"]),
             _n(kinds["gateway"]),
             _n(kinds["unit"] + kinds["run"]),
             _n(c["unknown"]),
         ),
         (
             "total",
-            _n(result.volumes),
+            _n(result.volumes + kinds["volume"]),
             _n(kinds["gateway"]),
             _n(kinds["unit"] + kinds["run"]),
             _n(result.findings),

@@ -148,6 +148,8 @@ def _audit_summary(output: str) -> None:
     print_summary(result, None, None)
     say(
         f"reports: fleetscan audit --input {output} --max-age {DEMO_MAX_AGE} "
-        "--report-dir fleetscan-audit",
+        "--report-dir fleetscan-audit (add --asff findings.json for AWS Security Hub; "
+        "--security-hub would import each finding into its own account's hub, in its volume's "
+        "region)",
         "text",
     )
