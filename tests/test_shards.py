@@ -555,3 +555,20 @@ def test_workers_refuse_shard_and_resume(stack_env: dict[str, str], tmp_path: Pa
     with_resume = run_cli(stack_env, *base, "--resume", "latest")
     assert with_resume.returncode == 2
     assert "Traceback" not in with_resume.stderr.decode()
+
+
+def test_a_version_1_manifest_is_still_read(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Runs written before manifest version 2 (no ``shards``) stay readable."""
+    out = tmp_path / "out"
+    done = run_cli(stack_env, *command(stack, out, "--run-id", "old")[3:])
+    assert done.returncode == 0, done.stderr.decode()
+    path = find_manifest(out, "old")
+    document = json.loads(path.read_bytes())
+    assert document["manifest_version"] == 2
+    assert document["shards"] is None
+    del document["shards"]
+    path.write_text(json.dumps({**document, "manifest_version": 1}))
+    assert read_manifest(path)["run_id"] == "old"
+    assert_matches_truth(stack.fleet, run_records(str(out), "old"))
