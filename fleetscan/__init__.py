@@ -15,6 +15,7 @@ twin):
 
 Audit:
     audit(source, Policy.single("24h")) judges every cached volume: compliant, stale or unknown.
+    diff_runs(source, policy) what changed between two runs: stuck recovery points, newly stale.
 
 Exceptions: FleetscanError and its subclasses ConfigError, DataError, DiscoveryError, SinkError.
 
@@ -31,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from ._audit import AuditResult, Policy, audit
-    from ._config import ScanConfig
+    from ._audit import AuditResult, Change, Policy, RunDiff, audit, diff_runs
+    from ._config import OrganizationConfig, ScanConfig
     from ._exceptions import ConfigError, DataError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
         SCHEMA_VERSION,
@@ -60,7 +61,11 @@ _HOMES = {
     "AuditResult": "._audit",
     "Policy": "._audit",
     "audit": "._audit",
+    "Change": "._audit",
+    "RunDiff": "._audit",
+    "diff_runs": "._audit",
     "ScanConfig": "._config",
+    "OrganizationConfig": "._config",
     "ConfigError": "._exceptions",
     "DataError": "._exceptions",
     "DiscoveryError": "._exceptions",
@@ -91,16 +96,19 @@ _HOMES = {
 __all__ = [
     "SCHEMA_VERSION",
     "AuditResult",
+    "Change",
     "ConfigError",
     "DataError",
     "DiscoveryError",
     "ErrorRecord",
     "FleetscanError",
     "GatewayRecord",
+    "OrganizationConfig",
     "Policy",
     "Record",
     "RecoveryPointRecord",
     "Run",
+    "RunDiff",
     "ScanConfig",
     "ScanResult",
     "ScanStats",
@@ -111,6 +119,7 @@ __all__ = [
     "aread_manifest",
     "aread_records",
     "audit",
+    "diff_runs",
     "finalize_run",
     "latest_run",
     "list_runs",

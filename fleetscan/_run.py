@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any
@@ -17,6 +18,7 @@ from typing import IO, Any
 import anyio
 
 from ._config import (
+    OrganizationConfig,
     ScanConfig,
     check_resume,
     parse_s3_url,
@@ -26,9 +28,12 @@ from ._config import (
 )
 from ._discovery import AccountTarget
 from ._exceptions import ConfigError, FleetscanError
-from ._scan import Engine, ScanStats, UnitBatch, new_run_id
+from ._records import DATASETS
+from ._retry import Failure
+from ._scan import CallFailed, Engine, ScanStats, UnitBatch, new_run_id
 from ._shards import (
     FINISHED,
+    FailedOrganization,
     Shard,
     ShardPlan,
     call_history,
@@ -78,7 +83,56 @@ class ScanResult:
         return {"complete": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FATAL)
 
 
-def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
+def _organizations(
+    engine: Engine, records: Counter[tuple[str | None, str]] | None
+) -> list[dict[str, Any]]:
+    """The manifest's ``organizations`` section: per organization, its accounts, units and
+    records. ``records`` is None on a resumed run, whose earlier sessions' records were not
+    counted per organization (the manifest's ``records`` still counts every one)."""
+    accounts = Counter(engine.organization_key(a.id) for a in engine.accounts)
+    section: list[dict[str, Any]] = []
+    for name, organization_id in engine.organizations:
+        key = name if name is not None else organization_id
+        counts = engine.organization_counts.get(key, Counter())
+        section.append(
+            {
+                "name": name,
+                "id": organization_id,
+                "status": "listed",
+                "accounts": accounts[key],
+                "accounts_failed": counts["accounts_failed"],
+                "units_planned": counts["units_planned"],
+                "units_done": counts["units_done"],
+                "units_failed": counts["units_failed"],
+                "records": (
+                    None
+                    if records is None
+                    else {dataset: records[(key, dataset)] for dataset in DATASETS}
+                ),
+            }
+        )
+    for name in engine.failed_organizations:
+        section.append(
+            {
+                "name": name,
+                "id": None,
+                "status": "failed",
+                "accounts": 0,
+                "accounts_failed": 0,
+                "units_planned": 1,
+                "units_done": 0,
+                "units_failed": 1,
+                "records": None,
+            }
+        )
+    return section
+
+
+def _summary(
+    config: ScanConfig,
+    engine: Engine,
+    records: Counter[tuple[str | None, str]] | None = None,
+) -> dict[str, Any]:
     """What the manifest records about the run: counts, and the config without secrets."""
     echo = {
         "org": config.org,
@@ -88,6 +142,7 @@ def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
         "role_arn_template": config.role_arn_template,
         "external_id": "<set>" if config.external_id else None,
         "hub_role_arn": config.hub_role_arn,
+        "organizations": [entry.name for entry in config.organizations],
         "assume_role": config.assume_role,
         "partition": config.partition,
         "regions": config.regions if isinstance(config.regions, str) else list(config.regions),
@@ -106,6 +161,8 @@ def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
         "accounts_scanned": [
             {**a.as_dict(), "calls": engine.account_calls[a.id]} for a in engine.accounts
         ],
+        # Lifted to the manifest's top level (its ``organizations`` section).
+        "organizations": _organizations(engine, records),
     }
 
 
@@ -178,6 +235,7 @@ async def _write_run(
     handle_signals: bool,
     records_run_id: str | None = None,
     accounts: list[AccountTarget] | None = None,
+    failed_organizations: tuple[tuple[OrganizationConfig, CallFailed], ...] = (),
     manifest_at: str | None = None,
 ) -> ScanResult:
     """Scan into a sink for ``run``: the body of :func:`run_scan`, shared with shards.
@@ -193,6 +251,7 @@ async def _write_run(
             run_id=run_id,
             done_units=frozenset(checkpoint.units) if checkpoint else frozenset(),
             accounts=accounts,
+            failed_organizations=failed_organizations,
         )
         sink = open_sink(
             config.output or "-",
@@ -217,12 +276,21 @@ async def _write_run(
     finished = anyio.Event()
     stopped_by: list[int] = []
 
+    # Records per (organization key, dataset) of this session; None when resumed (see
+    # _organizations).
+    per_organization: Counter[tuple[str | None, str]] | None = (
+        Counter() if checkpoint is None else None
+    )
+
     async def write_all() -> None:
         last_commit = time.monotonic()
         async with receive:
             async for batch in receive:
                 for record in batch.records:
                     await sink.write(record)
+                    if per_organization is not None:
+                        key = engine.organization_key(record.account_id)
+                        per_organization[(key, record.dataset)] += 1
                 sink.unit_done(batch.key)
                 engine.records_written(len(batch.records))
                 if time.monotonic() - last_commit >= config.checkpoint_interval:
@@ -267,7 +335,7 @@ async def _write_run(
     except BaseException as exc:
         status = "interrupted" if _is_interruption(exc) else "failed"
         with anyio.CancelScope(shield=True):
-            await sink.abort(status, _summary(config, engine))
+            await sink.abort(status, _summary(config, engine, per_organization))
         if isinstance(exc, BaseExceptionGroup):
             cause = _first_leaf(exc)
             if isinstance(cause, FleetscanError):
@@ -282,7 +350,7 @@ async def _write_run(
         status = "partial"
     if on_stats is not None:
         on_stats(stats)
-    manifest = await sink.finish(status, _summary(config, engine))
+    manifest = await sink.finish(status, _summary(config, engine, per_organization))
     return ScanResult(run.run_id, status, manifest, stats, stopped_by[0] if stopped_by else None)
 
 
@@ -350,6 +418,7 @@ async def _run_shard(
         handle_signals=handle_signals,
         records_run_id=run_id,
         accounts=plan.share(shard),
+        failed_organizations=_failures(config, plan) if shard.index == 1 else (),
         manifest_at=shard_manifest_relpath(run_id, shard),
     )
     run_manifest = None
@@ -359,6 +428,26 @@ async def _run_shard(
                 store, run_id, version=_version(), written_by=f"shard {shard}", require_all=True
             )
     return replace(result, run_id=run_id, shard=str(shard), run_manifest=run_manifest)
+
+
+def _failures(
+    config: ScanConfig, plan: ShardPlan
+) -> tuple[tuple[OrganizationConfig, CallFailed], ...]:
+    """The organizations the plan could not list, as discovery reports them (shard 1 writes
+    their error records, in every session, so the run stays partial and says which)."""
+    entries = {entry.name: entry for entry in config.organization_settings()}
+    failures = []
+    for failed in plan.failed_organizations:
+        entry = entries.get(failed.name)
+        if entry is None:
+            raise ConfigError(
+                "shard",
+                f"the run's plan names organization {failed.name!r}, which this configuration "
+                "does not have: start every shard with the run's configuration",
+            )
+        failure = Failure(failed.error_code, failed.message, retryable=False)
+        failures.append((entry, CallFailed(failed.operation, failure, failed.attempts)))
+    return tuple(failures)
 
 
 def _checkpoint_of(destination: str, run: RunInfo) -> str:
@@ -373,7 +462,7 @@ async def _make_plan(config: ScanConfig, store: RunStore, shard: Shard) -> Shard
     another shard wrote meanwhile)."""
     assert config.run_id is not None
     assert config.output is not None
-    accounts = await discover(config)
+    accounts, failed = await discover(config)
     history = await call_history(config.output)
     document = make_plan(
         run_id=config.run_id,
@@ -383,6 +472,16 @@ async def _make_plan(config: ScanConfig, store: RunStore, shard: Shard) -> Shard
         accounts=accounts,
         calls=history[1] if history else {},
         balanced_by=f"calls of run {history[0]}" if history else "account id hash",
+        failed_organizations=[
+            FailedOrganization(
+                name=entry.name,
+                operation=exc.operation,
+                error_code=exc.failure.error_code,
+                message=exc.failure.message,
+                attempts=exc.attempts,
+            )
+            for entry, exc in failed
+        ],
     )
     return await write_plan(store, config.run_id, document)
 
@@ -461,9 +560,13 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-async def discover(config: ScanConfig) -> list[AccountTarget]:
-    """The accounts ``config`` covers, as a scan would find them, with no Storage Gateway call."""
-    from ._aws import AmbientCredentials, AwsClients, acting_as
+async def discover(
+    config: ScanConfig,
+) -> tuple[list[AccountTarget], list[tuple[OrganizationConfig, CallFailed]]]:
+    """The accounts ``config`` covers, as a scan would find them, with no Storage Gateway call,
+    and the organizations that could not be listed (the others are listed in full).
+    Organizations are listed as a scan lists them (a management role is assumed)."""
+    from ._aws import AmbientCredentials, AwsClients
 
     engine = Engine(config, run_id="discovery")
     async with AwsClients(
@@ -473,13 +576,17 @@ async def discover(config: ScanConfig) -> list[AccountTarget]:
         read_timeout=config.read_timeout,
         call_timeout=config.call_timeout,
     ) as clients:
-        with acting_as(AmbientCredentials(config.profile)):
-            return await engine.discover(clients)
+        _, failed = await engine.discover(clients, AmbientCredentials(config.profile))
+    return engine.accounts, failed
 
 
 async def plan_scan(config: ScanConfig) -> dict[str, Any]:
-    """Accounts x regions and the calls they need at least, with no Storage Gateway call."""
-    accounts = await discover(config)
+    """Accounts x regions and the calls they need at least, with no Storage Gateway call.
+
+    An organization that cannot be listed is named under ``organizations_failed``, the others
+    planned in full.
+    """
+    accounts, failed = await discover(config)
     offered = storage_gateway_regions(config.partition)
     if config.regions == "all":
         regions: list[str] | str = list(offered)
@@ -488,7 +595,7 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
     else:
         regions = list(config.regions)
     n_regions = len(regions) if isinstance(regions, list) else len(offered)
-    return {
+    plan: dict[str, Any] = {
         "accounts": [{"id": a.id, "name": a.name, "status": a.status} for a in accounts],
         "regions": regions,
         "units": len(accounts) * n_regions,
@@ -498,3 +605,8 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
             "ListVolumeRecoveryPoints": "one per cached gateway found",
         },
     }
+    if config.organizations:
+        for entry, account in zip(plan["accounts"], accounts, strict=True):
+            entry["organization_id"] = account.organization_id
+        plan["organizations_failed"] = {entry.name: str(exc) for entry, exc in failed}
+    return plan

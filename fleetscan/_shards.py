@@ -63,12 +63,26 @@ _PLAN_FIELDS: Final = frozenset(
         "balanced_by",
         "config",
         "accounts",
+        "failed_organizations",
         "sha256",
     }
 )
 _ACCOUNT_FIELDS: Final = frozenset(
-    {"id", "name", "status", "ou_ids", "ou_path", "problems", "shard", "weight"}
+    {
+        "id",
+        "name",
+        "status",
+        "ou_ids",
+        "ou_path",
+        "organization_id",
+        "organization_name",
+        "problems",
+        "shard",
+        "weight",
+    }
 )
+#: What the plan keeps of an organization that could not be listed: enough for its error record.
+_FAILED_FIELDS: Final = frozenset({"name", "operation", "error_code", "message", "attempts"})
 _TEXT_CHARS: Final = 2048
 
 
@@ -157,6 +171,26 @@ def shard_manifest_relpath(run_id: str, shard: Shard) -> str:
 
 
 @dataclass(frozen=True)
+class FailedOrganization:
+    """An organization the plan could not list: its entry's name and the failed call."""
+
+    name: str
+    operation: str
+    error_code: str
+    message: str
+    attempts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "operation": self.operation,
+            "error_code": self.error_code,
+            "message": self.message,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass(frozen=True)
 class ShardPlan:
     """Which shard scans which account, read back and checked."""
 
@@ -168,6 +202,9 @@ class ShardPlan:
     config: dict[str, Any]
     #: (account, shard index) in the plan's order.
     accounts: tuple[tuple[AccountTarget, int], ...]
+    #: ``[[organizations]]`` entries that could not be listed when the run was planned, with
+    #: why: shard 1 writes their error records, so the run is partial and says which.
+    failed_organizations: tuple[FailedOrganization, ...] = ()
 
     def share(self, shard: Shard) -> list[AccountTarget]:
         return [account for account, index in self.accounts if index == shard.index]
@@ -185,6 +222,7 @@ def make_plan(
     accounts: Sequence[AccountTarget],
     calls: Mapping[str, int],
     balanced_by: str,
+    failed_organizations: Sequence[FailedOrganization] = (),
 ) -> bytes:
     """The plan document: ``accounts`` split into ``count`` shares of about equal work.
 
@@ -220,6 +258,7 @@ def make_plan(
         "balanced_by": balanced_by,
         "config": config,
         "accounts": entries,
+        "failed_organizations": [failed.as_dict() for failed in failed_organizations],
     }
     document["sha256"] = _digest(document)
     return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
@@ -284,7 +323,27 @@ def _plan(data: bytes, run_id: str) -> ShardPlan:
             raise _Invalid(f"lists account {account.id} twice")
         seen.add(account.id)
         placed.append((account, index))
-    return ShardPlan(run_id, started, count, balanced_by, config, tuple(placed))
+    failed = document["failed_organizations"]
+    if not isinstance(failed, list):
+        raise _Invalid("has failed_organizations that are not a list")
+    organizations = tuple(_failed_organization(entry) for entry in failed)
+    return ShardPlan(run_id, started, count, balanced_by, config, tuple(placed), organizations)
+
+
+def _failed_organization(entry: object) -> FailedOrganization:
+    if not isinstance(entry, dict) or set(entry) != _FAILED_FIELDS:
+        fields = ", ".join(sorted(_FAILED_FIELDS))
+        raise _Invalid(f"has a failed organization that is not an object with {fields}")
+    attempts = entry["attempts"]
+    if type(attempts) is not int or attempts < 0:
+        raise _Invalid(f"has a failed organization with attempts {show(attempts)}")
+    return FailedOrganization(
+        name=_text(entry["name"], "failed_organizations"),
+        operation=_text(entry["operation"], "failed_organizations"),
+        error_code=_text(entry["error_code"], "failed_organizations"),
+        message=_text(entry["message"], "failed_organizations"),
+        attempts=attempts,
+    )
 
 
 def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int]:
@@ -312,6 +371,8 @@ def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int]:
         status=_text(entry["status"], "status"),
         ou_ids=tuple(_text(ou, "ou_ids") for ou in ou_ids),
         ou_path=_optional_text(entry["ou_path"], "ou_path"),
+        organization_id=_optional_text(entry["organization_id"], "organization_id"),
+        organization_name=_optional_text(entry["organization_name"], "organization_name"),
         problems=tuple((_text(o, "problems"), _text(p, "problems")) for o, p in problems),
     )
     return account, index

@@ -462,6 +462,7 @@ def test_every_scan_flag_reaches_the_config(env: dict[str, str], tmp_path: Path)
         "accounts": ["111122223333", "444455556666", "999988887777"],
         "accounts_file": "more.csv",
         "exclude_accounts": ["999988887777"],
+        "organizations": [],  # TOML only: no flag
         "include_inactive": True,
         "role_name": "Reader",
         "role_arn_template": None,

@@ -375,7 +375,16 @@ def _fields_table(cls: type) -> str:
 API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "Scanning",
-        ("ScanConfig", "scan", "run_scan", "plan_scan", "finalize_run", "ScanResult", "ScanStats"),
+        (
+            "ScanConfig",
+            "OrganizationConfig",
+            "scan",
+            "run_scan",
+            "plan_scan",
+            "finalize_run",
+            "ScanResult",
+            "ScanStats",
+        ),
     ),
     (
         "Records",
@@ -396,6 +405,7 @@ API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("Audit", ("audit", "Policy", "AuditResult")),
+    ("Changes between runs", ("diff_runs", "RunDiff", "Change")),
     ("Errors", ("FleetscanError", "ConfigError", "DataError", "DiscoveryError", "SinkError")),
     ("Version", ("__version__",)),
 )

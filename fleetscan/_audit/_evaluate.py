@@ -24,12 +24,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import ConfigError, DataError
 from .._records import format_time, parse_time
 from .._sinks._read import aiter_records, alist_runs, aread_manifest
 from ._policy import DEFAULT_RULE, Policy, format_duration
+
+if TYPE_CHECKING:
+    from ._diff import RunDiff
 
 Status = Literal["compliant", "stale", "unknown"]
 STATUSES: tuple[Status, ...] = ("compliant", "stale", "unknown")
@@ -178,6 +181,10 @@ class AuditResult:
         limit, age = self.max_scan_age_seconds, self.scan_age_seconds
         return limit is not None and (age is None or age > limit)
 
+    #: What changed since the previous finished run, when the reports were asked for and there
+    #: is one (see :func:`fleetscan.diff_runs`).
+    changes: RunDiff | None = None
+
     @property
     def volumes(self) -> int:
         return self.counts["compliant"] + self.counts["stale"]
@@ -218,6 +225,15 @@ class _Accounts:
         entry = self.by_id.get(account_id or "")
         ids = entry.get("ou_ids") if entry else None
         return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
+
+    def organization(self, account_id: str | None) -> tuple[str, ...]:
+        """The account's organization id and the name of the entry that reached it (runs of
+        manifest version 2; none for a static list or an older run)."""
+        entry = self.by_id.get(account_id or "")
+        if not entry:
+            return ()
+        names = (entry.get("organization_id"), entry.get("organization_name"))
+        return tuple(name for name in names if isinstance(name, str))
 
     def name(self, account_id: str | None) -> str | None:
         entry = self.by_id.get(account_id or "")
@@ -353,6 +369,11 @@ async def audit(
             f"the policy has OU rules, but run {run_id} records no OU placement (a static account "
             "list, or an older fleetscan): no OU rule matched"
         )
+    if policy.uses_organizations and not any(map(accounts.organization, accounts.by_id)):
+        result.warnings.append(
+            f"the policy has organization rules, but run {run_id} records no organization (a "
+            "static account list, or an older fleetscan): no organization rule matched"
+        )
     for account_id in sorted(accounts.by_id):
         _account(result, accounts, account_id)
 
@@ -362,6 +383,7 @@ async def audit(
             ou_ids=accounts.ou_ids(finding.account_id),
             region=finding.region,
             gateway_name=finding.gateway_name,
+            organization=accounts.organization(finding.account_id),
         )
         finding.objective_seconds = objective.seconds
         finding.rule = objective.rule

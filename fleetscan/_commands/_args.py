@@ -110,7 +110,13 @@ def positive_int(text: str) -> int:
 
 def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) -> None:
     """The scan's options; ``fleetscan audit`` takes the same ones to scan before it audits."""
-    scan.add_argument("--config", metavar="PATH", type=Path, help="TOML file with any option")
+    scan.add_argument(
+        "--config",
+        metavar="PATH",
+        type=Path,
+        help="TOML file with any option, and [[organizations]] tables to scan several "
+        "organizations in one run",
+    )
 
     accounts = scan.add_argument_group("accounts")
     accounts.add_argument(
@@ -307,6 +313,13 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         help="on SIGINT/SIGTERM, time calls in flight get to finish (default 10)",
     )
     if not for_audit:
+        output.add_argument(
+            "--metrics-file",
+            type=Path,
+            metavar="FILE",
+            help="also write the run's metrics in the Prometheus text format here (for "
+            "node_exporter's textfile collector), complete or not at all",
+        )
         output.add_argument(
             "--shard",
             metavar="K/N",

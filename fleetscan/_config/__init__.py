@@ -21,6 +21,7 @@ from ._checks import (
 )
 from ._files import build_config, given_values, load_config_file, merge_values
 from ._model import CONFIG_KEYS, Compression, ScanConfig
+from ._organization import ORGANIZATION_KEYS, OrganizationConfig
 from ._resume import (
     PACE_KEYS,
     RUN_KEYS,
@@ -39,11 +40,13 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_CONCURRENCY",
     "MIN_OBJECT_BYTES",
+    "ORGANIZATION_KEYS",
     "PACE_KEYS",
     "PARTITIONS",
     "RUN_KEYS",
     "SSE_MODES",
     "Compression",
+    "OrganizationConfig",
     "ScanConfig",
     "build_config",
     "check_account_id",

@@ -26,7 +26,7 @@ import orjson
 from .._exceptions import DataError
 from .._records import DATASETS
 from .._validate import Mismatch, checker
-from ._common import MANIFEST_VERSION, READABLE_MANIFEST_VERSIONS
+from ._common import MANIFEST_VERSIONS
 from ._s3io import CHUNK, S3Reader
 
 #: The longest line a record file may hold: a record is a few KiB at most (every text field is
@@ -56,8 +56,9 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise DataError(where, None, f"not valid JSON: {exc}") from None
     version = manifest.get("manifest_version") if isinstance(manifest, dict) else None
-    if type(version) is not int or version not in READABLE_MANIFEST_VERSIONS:
-        raise DataError(where, None, f"not a fleetscan manifest (version 1 to {MANIFEST_VERSION})")
+    if type(version) is not int or version not in MANIFEST_VERSIONS:
+        versions = " or ".join(map(str, MANIFEST_VERSIONS))
+        raise DataError(where, None, f"not a fleetscan manifest (version {versions})")
     if version == 1:
         # A version-1 manifest is a version-2 one of a run without shards.
         manifest = {**manifest, "shards": None}
