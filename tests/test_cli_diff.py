@@ -311,6 +311,8 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("nothing before", ["--to", "20261202T000000Z-d1ff00"], "--from: no finished"),
     ("fail-on", ["--fail-on", "stuck,bogus"], "--fail-on: unknown change 'bogus'"),
     ("max-age", ["--max-age", "24x"], "--max-age"),
+    ("two objectives", ["--max-age", "1d", "--policy", "p.toml"], "not allowed"),
+    ("policy file", ["--policy", "/nonexistent/policy.toml"], "--policy"),
 ]
 
 
@@ -359,6 +361,19 @@ def test_a_tampered_file_is_a_clear_error(runs: Runs, tmp_path: Path) -> None:
     assert last.startswith("fleetscan: error: --input: cannot compare runs under")
     assert data.name in last
     assert "sha256" in last
+
+
+def test_a_torn_data_file_is_a_clear_error(runs: Runs, tmp_path: Path) -> None:
+    copy, _, data = _copy(runs, tmp_path)
+    body = data.read_bytes()
+    data.write_bytes(body[: len(body) // 2])  # cut in the middle of a record
+    proc = _fleetscan("diff", "--input", copy, env={})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("fleetscan: error: --input: cannot compare runs under")
+    assert data.name in last
+    assert "ends in the middle of a record" in last
 
 
 def test_a_torn_manifest_hides_its_run(runs: Runs, tmp_path: Path) -> None:
@@ -477,3 +492,47 @@ def test_s3_input_gives_the_same_changes(runs: Runs) -> None:
     local = _fleetscan("diff", "--input", runs.output, "--quiet", env={})
     assert from_s3.stdout == local.stdout
     assert from_s3.stdout
+
+
+def test_the_library_call_gives_what_the_command_prints(runs: Runs) -> None:
+    import anyio
+
+    import fleetscan
+
+    seen: list[fleetscan.Change] = []
+    result = anyio.run(
+        lambda: fleetscan.diff_runs(
+            str(runs.output), fleetscan.Policy.single("24h"), on_change=seen.append
+        ),
+        backend="asyncio",
+    )
+    printed = _fleetscan("diff", "--input", runs.output, "--quiet", env={}).stdout
+    assert [orjson.loads(line) for line in printed.splitlines()] == [c.as_json() for c in seen]
+    assert result.total == len(seen)
+    assert result.changes == seen  # fewer than KEEP_PER_KIND of each kind: all kept
+    assert (result.from_run_id, result.to_run_id) == (runs.runs[1].run_id, runs.runs[2].run_id)
+
+
+def test_a_policy_judges_staleness_as_the_audit_does(runs: Runs, tmp_path: Path) -> None:
+    # The pinned volume's gateway gets an objective of one second: its volumes are stale in both
+    # runs, so none of them is new-stale or recovered; every other volume keeps 24 hours.
+    second, third = runs.runs[1], runs.runs[2]
+    (gateway,) = {
+        rp.gateway_arn for rp in second.truth.recovery_points if rp.volume_arn == runs.pinned
+    }
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        'max_age = "24h"\n[[rules]]\nname = "strict"\n'
+        f'account = "{gateway.split(":")[4]}"\nmax_age = "1s"\n'
+    )
+    proc = _fleetscan("diff", "--input", runs.output, "--policy", policy, env={})
+    assert proc.returncode == 0, proc.stderr
+    lines = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    (stuck,) = [c for c in lines if c["change"] == "stuck"]
+    assert (stuck["rule"], stuck["objective_seconds"]) == ("strict", 1)
+    default = _fleetscan("diff", "--input", runs.output, env={})
+    assert (
+        _changes(proc.stdout)
+        == _changes(default.stdout)
+        == _expected(second, third, 24 * HOUR, runs)
+    )

@@ -11,6 +11,9 @@ run read its account and region (no error for the unit, inside the run's scope),
 unknown, never gone. Staleness is judged as the audit judges it (the same policy, each volume's
 age at its own scan).
 
+Records arrive checked by the readers (sizes and SHA-256 against the manifest, each record
+against its schema), so a torn, tampered or wrong-typed file fails there, naming it.
+
 Memory: the earlier run's volumes are held in flat arrays, 17 bytes each (:class:`_Volumes`);
 the later run is streamed against them, and the earlier run is read a second time only to name
 the volumes gone.
@@ -23,7 +26,7 @@ import datetime as dt
 import hashlib
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -208,15 +211,15 @@ class _Side:
             raise ConfigError("--input", f"no run {run_id!r} under {source}") from None
         side = cls(source, run_id, manifest)
         gateway_errors: dict[str, str | None] = {}
-        async for row in _rows(source, run_id, "errors"):
+        async for row in aiter_records(source, run_id, "errors"):
             arn = row.get("gateway_arn")
             if isinstance(arn, str) and arn:
                 code = _text(row, "gateway_error_code") or _text(row, "error_code")
                 gateway_errors.setdefault(arn, code)
             else:
                 side.unit_errors.add((_text(row, "account_id"), _text(row, "region")))
-        async for row in _rows(source, run_id, "gateways"):
-            arn = _required(row, "gateway_arn", run_id, "gateways")
+        async for row in aiter_records(source, run_id, "gateways"):
+            arn = str(row["gateway_arn"])
             account, region = _text(row, "account_id"), _text(row, "region")
             status = str(row.get("status"))
             code = gateway_errors.get(arn) or _text(row, "error_code")
@@ -242,23 +245,9 @@ class _Side:
         return gateway is not None and gateway.status == "scanned"
 
 
-async def _rows(source: str, run_id: str, dataset: str) -> AsyncIterator[dict[str, Any]]:
-    async for row in aiter_records(source, run_id, dataset):
-        if not isinstance(row, dict):
-            raise ValueError(f"run {run_id}: a {dataset} record is not a JSON object")
-        yield row
-
-
 def _text(row: Mapping[str, Any], key: str) -> str | None:
     value = row.get(key)
     return value if isinstance(value, str) else None
-
-
-def _required(row: Mapping[str, Any], key: str, run_id: str, dataset: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"run {run_id}: a {dataset} record has no {key}")
-    return value
 
 
 class _Volumes:
@@ -383,18 +372,18 @@ async def diff_runs(
         elif old and new and new.status == "error" and old.status != "error":
             emit(gateway_change("gateway-unreachable", arn, new))
 
-    # The earlier run, one integer per volume.
+    # The earlier run, 17 bytes a volume (see _Volumes).
     points = _Volumes()
-    async for row in _rows(source, from_id, "recovery_points"):
-        arn = _required(row, "volume_arn", from_id, "recovery_points")
+    async for row in aiter_records(source, from_id, "recovery_points"):
+        arn = str(row["volume_arn"])
         finding = _volume_finding(from_id, row)
         stale = _judge(policy, before, finding)
         point = _point_ms(row.get("recovery_point_time"))
         points.add(arn, _pack(point, before.scanned(finding.gateway_arn), stale))
     result.volumes_before = points.freeze()
 
-    async for row in _rows(source, to_id, "recovery_points"):
-        arn = _required(row, "volume_arn", to_id, "recovery_points")
+    async for row in aiter_records(source, to_id, "recovery_points"):
+        arn = str(row["volume_arn"])
         result.volumes_after += 1
         finding = _volume_finding(to_id, row)
         stale = _judge(policy, after, finding)
@@ -419,8 +408,8 @@ async def diff_runs(
             emit(_volume_change("recovered", result, finding, name, old_point, point))
 
     if points.left:  # volumes of the earlier run the later one did not list: gone, or not read
-        async for row in _rows(source, from_id, "recovery_points"):
-            arn = _required(row, "volume_arn", from_id, "recovery_points")
+        async for row in aiter_records(source, from_id, "recovery_points"):
+            arn = str(row["volume_arn"])
             if points.pop(arn) is None:
                 continue
             finding = _volume_finding(from_id, row)
