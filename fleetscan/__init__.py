@@ -6,6 +6,8 @@ Scan (configuration in, records out):
     run_scan(config) a whole run to config.output (a directory, s3://bucket/prefix/ or "-"),
                      manifest last; returns a ScanResult
     plan_scan(config) the accounts and regions a scan would cover, without a Storage Gateway call
+    finalize_run(dest, run_id) the manifest of a run scanned in shards (ScanConfig.shard), from
+                     the shards that finished
 
 Read a run back (local or S3, checked against its manifest; each has an ``a``-prefixed async
 twin):
@@ -13,6 +15,7 @@ twin):
 
 Audit:
     audit(source, Policy.single("24h")) judges every cached volume: compliant, stale or unknown.
+    diff_runs(source, policy) what changed between two runs: stuck recovery points, newly stale.
 
 Exceptions: FleetscanError and its subclasses ConfigError, DataError, DiscoveryError, SinkError.
 
@@ -29,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from ._audit import AuditResult, Policy, audit
-    from ._config import ScanConfig
+    from ._audit import AuditResult, Change, Policy, RunDiff, audit, diff_runs
+    from ._config import OrganizationConfig, ScanConfig
     from ._exceptions import ConfigError, DataError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
         SCHEMA_VERSION,
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
         Record,
         RecoveryPointRecord,
     )
-    from ._run import ScanResult, plan_scan, run_scan
+    from ._run import ScanResult, finalize_run, plan_scan, run_scan
     from ._runs import (
         Run,
         alatest_run,
@@ -58,7 +61,11 @@ _HOMES = {
     "AuditResult": "._audit",
     "Policy": "._audit",
     "audit": "._audit",
+    "Change": "._audit",
+    "RunDiff": "._audit",
+    "diff_runs": "._audit",
     "ScanConfig": "._config",
+    "OrganizationConfig": "._config",
     "ConfigError": "._exceptions",
     "DataError": "._exceptions",
     "DiscoveryError": "._exceptions",
@@ -72,6 +79,7 @@ _HOMES = {
     "ScanResult": "._run",
     "run_scan": "._run",
     "plan_scan": "._run",
+    "finalize_run": "._run",
     "Run": "._runs",
     "alatest_run": "._runs",
     "alist_runs": "._runs",
@@ -88,16 +96,19 @@ _HOMES = {
 __all__ = [
     "SCHEMA_VERSION",
     "AuditResult",
+    "Change",
     "ConfigError",
     "DataError",
     "DiscoveryError",
     "ErrorRecord",
     "FleetscanError",
     "GatewayRecord",
+    "OrganizationConfig",
     "Policy",
     "Record",
     "RecoveryPointRecord",
     "Run",
+    "RunDiff",
     "ScanConfig",
     "ScanResult",
     "ScanStats",
@@ -108,6 +119,8 @@ __all__ = [
     "aread_manifest",
     "aread_records",
     "audit",
+    "diff_runs",
+    "finalize_run",
     "latest_run",
     "list_runs",
     "plan_scan",

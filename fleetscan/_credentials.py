@@ -29,6 +29,19 @@ MEMBER_ACTIONS = (
 )
 #: A hub session only needs to assume the member roles.
 HUB_ACTIONS = ("sts:AssumeRole",)
+#: A member session importing audit findings (``fleetscan audit --security-hub``): nothing else.
+SECURITY_HUB_ACTIONS = (
+    "securityhub:DescribeHub",
+    "securityhub:GetFindings",
+    "securityhub:BatchImportFindings",
+)
+#: An organization's management role (``management_role_arn``) only lists the organization.
+MANAGEMENT_ACTIONS = (
+    "organizations:ListAccounts",
+    "organizations:ListAccountsForParent",
+    "organizations:ListOrganizationalUnitsForParent",
+    "organizations:ListRoots",
+)
 
 
 def session_policy(actions: tuple[str, ...]) -> str:
@@ -50,6 +63,8 @@ def session_policy(actions: tuple[str, ...]) -> str:
 
 MEMBER_SESSION_POLICY = session_policy(MEMBER_ACTIONS)
 HUB_SESSION_POLICY = session_policy(HUB_ACTIONS)
+SECURITY_HUB_SESSION_POLICY = session_policy(SECURITY_HUB_ACTIONS)
+MANAGEMENT_SESSION_POLICY = session_policy(MANAGEMENT_ACTIONS)
 
 Fetch = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -135,9 +150,13 @@ class RoleAssumer:
                 hub_role_arn, HUB_SESSION_POLICY, min(3600, duration_seconds), external_id=None
             )
 
-    def credentials_for(self, role_arn: str) -> AssumedRoleCredentials:
-        """Credentials of ``role_arn`` in a member account, fetched lazily and kept fresh."""
-        return self._assume(role_arn, MEMBER_SESSION_POLICY, self._duration, self._external_id)
+    def credentials_for(
+        self, role_arn: str, policy: str = MEMBER_SESSION_POLICY
+    ) -> AssumedRoleCredentials:
+        """Credentials of ``role_arn`` (a member's role, or with ``policy`` another role),
+        fetched lazily and kept fresh, limited to what ``policy`` allows (the scan's reads,
+        unless told otherwise)."""
+        return self._assume(role_arn, policy, self._duration, self._external_id)
 
     def _assume(
         self, role_arn: str, policy: str, duration: int, external_id: str | None
