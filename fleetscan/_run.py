@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import IO, Any
 
 import anyio
+import anyio.abc
 
 from ._config import (
     OrganizationConfig,
@@ -304,7 +305,15 @@ async def _write_run(
             with anyio.move_on_after(0.25):
                 await finished.wait()
 
-    async def watch_signals(scope: anyio.CancelScope) -> None:
+    async def end_grace(scope: anyio.CancelScope) -> None:
+        with anyio.move_on_after(config.stop_grace_seconds):
+            await finished.wait()
+        scope.cancel()
+
+    async def watch_signals(scope: anyio.CancelScope, watchers: anyio.abc.TaskGroup) -> None:
+        # asyncio's handlers only wake the loop (signal.set_wakeup_fd): they take no lock, and
+        # the signals are handled here, in a task. The grace runs beside this loop, so that a
+        # second signal still ends it at once (waiting it out here left that signal unread).
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 if stopped_by:  # a second signal: stop waiting for calls in flight
@@ -312,10 +321,7 @@ async def _write_run(
                     return
                 stopped_by.append(signum)
                 engine.request_stop()
-                with anyio.move_on_after(config.stop_grace_seconds):
-                    await finished.wait()
-                scope.cancel()
-                return
+                watchers.start_soon(end_grace, scope)
 
     try:
         async with anyio.create_task_group() as tg:
@@ -325,7 +331,7 @@ async def _write_run(
             async with anyio.create_task_group() as watchers:
                 with anyio.CancelScope() as engine_scope:
                     if handle_signals:
-                        watchers.start_soon(watch_signals, engine_scope)
+                        watchers.start_soon(watch_signals, engine_scope, watchers)
                     try:
                         await engine.run(send)
                     finally:

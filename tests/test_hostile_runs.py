@@ -10,10 +10,13 @@ The command runs as a real subprocess, with a timeout: the defect this guards ag
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +33,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import fleetscan
+from fleetscan import AuditResult
 from fleetscan._records import SCHEMA_VERSION, ErrorRecord, GatewayRecord, load_schema
 from fleetscan._sinks import find_manifest, iter_records, open_sink
 from fleetscan._validate import Mismatch, checker, compile_schema
@@ -415,3 +419,100 @@ def test_records_of_the_wrong_dataset_are_refused(tmp_path: Path) -> None:
     rewrite(tmp_path, "recovery_points", 1, lambda line: gateway)
     with pytest.raises(fleetscan.DataError, match=r"line 1: breaks the recovery_points schema: "):
         list(fleetscan.read_records(str(tmp_path)))
+
+
+# -- any tampering of a run: a DataError naming where, or a clean result ----------------------
+
+
+@pytest.fixture(scope="module")
+def base_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("base-run")
+    write_run(dest)
+    return dest
+
+
+@st.composite
+def tampering(draw: st.DrawFn, manifest: dict[str, Any]) -> tuple[str, int, bytes | None, bool]:
+    """(file to change, its line from 1 (0: the manifest), the new line or None to cut the file
+    there, whether the manifest's size and checksum of that file are updated to match)."""
+    if draw(st.integers(0, 4)) == 0:
+        return ("manifest", 0, orjson.dumps(draw(mutated(manifest))), False)
+    entry = draw(st.sampled_from(manifest["files"]))
+    line = draw(st.integers(1, entry["records"]))
+    kind = draw(st.sampled_from(["record", "record", "record", "value", "bytes", "cut"]))
+    new: bytes | None = None
+    if kind == "record":
+        new = orjson.dumps(draw(mutated(sample(entry["dataset"]))))
+    elif kind == "value":
+        new = orjson.dumps(draw(JSON_VALUES))
+    elif kind == "bytes":
+        new = draw(st.binary(max_size=40))
+    return (entry["path"], line, new, draw(st.booleans()) or kind == "record")
+
+
+def _apply(dest: Path, change: tuple[str, int, bytes | None, bool]) -> None:
+    where, line, new, fix_sums = change
+    path = manifest_path(dest)
+    if where == "manifest":
+        assert new is not None
+        path.write_bytes(new)
+        return
+    manifest = orjson.loads(path.read_bytes())
+    lines = (dest / where).read_bytes().split(b"\n")
+    if new is None:
+        lines = [*lines[: line - 1], b'{"schema_version": 1, "run']
+    else:
+        lines[line - 1] = new
+    data = b"\n".join(lines)
+    (dest / where).write_bytes(data)
+    if fix_sums:
+        entry = next(e for e in manifest["files"] if e["path"] == where)
+        entry["bytes"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+        path.write_bytes(orjson.dumps(manifest))
+
+
+def _outcome(read: Callable[[], object]) -> object:
+    """What ``read`` returns, or the refusal it raises (DataError; ConfigError from the audit
+    and FileNotFoundError from the readers when no valid manifest is left); anything else (a
+    TypeError deep inside, a KeyError) fails the test."""
+    try:
+        return read()
+    except (fleetscan.DataError, fleetscan.ConfigError, FileNotFoundError) as refused:
+        return refused
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_tampering_of_a_run_is_read_cleanly_or_refused_naming_where(
+    base_run_dir: Path, data: st.DataObject
+) -> None:
+    manifest = orjson.loads(manifest_path(base_run_dir).read_bytes())
+    change = data.draw(tampering(manifest))
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = Path(tmp) / "run"
+        shutil.copytree(base_run_dir, dest)
+        _apply(dest, change)
+
+        async def audited() -> AuditResult:
+            with anyio.fail_after(HANG_GUARD_SECONDS):
+                return await fleetscan.audit(str(dest), fleetscan.Policy.single("1d"))
+
+        def read_all(dataset: str) -> list[dict[str, Any]]:
+            return list(fleetscan.read_records(str(dest), dataset))
+
+        outcomes = [_outcome(lambda: anyio.run(audited))]
+        outcomes += [_outcome(functools.partial(read_all, d)) for d in ("gateways", "errors")]
+        outcomes.append(_outcome(functools.partial(read_all, "recovery_points")))
+        for outcome in outcomes:
+            if isinstance(outcome, fleetscan.DataError):
+                assert outcome.where.startswith(str(dest)), outcome.where
+                assert outcome.line is None or outcome.line >= 1
+                assert "\n" not in str(outcome)
+                if change[0] != "manifest" and outcome.line is not None:
+                    assert outcome.where == str(dest / change[0])
+            elif isinstance(outcome, fleetscan.ConfigError | FileNotFoundError):
+                # The manifest no longer says it is one: there is no run to audit or read.
+                assert change[0] == "manifest"
+                assert "\n" not in str(outcome)
+            else:
+                assert isinstance(outcome, AuditResult | list), outcome

@@ -54,14 +54,16 @@ def parse_duration(text: str) -> int:
 
     A unit is required: a bare ``24`` could mean hours to one reader and seconds to another.
     """
-    match = _DURATION.fullmatch(text.strip())
+    match = _DURATION.fullmatch(text.strip().removeprefix("-"))
+    if match is not None and text.strip().startswith("-"):
+        raise ValueError(f"must be a positive duration, got {text!r}")
     if match is None:
         raise ValueError(
             f"{text!r} is not a duration: a whole number and a unit (90s, 30m, 4h, 7d)"
         )
     seconds = int(match["number"]) * _UNITS[match["unit"].lower()]
     if seconds <= 0:
-        raise ValueError(f"{text!r} is not a positive duration")
+        raise ValueError(f"must be a positive duration, got {text!r}")
     return seconds
 
 

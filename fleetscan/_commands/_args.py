@@ -11,6 +11,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,11 +30,52 @@ EXTERNAL_ID_ENV = "FLEETSCAN_EXTERNAL_ID"
 EXIT_USAGE = 2
 
 
+#: A value that argparse would take for an option: ``-3h``, ``-1.5d`` (a plain ``-3`` it reads
+#: as a negative number already). No fleetscan option starts with a digit.
+_NEGATIVE_VALUE = re.compile(r"-[0-9][0-9.]*[A-Za-z]*")
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, with its error messages kept free of values that may be secrets."""
+    """argparse, with short errors kept free of values that may be secrets, and values that
+    start with ``-`` taken as values. Every command's parser is one (subparsers inherit it)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._tokens = self._joined(list(sys.argv[1:] if args is None else args))
+        return super().parse_known_args(self._tokens, namespace)
+
+    def _joined(self, tokens: list[str]) -> list[str]:
+        """``--max-age -3h`` as ``--max-age=-3h``: argparse reads ``-3h`` as an unknown option
+        and says only "expected one argument"; given as the value, it is checked as one (and
+        refused for what it is: a negative duration)."""
+        takes_one = {
+            name
+            for action in self._actions
+            if action.nargs is None
+            for name in action.option_strings
+        }
+        joined: list[str] = []
+        for token in tokens:
+            if joined and joined[-1] in takes_one and _NEGATIVE_VALUE.fullmatch(token):
+                joined[-1] = f"{joined[-1]}={token}"
+            else:
+                joined.append(token)
+        return joined
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
+        """One short usage line and the error: argparse's full usage block (25 lines for
+        ``audit``) buried the one line that says what is wrong."""
+        usage = self.format_usage()
+        if usage.count("\n") > 1:
+            usage = f"usage: {self.prog} [options] ({self.prog} --help lists them)\n"
+        sys.stderr.write(usage)
+        if message.endswith(": expected one argument"):
+            option = message.removeprefix("argument ").split(":", 1)[0].split("/")[-1]
+            tokens = getattr(self, "_tokens", [])
+            after = tokens[tokens.index(option) + 1 :][:1] if option in tokens else []
+            if after and after[0].startswith("-"):  # a value argparse took for an option
+                message += f" (a value that starts with '-' is written {option}=VALUE)"
         self.exit(EXIT_USAGE, f"{self.prog}: error: {_redact(message)}\n")
 
 

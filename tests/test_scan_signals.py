@@ -1,0 +1,51 @@
+"""A scan stopped by signals, as a real ``fleetscan scan`` subprocess: a second signal ends the
+grace that calls in flight get after the first, at once.
+
+The first SIGINT stops new calls and gives calls in flight ``--stop-grace-seconds`` to finish;
+the second must end that wait (the user means it). Before the fix the second signal sat unread in
+the receiver until the grace was over. Every Storage Gateway answer here takes 300 s and the grace
+is 600 s, so a scan that exits at all after the second signal has honoured it.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from scan_runs import command, env, manifest_of, newest_run, wait_until_scanning
+
+from fleetscan.emulator import FaultRule, Faults
+
+#: Generous, and far below the grace: the scan must not wait the grace out.
+EXIT_GUARD_SECONDS = 60
+
+
+def test_a_second_signal_ends_the_grace_at_once(
+    stack: Any, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    stack.emulator.faults = Faults([FaultRule(slow_rate=1.0, slow_seconds=300)])
+    scan = subprocess.Popen(
+        command(stack, tmp_path, "--stop-grace-seconds", "600"),
+        env=env(stack_env),
+        stderr=subprocess.PIPE,
+    )
+    wait_until_scanning(scan, tmp_path)
+    deadline = time.monotonic() + EXIT_GUARD_SECONDS
+    while stack.emulator.counters.in_flight == 0:  # Storage Gateway calls, each held 300 s
+        assert time.monotonic() < deadline, "no Storage Gateway call was ever in flight"
+        time.sleep(0.05)
+    scan.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert scan.poll() is None, "the scan should be waiting for its calls in flight"
+    second = time.monotonic()
+    scan.send_signal(signal.SIGINT)
+    _, stderr = scan.communicate(timeout=EXIT_GUARD_SECONDS)
+    print(f"exited {time.monotonic() - second:.2f} s after the second SIGINT")
+    assert scan.returncode == 130, stderr.decode()
+    assert b"Traceback" not in stderr
+    run_id = newest_run(tmp_path)
+    assert manifest_of(tmp_path, run_id)["status"] == "interrupted"
+    assert f"--resume {run_id}".encode() in stderr
