@@ -13,8 +13,9 @@ twin):
 
 Audit:
     audit(source, Policy.single("24h")) judges every cached volume: compliant, stale or unknown.
+    diff_runs(source, policy) what changed between two runs: stuck recovery points, newly stale.
 
-Exceptions: FleetscanError and its subclasses ConfigError, DiscoveryError, SinkError.
+Exceptions: FleetscanError and its subclasses ConfigError, DataError, DiscoveryError, SinkError.
 
 The public names load on first use (PEP 562): ``fleetscan --help`` and a refused flag need
 neither aiobotocore nor the audit's report writers, and a scan does not pay for the audit's
@@ -29,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from ._audit import AuditResult, Policy, audit
+    from ._audit import AuditResult, Change, Policy, RunDiff, audit, diff_runs
     from ._config import OrganizationConfig, ScanConfig
-    from ._exceptions import ConfigError, DiscoveryError, FleetscanError, SinkError
+    from ._exceptions import ConfigError, DataError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
         SCHEMA_VERSION,
         ErrorRecord,
@@ -58,9 +59,13 @@ _HOMES = {
     "AuditResult": "._audit",
     "Policy": "._audit",
     "audit": "._audit",
+    "Change": "._audit",
+    "RunDiff": "._audit",
+    "diff_runs": "._audit",
     "ScanConfig": "._config",
     "OrganizationConfig": "._config",
     "ConfigError": "._exceptions",
+    "DataError": "._exceptions",
     "DiscoveryError": "._exceptions",
     "FleetscanError": "._exceptions",
     "SinkError": "._exceptions",
@@ -88,7 +93,9 @@ _HOMES = {
 __all__ = [
     "SCHEMA_VERSION",
     "AuditResult",
+    "Change",
     "ConfigError",
+    "DataError",
     "DiscoveryError",
     "ErrorRecord",
     "FleetscanError",
@@ -98,6 +105,7 @@ __all__ = [
     "Record",
     "RecoveryPointRecord",
     "Run",
+    "RunDiff",
     "ScanConfig",
     "ScanResult",
     "ScanStats",
@@ -108,6 +116,7 @@ __all__ = [
     "aread_manifest",
     "aread_records",
     "audit",
+    "diff_runs",
     "latest_run",
     "list_runs",
     "plan_scan",

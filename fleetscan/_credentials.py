@@ -29,6 +29,12 @@ MEMBER_ACTIONS = (
 )
 #: A hub session only needs to assume the member roles.
 HUB_ACTIONS = ("sts:AssumeRole",)
+#: A member session importing audit findings (``fleetscan audit --security-hub``): nothing else.
+SECURITY_HUB_ACTIONS = (
+    "securityhub:DescribeHub",
+    "securityhub:GetFindings",
+    "securityhub:BatchImportFindings",
+)
 #: An organization's management role (``management_role_arn``) only lists the organization.
 MANAGEMENT_ACTIONS = (
     "organizations:ListAccounts",
@@ -57,6 +63,7 @@ def session_policy(actions: tuple[str, ...]) -> str:
 
 MEMBER_SESSION_POLICY = session_policy(MEMBER_ACTIONS)
 HUB_SESSION_POLICY = session_policy(HUB_ACTIONS)
+SECURITY_HUB_SESSION_POLICY = session_policy(SECURITY_HUB_ACTIONS)
 MANAGEMENT_SESSION_POLICY = session_policy(MANAGEMENT_ACTIONS)
 
 Fetch = Callable[[], Awaitable[dict[str, Any]]]
@@ -147,7 +154,8 @@ class RoleAssumer:
         self, role_arn: str, policy: str = MEMBER_SESSION_POLICY
     ) -> AssumedRoleCredentials:
         """Credentials of ``role_arn`` (a member's role, or with ``policy`` another role),
-        fetched lazily and kept fresh."""
+        fetched lazily and kept fresh, limited to what ``policy`` allows (the scan's reads,
+        unless told otherwise)."""
         return self._assume(role_arn, policy, self._duration, self._external_id)
 
     def _assume(

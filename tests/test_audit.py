@@ -232,12 +232,45 @@ async def test_max_age_finds_exactly_the_stale_compliant_and_unknown_volumes(
     assert [f.as_json() for f in again] == [f.as_json() for f in findings]
 
 
-async def test_latest_complete_run_is_the_default_and_unknowns_alone_exit_5(
+async def test_the_newest_run_is_judged_even_partial_with_its_gaps_unknown(
     scanned: Scanned,
 ) -> None:
-    # The partial run is newer, but an audit without --run reads the latest complete one.
-    result, findings = await _audit(scanned.output, Policy.single("2000h"))
-    assert result.run_id == scanned.complete.run_id
+    # A complete run, then a newer partial one: the verdict is about the newest evidence.
+    for run_id in (None, "latest"):
+        result, findings = await _audit(scanned.output, Policy.single("2000h"), run_id=run_id)
+        assert (result.run_id, result.run_status) == (scanned.partial.run_id, "partial")
+        assert result.newer_runs == []
+        kinds = _by_kind(findings)
+        assert kinds["unit"][scanned.denied].status == "unknown"
+        truth = scanned.fleet.ground_truth(regions=REGIONS)
+        judged = {
+            rp.volume_arn
+            for rp in truth.recovery_points
+            if (rp.account_id, rp.region) != scanned.denied
+        }
+        assert set(kinds["volume"]) == judged
+        assert result.scan_age_seconds is not None
+        assert 0 < result.scan_age_seconds < 3600
+        assert not result.too_old
+
+
+async def test_an_older_run_judged_names_the_newer_one_and_why(scanned: Scanned) -> None:
+    partial = scanned.partial.run_id
+    named, _ = await _audit(scanned.output, Policy.single("2000h"), run_id=scanned.complete.run_id)
+    complete_only = await audit(str(scanned.output), Policy.single("2000h"), require_complete=True)
+    for result, why in ((named, "--run named an older run"), (complete_only, "--require-complete")):
+        assert result.run_id == scanned.complete.run_id
+        ((newer),) = result.newer_runs
+        assert (newer.run_id, newer.status) == (partial, "partial")
+        assert why in newer.reason
+        assert any(partial in warning for warning in result.warnings)
+    with pytest.raises(ConfigError) as caught:
+        await audit(str(scanned.output), Policy.single("1d"), run_id=partial, require_complete=True)
+    assert caught.value.field == "--require-complete"
+
+
+async def test_the_complete_run_with_only_unknowns_exits_5(scanned: Scanned) -> None:
+    result, findings = await _audit(scanned.output, Policy.single("2000h"), scanned.complete.run_id)
     assert result.run_status == "complete"
     truth = scanned.fleet.ground_truth(regions=REGIONS)
     kinds = _by_kind(findings)
@@ -248,6 +281,41 @@ async def test_latest_complete_run_is_the_default_and_unknowns_alone_exit_5(
     assert result.exit_code() == 5
     assert result.exit_code("unknown") == 5
     assert result.exit_code("stale") == 0
+
+
+async def test_evidence_older_than_max_scan_age_judges_nothing(
+    scanned: Scanned, tmp_path: Path
+) -> None:
+    # The complete run, as if it had been scanned three weeks ago.
+    weeks_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=21)
+    old = _copy_run(
+        scanned,
+        tmp_path / "old",
+        started_at=weeks_ago.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        ended_at=(weeks_ago + dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    )
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    result = await audit_to_dir(str(old), Policy.single("12h"), report_dir=reports)
+    findings = [orjson.loads(line) for line in (reports / "findings.ndjson").read_bytes().split()]
+    assert result.too_old
+    assert result.scan_age_seconds is not None
+    assert result.scan_age_seconds > 20 * 86400
+    assert {f["status"] for f in findings} == {"unknown"}
+    assert result.counts["unknown"] == len(findings) > len(scanned.fleet.accounts)
+    assert {f.error_code for f in result.unknown if f.kind == "volume"} == {"EvidenceTooOld"}
+    assert result.exit_code() == 5  # stale volumes too, but their evidence proves nothing now
+    assert any("evidence too old" in warning for warning in result.warnings)
+    markdown = (reports / "report.md").read_text(encoding="utf-8")
+    assert "evidence too old" in markdown
+    assert "too old, every finding unknown" in markdown
+    # With no limit (re-auditing the record of an old run), the run's own answer.
+    again = await audit(str(old), Policy.single("12h"), max_scan_age=None)
+    assert not again.too_old
+    assert again.counts["stale"] > 0
+    assert again.exit_code() == 4
+    fresh_enough = await audit(str(old), Policy.single("12h"), max_scan_age=30 * 86400)
+    assert fresh_enough.counts == again.counts
 
 
 #: An account of seed 7 with no fresh recovery point aged 2h37m-3h05m: STRICT splits them.
@@ -470,15 +538,38 @@ def _copy_run(scanned: Scanned, target: Path, **manifest_changes: Any) -> Path:
 
 async def test_an_interrupted_run_is_never_compliant(scanned: Scanned, tmp_path: Path) -> None:
     copy = _copy_run(scanned, tmp_path / "copy", status="interrupted")
-    with pytest.raises(ConfigError, match="--run"):
-        await audit(str(copy), Policy.single("2000h"))  # no complete run left to default to
-    result, findings = await _audit(copy, Policy.single("2000h"), run_id=scanned.complete.run_id)
-    (run_finding,) = _by_kind(findings)["run"].values()
-    assert run_finding.status == "unknown"
-    assert run_finding.error_code == "RunInterrupted"
-    assert run_finding.account_id is None
-    assert result.counts["stale"] == 0
+    with pytest.raises(ConfigError) as caught:
+        await audit(str(copy), Policy.single("2000h"), require_complete=True)
+    assert caught.value.field == "--require-complete"
+    assert "1 interrupted" in str(caught.value)
+    for run_id in (None, scanned.complete.run_id):
+        result, findings = await _audit(copy, Policy.single("2000h"), run_id=run_id)
+        assert result.run_id == scanned.complete.run_id
+        (run_finding,) = _by_kind(findings)["run"].values()
+        assert run_finding.status == "unknown"
+        assert run_finding.error_code == "RunInterrupted"
+        assert run_finding.account_id is None
+        assert result.counts["stale"] == 0
+        assert result.exit_code() == 5
+        assert any("is interrupted" in warning for warning in result.warnings)
+
+
+async def test_a_failed_newest_run_is_judged_not_skipped_for_an_older_one(
+    scanned: Scanned, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(scanned.output, copy)
+    path = find_manifest(copy, scanned.partial.run_id)
+    manifest = orjson.loads(path.read_bytes())
+    path.write_bytes(orjson.dumps(manifest | {"status": "failed"}))
+    result, findings = await _audit(copy, Policy.single("2000h"))
+    assert (result.run_id, result.run_status) == (scanned.partial.run_id, "failed")
+    assert _by_kind(findings)["run"][None].error_code == "RunFailed"
     assert result.exit_code() == 5
+    assert any(f"run {scanned.partial.run_id} is failed" in w for w in result.warnings)
+    older = await audit(str(copy), Policy.single("2000h"), require_complete=True)
+    assert older.run_id == scanned.complete.run_id
+    assert [(n.run_id, n.status) for n in older.newer_runs] == [(scanned.partial.run_id, "failed")]
 
 
 async def test_ou_rules_on_a_run_without_placement_warn(scanned: Scanned, tmp_path: Path) -> None:
@@ -619,9 +710,12 @@ async def test_reports_hold_the_same_numbers_and_parse(scanned: Scanned, tmp_pat
     assert page.fills["#c62828"] >= 1  # stale dots
     assert page.fills["#2e7d32"] >= 1  # compliant dots
     tables = page.tables
+    # The complete run before this one: what changed since then is in the reports too.
     assert set(tables) == {"evidence", "status", "accounts", "regions", "rules", "stale"} | {
         "unknown",
         "files",
+        "changes",
+        "changed",
     }
     assert tables["status"][1:] == expected_status_rows
     assert len(tables["stale"]) - 1 == status["stale"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -26,6 +27,7 @@ import pytest
 from fleetscan._records import parse_time
 from fleetscan._sinks import find_manifest, latest_run, read_manifest
 from fleetscan.emulator import Fleet, FleetSpec, Stack, start_stack
+from fleetscan.emulator._faults import FaultRule, Faults
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2")
 HOUR = 3600
@@ -221,6 +223,93 @@ def test_s3_input_gives_the_same_answer_as_local(cli_run: CliRun, tmp_path: Path
     assert f"| data | {dest} |" in markdown
 
 
+def _audit_event(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    (event,) = [orjson.loads(line) for line in proc.stderr.splitlines()]
+    assert event["event"] == "audit_finished"
+    return dict(event)
+
+
+def test_s3_complete_then_partial_judges_the_partial_run(cli_run: CliRun) -> None:
+    """The user's report: a complete run, then a newer partial one; the audit must judge the
+    newer one (its gaps unknown), and say which run it judged when told to use an older one."""
+    env, stack = cli_run.env, cli_run.stack
+    s3 = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    ).client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"])
+    bucket = f"{BUCKET}-newest"
+    s3.create_bucket(Bucket=bucket)
+    dest = f"s3://{bucket}/inv/"
+    first = _fleetscan("scan", *cli_run.scan_args("--output", dest, "--quiet"), env=env)
+    assert first.returncode == 0, first.stderr
+    (complete_key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]
+                       if o["Key"].startswith("inv/manifests/")]  # fmt: skip
+    complete = complete_key.rsplit("/", 1)[1].removesuffix(".json")
+    denied = sorted(cli_run.fleet.pairs)[1]
+    stack.emulator.faults = Faults(
+        [FaultRule(account_id=denied[0], region=denied[1], access_denied=True)]
+    )
+    try:
+        second = _fleetscan("scan", *cli_run.scan_args("--output", dest, "--quiet"), env=env)
+    finally:
+        stack.emulator.faults = Faults([])
+    assert second.returncode == 3, second.stderr  # partial
+
+    audit = ["audit", "--input", dest, "--max-age", "2000h", "--log-format", "json"]
+    newest = _audit_event(_fleetscan(*audit, env=env))
+    assert newest["run_id"] != complete
+    assert newest["run_status"] == "partial"
+    assert newest["newer_runs_not_judged"] == []
+    assert newest["exit_code"] == 5
+    assert newest["unknown"] > len(cli_run.fleet.ground_truth(regions=REGIONS).gateway_errors)
+    assert (
+        _audit_event(_fleetscan(*audit, "--run", "latest", env=env))["run_id"] == newest["run_id"]
+    )
+    for extra in (["--run", complete], ["--require-complete"]):
+        older = _audit_event(_fleetscan(*audit, *extra, env=env))
+        assert (older["run_id"], older["run_status"]) == (complete, "complete")
+        (skipped,) = older["newer_runs_not_judged"]
+        assert (skipped["run_id"], skipped["status"]) == (newest["run_id"], "partial")
+        assert extra[0] in skipped["reason"]
+    text = _fleetscan("audit", "--input", dest, "--max-age", "2000h", "--run", complete, env=env)
+    assert f"newer run {newest['run_id']} (partial" in text.stderr
+    assert f"evidence: run {complete} (complete), scanned" in text.stderr
+
+
+def test_only_an_old_complete_run_is_unknown_evidence_too_old(
+    cli_run: CliRun, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(cli_run.output, old)
+    (path,) = old.glob("manifests/dt=*/*.json")
+    manifest = orjson.loads(path.read_bytes())
+    path.write_bytes(
+        orjson.dumps(
+            manifest
+            | {"started_at": "2026-01-02T03:04:05.000Z", "ended_at": "2026-01-02T03:09:05.000Z"}
+        )
+    )
+    reports = tmp_path / "reports"
+    proc = _fleetscan("audit", "--input", old, "--max-age", "12h", "--report-dir", reports, env={})
+    assert proc.returncode == 5, proc.stderr
+    assert "evidence too old" in proc.stderr
+    assert {f["status"] for f in _findings(reports)} == {"unknown"}
+    assert "evidence too old" in (reports / "report.html").read_text(encoding="utf-8")
+    judged = _fleetscan(
+        "audit", "--input", old, "--max-age", "12h", "--max-scan-age", "none", env={}
+    )
+    assert judged.returncode == 4, judged.stderr  # its stale volumes, as judged back then
+
+
+def test_the_cli_default_scan_age_is_the_librarys() -> None:
+    from fleetscan._audit._evaluate import DEFAULT_MAX_SCAN_AGE
+    from fleetscan._commands.audit import MAX_SCAN_AGE, AuditRequest
+
+    assert MAX_SCAN_AGE == DEFAULT_MAX_SCAN_AGE == 48 * 3600
+    assert AuditRequest.__dataclass_fields__["max_scan_age"].default == DEFAULT_MAX_SCAN_AGE
+
+
 def _bad_policy(tmp_path: Path) -> Path:
     path = tmp_path / "policy.toml"
     path.write_text('max_age = "1d"\n[[rules]]\nname = "x"\nmax_age = "1h"\nacount = "1"\n')
@@ -234,6 +323,30 @@ BAD_INPUT: list[tuple[str, Callable[[Path, Path], list[Any]], str]] = [
     ("input dir", lambda out, tmp: ["--input", tmp / "missing", "--max-age", "1d"], "not exist"),
     ("run id", lambda out, tmp: ["--input", out, "--run", "nope", "--max-age", "1d"], "'nope'"),
     ("no run", lambda out, tmp: ["--input", tmp, "--max-age", "1d"], "no fleetscan run"),
+    (
+        "hub role alone",
+        lambda out, tmp: ["--input", out, "--max-age", "1d", "--security-hub-role-name", "R"],
+        "--security-hub-role-name",
+    ),
+    (
+        "require-complete on a fresh scan",
+        lambda out, tmp: [
+            "--org",
+            "--role-name",
+            "R",
+            "--output",
+            tmp,
+            "--max-age",
+            "1d",
+            "--require-complete",
+        ],
+        "--require-complete",
+    ),
+    (
+        "scan age",
+        lambda out, tmp: ["--input", out, "--max-age", "1d", "--max-scan-age", "2"],
+        "--max-scan-age",
+    ),
     ("scan flags", lambda out, tmp: ["--input", out, "--org", "--max-age", "1d"], "--org"),
     ("no source", lambda out, tmp: ["--max-age", "1d"], "--input"),
     ("no objective", lambda out, tmp: ["--input", out], "--max-age"),

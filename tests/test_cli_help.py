@@ -32,7 +32,8 @@ DESCRIBED: dict[str, Any] = {
     "the bucket's own": None,
     "the aws/s3 key": None,
     "those enabled in each account": "enabled",
-    "the latest complete run": None,
+    "the newest run whatever its status": None,
+    "the scan's --role-name, or the one the run's manifest records": None,
     "all three": None,
     # The emulator's --regions: None means its DEFAULT_REGIONS.
     "the 16 regions enabled by default": None,

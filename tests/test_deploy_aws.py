@@ -447,25 +447,14 @@ def test_the_security_hub_import_policy_is_separate_and_off_by_default(
     # The reader's own policy is untouched; the import is a policy of its own, for this account's
     # own product and hub only.
     assert documents.pop("fleetscan-reader") == policy("member-role.json")
-    assert documents == {
-        "fleetscan-security-hub-import": {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "ImportFindingsAsThisAccountsOwnProduct",
-                    "Effect": "Allow",
-                    "Action": "securityhub:BatchImportFindings",
-                    "Resource": f"arn:aws:securityhub:*:{account}:product/{account}/default",
-                },
-                {
-                    "Sid": "CheckThatSecurityHubIsOn",
-                    "Effect": "Allow",
-                    "Action": "securityhub:DescribeHub",
-                    "Resource": f"arn:aws:securityhub:*:{account}:hub/default",
-                },
-            ],
-        }
-    }
+    # configs/iam/security-hub-import.json, for the account it is deployed in.
+    shipped = json.loads(
+        (ROOT / "configs/iam/security-hub-import.json").read_text().replace("111122223333", account)
+    )
+    assert documents == {"fleetscan-security-hub-import": shipped}
+    assert shipped["Statement"][0]["Resource"] == (
+        f"arn:aws:securityhub:*:{account}:product/{account}/default"
+    )
 
 
 def test_an_array_child_of_the_batch_job_scans_through_the_job_role(

@@ -26,6 +26,8 @@ from fleetscan._credentials import (
     MANAGEMENT_SESSION_POLICY,
     MEMBER_ACTIONS,
     MEMBER_SESSION_POLICY,
+    SECURITY_HUB_ACTIONS,
+    SECURITY_HUB_SESSION_POLICY,
 )
 from fleetscan._sinks import find_manifest, read_manifest
 from fleetscan.emulator import FleetSpec, Stack, start_stack
@@ -108,6 +110,28 @@ def scan(stack: Stack, output: Path, **overrides: Any) -> tuple[fleetscan.ScanRe
     result = anyio.run(fleetscan.run_scan, fleetscan.ScanConfig(**values), backend="asyncio")
     assert result.status == "complete"
     return result, api_calls(output, result)
+
+
+def test_the_security_hub_policy_allows_the_import_session_actions_and_no_more() -> None:
+    """configs/iam/security-hub-import.json is optional and separate from the reader's policy;
+    tests/test_security_hub.py checks that an import calls exactly these operations."""
+    document = policy("security-hub-import.json")
+    assert allowed_actions(document) == set(SECURITY_HUB_ACTIONS)
+    assert not allowed_actions(document) & allowed_actions(policy("member-role.json"))
+    statement = json.loads(SECURITY_HUB_SESSION_POLICY)["Statement"][0]
+    assert statement["Action"] == list(SECURITY_HUB_ACTIONS)
+    model = botocore.session.get_session().get_service_model("securityhub")
+    assert {
+        f"securityhub:{op}" for op in ("DescribeHub", "GetFindings", "BatchImportFindings")
+    } == (set(SECURITY_HUB_ACTIONS))
+    assert all(a.split(":")[1] in model.operation_names for a in SECURITY_HUB_ACTIONS)
+    # Importing is allowed only as the account's own product; the reads only on its own hub.
+    for found in statements(document):
+        listed = found["Action"]
+        actions = {listed} if isinstance(listed, str) else set(listed)
+        imports = actions == {"securityhub:BatchImportFindings"}
+        own = "product/111122223333/default" if imports else "hub/default"
+        assert found["Resource"] == f"arn:aws:securityhub:*:111122223333:{own}", actions
 
 
 def test_the_member_role_policy_allows_the_member_session_actions() -> None:
@@ -203,3 +227,37 @@ def test_the_shipped_trust_policy_admits_only_callers_with_the_external_id(
 
     admitted, _ = scan(stack, tmp_path / "yes", external_id=external_id, regions=regions)
     assert admitted.stats.accounts_failed == 0
+
+
+def test_security_hub_import_sessions_carry_only_the_import_actions(
+    stack: Stack, stack_env: None, tmp_path: Path
+) -> None:
+    """The import assumes the role in each member account with the import's session policy (read
+    from moto's STS), never the reader's; Security Hub is not enabled in moto's accounts here, so
+    each account and region is one DescribeHub problem."""
+    from fleetscan._audit import Policy, audit
+    from fleetscan._audit._asff import asff_findings
+    from fleetscan._audit._securityhub import import_findings
+
+    result, _ = scan(stack, tmp_path, regions=stack.fleet.spec.regions)
+    before = {id(session) for session in sessions()}
+    found: list[Any] = []
+    audited = anyio.run(
+        lambda: audit(str(tmp_path), Policy.single("1d"), on_finding=found.append),
+        backend="asyncio",
+    )
+    items = asff_findings(audited, found)
+    config = fleetscan.ScanConfig(org=True, role_name=stack.role_name)
+    imported = anyio.run(
+        lambda: import_findings(items, config, role_name=stack.role_name), backend="asyncio"
+    )
+    accounts = {item["AwsAccountId"] for item in items}
+    import_sessions = [session for session in sessions() if id(session) not in before]
+    assert {s.policy for s in import_sessions} == {SECURITY_HUB_SESSION_POLICY}
+    assert {s.role_arn.split(":")[4] for s in import_sessions} == accounts
+    assert set(imported.api_calls) == {"AssumeRole", "DescribeHub"}
+    assert {(p.operation, p.error_code) for p in imported.problems} == {
+        ("DescribeHub", "InvalidAccessException")
+    }
+    assert imported.not_imported == len(items)
+    assert result.stats.accounts >= len(accounts)

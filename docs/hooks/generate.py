@@ -404,7 +404,8 @@ API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("Audit", ("audit", "Policy", "AuditResult")),
-    ("Errors", ("FleetscanError", "ConfigError", "DiscoveryError", "SinkError")),
+    ("Changes between runs", ("diff_runs", "RunDiff", "Change")),
+    ("Errors", ("FleetscanError", "ConfigError", "DataError", "DiscoveryError", "SinkError")),
     ("Version", ("__version__",)),
 )
 

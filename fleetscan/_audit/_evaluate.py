@@ -8,6 +8,12 @@ What cannot be judged is never counted compliant. A gateway the scan could not r
 ``error``: offline, access denied, retries exhausted) is one ``unknown`` finding, since its volumes
 are not known; so is an (account, region) unit that failed as a whole (AssumeRole, DescribeRegions,
 ListGateways), and a run that failed or was interrupted before reaching every unit.
+
+The verdict is about the newest evidence: by default the run that started last under the source,
+whatever its status (a partial run's gaps are unknowns; a failed or interrupted run is judged and
+says so, never skipped for an older complete one), and evidence older than ``max_scan_age``
+judges nothing (every finding ``unknown``, "evidence too old"). Newer runs that were not judged
+(``run_id`` named an older one, or ``require_complete``) are listed in the result, with why.
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ import datetime as dt
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .._exceptions import ConfigError
-from .._records import parse_time
-from .._sinks._read import aiter_records, alatest_run, alist_runs, aread_manifest
-from ._policy import DEFAULT_RULE, Policy
+from .._exceptions import ConfigError, DataError
+from .._records import format_time, parse_time
+from .._sinks._read import aiter_records, alist_runs, aread_manifest
+from ._policy import DEFAULT_RULE, Policy, format_duration
+
+if TYPE_CHECKING:
+    from ._diff import RunDiff
 
 Status = Literal["compliant", "stale", "unknown"]
 STATUSES: tuple[Status, ...] = ("compliant", "stale", "unknown")
@@ -43,6 +53,12 @@ FINDING_FIELDS: tuple[str, ...] = (
     "rule",
     "status",
 )
+#: Evidence older than this (audit time - the run's start) judges nothing, unless told otherwise.
+DEFAULT_MAX_SCAN_AGE = 48 * 3600
+#: What ``run_id=`` takes besides a run id: the run that started last (the default).
+LATEST = "latest"
+#: The error code of a finding whose run is older than ``max_scan_age``.
+TOO_OLD = "EvidenceTooOld"
 #: Age histogram resolution for the chart: bins per power of ten seconds.
 BINS_PER_DECADE = 8
 
@@ -124,6 +140,16 @@ class RuleSummary:
     counts: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True)
+class NewerRun:
+    """A run that started after the judged one and was not used: the reports say so, and why."""
+
+    run_id: str
+    status: str
+    started_at: str
+    reason: str
+
+
 @dataclass
 class AuditResult:
     """Everything the reports show; findings themselves stream to ``on_finding``."""
@@ -143,6 +169,21 @@ class AuditResult:
     stale: list[Finding] = field(default_factory=list)
     unknown: list[Finding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Seconds from the run's start to the audit: how old the evidence is.
+    scan_age_seconds: float | None = None
+    #: The freshness limit applied (None: none).
+    max_scan_age_seconds: int | None = DEFAULT_MAX_SCAN_AGE
+    newer_runs: list[NewerRun] = field(default_factory=list)
+
+    @property
+    def too_old(self) -> bool:
+        """The run is older than ``max_scan_age``: every finding is unknown."""
+        limit, age = self.max_scan_age_seconds, self.scan_age_seconds
+        return limit is not None and (age is None or age > limit)
+
+    #: What changed since the previous finished run, when the reports were asked for and there
+    #: is one (see :func:`fleetscan.diff_runs`).
+    changes: RunDiff | None = None
 
     @property
     def volumes(self) -> int:
@@ -209,22 +250,52 @@ class _Accounts:
         return any(self.ou_ids(account_id) for account_id in self.by_id)
 
 
-async def resolve_run(source: str, run_id: str | None) -> str:
-    """``--run`` as given, or the latest complete run under ``source`` (ConfigError: none)."""
-    if run_id is not None:
-        return run_id
-    latest = await alatest_run(source, complete_only=True)
-    if latest is not None:
-        return latest
+def _listed(runs: list[dict[str, Any]]) -> str:
+    statuses = Counter(str(r.get("status")) for r in runs)
+    return ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+
+
+async def resolve_run(
+    source: str, run_id: str | None, *, require_complete: bool = False
+) -> tuple[str, list[dict[str, Any]]]:
+    """The run to judge (``run_id``, or the newest: of any status, or complete with
+    ``require_complete``; ConfigError when there is none), and every run with a manifest."""
     runs = await alist_runs(source)
+    if run_id is not None and run_id != LATEST:
+        return run_id, runs
+    candidates = [r for r in runs if r["status"] == "complete"] if require_complete else runs
+    if candidates:
+        return str(candidates[-1]["run_id"]), runs
     if runs:
-        statuses = Counter(str(r.get("status")) for r in runs)
-        listed = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
         raise ConfigError(
-            "--input",
-            f"no complete run under {source} ({listed}): name one with --run RUN_ID",
+            "--require-complete",
+            f"no complete run under {source} ({_listed(runs)}): drop --require-complete to judge "
+            "the newest run, or name one with --run RUN_ID",
         )
     raise ConfigError("--input", f"no fleetscan run under {source} (no manifest found)")
+
+
+def _newer_runs(
+    runs: list[dict[str, Any]], judged: dict[str, Any], run_id: str, require_complete: bool
+) -> list[NewerRun]:
+    """The runs that started after the judged one, each with why it was not used."""
+    key = (str(judged.get("started_at")), run_id)
+    newer = []
+    for run in runs:
+        if (run["started_at"], run["run_id"]) <= key:
+            continue
+        if require_complete and run["status"] != "complete":
+            reason = f"{run['status']}, and --require-complete judges complete runs only"
+        else:
+            reason = "not asked for: --run named an older run"
+        newer.append(NewerRun(run["run_id"], run["status"], run["started_at"], reason))
+    return newer
+
+
+def _scan_age(manifest: Mapping[str, Any], audited: dt.datetime) -> float | None:
+    """How old the run's evidence is: from its start, so no record in it is older."""
+    started = parse_time(manifest.get("started_at"))
+    return None if started is None else round((audited - started).total_seconds(), 3)
 
 
 async def audit(
@@ -232,30 +303,62 @@ async def audit(
     policy: Policy,
     *,
     run_id: str | None = None,
+    require_complete: bool = False,
+    max_scan_age: int | None = DEFAULT_MAX_SCAN_AGE,
     on_finding: Callable[[Finding], None] | None = None,
 ) -> AuditResult:
-    """Judge a run (the latest complete one under ``source`` unless ``run_id``) against ``policy``.
+    """Judge a run against ``policy``: ``run_id`` (a run id, or ``"latest"``: the default), the
+    newest run under ``source`` whatever its status, or the newest complete one with
+    ``require_complete``. A run older than ``max_scan_age`` seconds (None: no limit) makes every
+    finding unknown, "evidence too old".
 
     Findings go to ``on_finding`` as they are made (volumes in the order the run wrote them, then
     unknown gateways, then unknown units), so memory holds only the summary, stale and unknown
-    findings. Raises ConfigError for an unknown run; a damaged file raises ValueError naming it.
+    findings. Raises ConfigError for an unknown run, DataError naming the file and line for a
+    damaged manifest or record file.
     """
-    run_id = await resolve_run(source, run_id)
+    run_id, runs = await resolve_run(source, run_id, require_complete=require_complete)
     try:
         manifest = await aread_manifest(source, run_id)
     except FileNotFoundError:
         raise ConfigError("--run", f"no run {run_id!r} under {source}") from None
-    except ValueError as exc:  # not a run id, or not a fleetscan manifest
+    except DataError:
+        raise  # a damaged manifest: the data is bad, not the run id
+    except ValueError as exc:  # not a run id
         raise ConfigError("--run", str(exc)) from None
+    status = str(manifest.get("status"))
+    if require_complete and status != "complete":
+        raise ConfigError("--require-complete", f"run {run_id} is {status}, not complete")
     summary = manifest.get("summary")
     accounts = _Accounts(summary if isinstance(summary, dict) else {})
+    audited = dt.datetime.now(dt.UTC)
     result = AuditResult(
         source=source,
         run_id=run_id,
         manifest=manifest,
         policy=policy,
-        audited_at=_now(),
+        audited_at=format_time(audited),
+        scan_age_seconds=_scan_age(manifest, audited),
+        max_scan_age_seconds=max_scan_age,
+        newer_runs=_newer_runs(runs, manifest, run_id, require_complete),
     )
+    too_old = result.too_old
+    if too_old:
+        result.warnings.append(
+            f"evidence too old: run {run_id} started {manifest.get('started_at')}, "
+            f"{format_duration(result.scan_age_seconds)} before this audit, more than the "
+            f"{format_duration(max_scan_age)} allowed (--max-scan-age): every finding is unknown"
+        )
+    if status not in ("complete", "partial"):
+        result.warnings.append(
+            f"run {run_id} is {status}: what it did not reach is unknown; finish it with "
+            "fleetscan scan --resume, or scan again"
+        )
+    for newer in result.newer_runs:
+        result.warnings.append(
+            f"newer run {newer.run_id} ({newer.status}, started {newer.started_at}) was not "
+            f"judged: {newer.reason}"
+        )
     for rule in policy.rules:
         result.rules[rule.name] = RuleSummary(rule.name, rule.objective_seconds, rule.describe())
     result.rules[DEFAULT_RULE] = RuleSummary(
@@ -284,7 +387,11 @@ async def audit(
         )
         finding.objective_seconds = objective.seconds
         finding.rule = objective.rule
-        if finding.status != "unknown":
+        if too_old and finding.status != "unknown":
+            finding.status = "unknown"
+            finding.error_code = TOO_OLD
+            finding.message = "evidence too old (--max-scan-age)"
+        elif finding.status != "unknown":
             stale = finding.age_seconds is None or finding.age_seconds > objective.seconds
             finding.status = "stale" if stale else "compliant"
         if finding.account_name is None:
@@ -296,21 +403,25 @@ async def audit(
     # Errors first (few), then gateways (only the failed ones are kept), then the volumes.
     unit_errors: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     gateway_errors: dict[str, dict[str, Any]] = {}
-    async for row in aiter_records(source, run_id, "errors"):
-        arn = row.get("gateway_arn")
-        if arn:
-            gateway_errors.setdefault(str(arn), row)
-        else:
-            unit_errors.setdefault((row.get("account_id"), row.get("region")), row)
+    # Each reader is closed here, whatever stops the loop: a reader left to the garbage
+    # collector finalises after the event loop ends, and its file's worker thread never does.
+    async with aclosing(aiter_records(source, run_id, "errors")) as rows:
+        async for row in rows:
+            arn = row.get("gateway_arn")
+            if arn:
+                gateway_errors.setdefault(str(arn), row)
+            else:
+                unit_errors.setdefault((row.get("account_id"), row.get("region")), row)
     failed_gateways: dict[str, dict[str, Any]] = {}
-    async for row in aiter_records(source, run_id, "gateways"):
-        if row.get("status") == "error":
-            failed_gateways[str(row["gateway_arn"])] = row
-    async for row in aiter_records(source, run_id, "recovery_points"):
-        record(_volume_finding(run_id, row))
+    async with aclosing(aiter_records(source, run_id, "gateways")) as rows:
+        async for row in rows:
+            if row.get("status") == "error":
+                failed_gateways[str(row["gateway_arn"])] = row
+    async with aclosing(aiter_records(source, run_id, "recovery_points")) as rows:
+        async for row in rows:
+            record(_volume_finding(run_id, row))
     for arn in sorted(failed_gateways.keys() | gateway_errors.keys()):
         record(_gateway_finding(run_id, arn, failed_gateways.get(arn), gateway_errors.get(arn)))
-    status = str(manifest.get("status"))
     if status not in ("complete", "partial") and (None, None) not in unit_errors:
         unit_errors[(None, None)] = {
             "operation": None,
@@ -327,12 +438,6 @@ async def audit(
 def _unit_order(item: tuple[tuple[str | None, str | None], Any]) -> tuple[str, str]:
     (account_id, region), _ = item
     return (account_id or "", region or "")
-
-
-def _now() -> str:
-    from .._records import format_time
-
-    return format_time(dt.datetime.now(dt.UTC))
 
 
 def _account(result: AuditResult, accounts: _Accounts, account_id: str | None) -> AccountSummary:

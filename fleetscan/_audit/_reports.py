@@ -22,6 +22,7 @@ import orjson
 
 from .._exceptions import ConfigError
 from .._localfs import Tree
+from ._diff import CHANGE_KINDS, RunDiff
 from ._evaluate import BINS_PER_DECADE, STATUSES, AccountSummary, AuditResult, Finding
 from ._policy import format_duration
 
@@ -47,10 +48,10 @@ def prepare_report_dir(path: str | os.PathLike[str]) -> Path:
 
 
 @contextmanager
-def _atomic(directory: Path, name: str) -> Iterator[IO[bytes]]:
+def _atomic(directory: Path, name: str, *, field: str = "--report-dir") -> Iterator[IO[bytes]]:
     """Write ``name`` in ``directory`` under a fresh temporary name (created with ``O_EXCL``,
     never through a link planted there); rename it into place only when complete."""
-    tree = Tree(directory, field="--report-dir", create=False)
+    tree = Tree(directory, field=field, create=False)
     try:
         fd, temporary = tree.create_temporary(name, 0o600)
         try:
@@ -117,6 +118,14 @@ def verdict(result: AuditResult) -> str:
     )
 
 
+def evidence_age(result: AuditResult) -> str:
+    """How old the judged run is, against the limit: "3h 2m at the audit (limit 2d)"."""
+    limit = result.max_scan_age_seconds
+    text = f"{format_duration(result.scan_age_seconds)} at the audit"
+    text += f" (limit {format_duration(limit)})" if limit is not None else " (no limit)"
+    return text + (": too old, every finding unknown" if result.too_old else "")
+
+
 def _objectives(summary: AccountSummary) -> str:
     return ", ".join(
         f"{format_duration(seconds)} ({rule})"
@@ -140,6 +149,14 @@ def report_tables(result: AuditResult) -> list[Table]:
         ("run id", result.run_id),
         ("run status", result.run_status),
         ("scan window", f"{manifest.get('started_at')} to {manifest.get('ended_at')}"),
+        ("evidence age", evidence_age(result)),
+        *(
+            (
+                f"newer run {n.run_id}",
+                f"not judged ({n.status}, started {n.started_at}): {n.reason}",
+            )
+            for n in result.newer_runs
+        ),
         ("scanned by", f"fleetscan {manifest.get('fleetscan_version')}"),
         ("data", result.source),
         ("objectives", result.policy.source),
@@ -157,14 +174,14 @@ def report_tables(result: AuditResult) -> list[Table]:
         ("stale", _n(c["stale"]), "0", "0", _n(c["stale"])),
         (
             "unknown",
-            "0",
+            _n(kinds["volume"]),
             _n(kinds["gateway"]),
             _n(kinds["unit"] + kinds["run"]),
             _n(c["unknown"]),
         ),
         (
             "total",
-            _n(result.volumes),
+            _n(result.volumes + kinds["volume"]),
             _n(kinds["gateway"]),
             _n(kinds["unit"] + kinds["run"]),
             _n(result.findings),
@@ -240,7 +257,7 @@ def report_tables(result: AuditResult) -> list[Table]:
         )
         for entry in manifest.get("files") or []
     ]
-    return [
+    tables = [
         Table("evidence", "Evidence", ("", ""), [tuple(r) for r in evidence_rows]),
         Table(
             "status",
@@ -314,6 +331,51 @@ def report_tables(result: AuditResult) -> list[Table]:
             empty="The manifest lists no file.",
             note="Every file was read through the manifest; its size, sha256 and record count "
             "were checked against it.",
+        ),
+    ]
+    tables[2:2] = change_tables(result.changes) if result.changes is not None else []
+    return tables
+
+
+#: Changes listed in the reports (all of them: ``fleetscan diff``).
+CHANGE_ROWS = 200
+
+
+def change_tables(diff: RunDiff) -> list[Table]:
+    """What changed since the previous run: counts by kind, then the first changes."""
+    order = {kind: index for index, kind in enumerate(CHANGE_KINDS)}
+    changes = sorted(diff.changes, key=lambda c: order[c.change])[:CHANGE_ROWS]
+    rows = [
+        (
+            c.change,
+            c.account_id or "-",
+            c.region or "-",
+            c.gateway_name or (c.gateway_arn or "-").rsplit("/", 1)[-1],
+            c.volume_arn or "-",
+            c.recovery_point_time_before or "-",
+            c.recovery_point_time_after or c.error_code or "-",
+        )
+        for c in changes
+    ]
+    more = diff.total - len(rows)
+    command = f"fleetscan diff --input {diff.source} --from {diff.from_run_id}"
+    command += f" --to {diff.to_run_id}"
+    return [
+        Table(
+            "changes",
+            f"Changes since run {diff.from_run_id}",
+            ("change", "count"),
+            [(kind, _n(diff.counts[kind])) for kind in CHANGE_KINDS],
+            note=f"{_n(diff.volumes_before)} volumes then, {_n(diff.volumes_after)} now. stuck: "
+            "the recovery point did not advance although the gateway answered both times.",
+        ),
+        Table(
+            "changed",
+            "What changed",
+            ("change", "account", "region", "gateway", "volume", "before", "after"),
+            rows,
+            empty="Nothing changed.",
+            note=f"{_n(more)} more: {command}" if more > 0 else "",
         ),
     ]
 

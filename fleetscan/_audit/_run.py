@@ -3,23 +3,57 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .._config import parse_s3_url
 from .._exceptions import ConfigError
-from ._evaluate import AuditResult, audit
+from ._diff import diff_runs, resolve_runs
+from ._evaluate import DEFAULT_MAX_SCAN_AGE, AuditResult, Finding, audit
 from ._policy import Policy
 from ._reports import FindingsWriter, write_reports
 
 
 async def audit_to_dir(
-    source: str, policy: Policy, *, run_id: str | None = None, report_dir: Path | None = None
+    source: str,
+    policy: Policy,
+    *,
+    run_id: str | None = None,
+    report_dir: Path | None = None,
+    require_complete: bool = False,
+    max_scan_age: int | None = DEFAULT_MAX_SCAN_AGE,
+    on_finding: Callable[[Finding], None] | None = None,
 ) -> AuditResult:
-    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after."""
+    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after,
+    with what changed since the previous finished run when there is one. ``on_finding`` sees
+    every finding too (after it is written)."""
+
+    async def judge(write: Callable[[Finding], None] | None) -> AuditResult:
+        def each(finding: Finding) -> None:
+            if write is not None:
+                write(finding)
+            if on_finding is not None:
+                on_finding(finding)
+
+        return await audit(
+            source,
+            policy,
+            run_id=run_id,
+            require_complete=require_complete,
+            max_scan_age=max_scan_age,
+            on_finding=each,
+        )
+
     if report_dir is None:
-        return await audit(source, policy, run_id=run_id)
+        return await judge(None)
     with FindingsWriter(report_dir) as findings:
-        result = await audit(source, policy, run_id=run_id, on_finding=findings.write)
+        result = await judge(findings.write)
+    try:
+        previous, _ = await resolve_runs(source, None, result.run_id)
+    except ConfigError:  # no finished run before this one
+        previous = None
+    if previous is not None:
+        result.changes = await diff_runs(source, policy, from_run=previous, to_run=result.run_id)
     write_reports(result, report_dir)
     return result
 

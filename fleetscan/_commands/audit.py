@@ -1,8 +1,10 @@
 """``fleetscan audit``: optionally scan first, judge the run, write the reports, set the exit code.
 
 Exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
-(``--fail-on`` narrows this), 2 bad input. When it scans first, a scan that fails outright returns
-the scan's own code (1 fatal, 130 interrupted); a partial scan is audited, its gaps as unknowns.
+(``--fail-on`` narrows this), 6 findings not all imported into Security Hub (whatever the
+verdict: the summary still gives it), 2 bad input. When it scans first, a scan that fails
+outright returns the scan's own code (1 fatal, 130 interrupted); a partial scan is audited, its
+gaps as unknowns.
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._config import CONFIG_KEYS, ScanConfig
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, DataError
 from ._args import add_scan_options, scan_config
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .._audit import AuditResult, Policy
+    from .._audit import AuditResult, Finding, Policy
 
 FAIL_ON = ("stale", "unknown", "none")
+#: Some findings could not be imported into Security Hub (``--security-hub``).
+EXIT_NOT_IMPORTED = 6
+#: ``--max-scan-age`` unless given: the library's DEFAULT_MAX_SCAN_AGE, without importing the
+#: audit (and its readers) to build the parser (tests/test_cli_audit.py checks they agree).
+MAX_SCAN_AGE = 48 * 3600
 #: Accounts listed in the terminal table; the reports list them all.
 TERMINAL_ROWS = 15
 
@@ -43,11 +50,25 @@ def _max_age(text: str) -> str:
     return text
 
 
+def _max_scan_age(text: str) -> int | None:
+    """``--max-scan-age``: a duration, or ``none`` to judge evidence of any age."""
+    from .._audit import parse_duration
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _AUDIT_EPILOG = """\
-Audit an existing run (a local directory or s3://bucket/prefix/; the latest complete run unless
---run names one, even a partial one), or give scan flags and --output to scan first and audit the
-fresh run. A volume is stale when its recovery point is older than its objective, measured at the
-time it was scanned; a gateway or an account/region that could not be read is unknown.
+Audit an existing run (a local directory or s3://bucket/prefix/; the newest run, whatever its
+status, unless --run names one or --require-complete skips runs that are not complete), or give
+scan flags and --output to scan first and audit the fresh run. A volume is stale when its recovery
+point is older than its objective, measured at the time it was scanned; a gateway or an
+account/region that could not be read is unknown, and so is everything when the run is older than
+--max-scan-age (evidence too old).
 
 examples:
   fleetscan audit --input ./inventory --max-age 24h --report-dir ./audit
@@ -55,8 +76,9 @@ examples:
   fleetscan audit --org --role-name FleetscanReader --output ./inventory --max-age 1d
 
 exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
-(--fail-on stale: only stale fails; none: always 0), 2 bad input; when it scans first, a scan
-that fails outright exits with the scan's code (1 fatal, 130 interrupted).
+(--fail-on stale: only stale fails; none: always 0), 6 findings not all imported into Security
+Hub (--security-hub), 2 bad input; when it scans first, a scan that fails outright exits with
+the scan's code (1 fatal, 130 interrupted).
 """
 
 
@@ -82,7 +104,22 @@ def add_parser(subparsers: Any) -> None:
         "--run",
         metavar="RUN_ID",
         default=None,
-        help="audit this run, whatever its status (default: the latest complete run)",
+        help="audit this run, whatever its status, or 'latest' (default: the newest run whatever "
+        "its status; newer runs not judged are reported)",
+    )
+    what.add_argument(
+        "--require-complete",
+        action="store_true",
+        default=False,
+        help="judge only a complete run: the newest complete one (newer ones are reported)",
+    )
+    what.add_argument(
+        "--max-scan-age",
+        metavar="DURATION",
+        type=_max_scan_age,
+        default=MAX_SCAN_AGE,
+        help="evidence older than this (from the run's start) judges nothing: every finding "
+        "unknown, exit 5 (default: 48h; 'none': no limit)",
     )
     objectives = what.add_mutually_exclusive_group(required=True)
     objectives.add_argument(
@@ -108,6 +145,39 @@ def add_parser(subparsers: Any) -> None:
         help="write findings.ndjson, report.md, report.html and junit.xml here",
     )
     what.add_argument(
+        "--metrics-file",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="also write the audit's metrics in the Prometheus text format here (for "
+        "node_exporter's textfile collector), complete or not at all",
+    )
+    what.add_argument(
+        "--asff",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="write the findings in the AWS Security Finding Format (a JSON array, what "
+        "BatchImportFindings takes)",
+    )
+    hub = audit.add_argument_group("AWS Security Hub")
+    hub.add_argument(
+        "--security-hub",
+        action="store_true",
+        default=False,
+        help="import the findings into Security Hub, in each member account (through an "
+        "assumed role) and the region of each volume; archive those of volumes gone. "
+        "Exit 6 when some could not be imported",
+    )
+    hub.add_argument(
+        "--security-hub-role-name",
+        metavar="NAME",
+        default=None,
+        help="the role to import through (default: the scan's --role-name, or the one the "
+        "run's manifest records); it needs securityhub:DescribeHub, GetFindings and "
+        "BatchImportFindings (configs/iam/security-hub-import.json)",
+    )
+    what.add_argument(
         "--fail-on",
         choices=("stale", "unknown", "none"),
         default="unknown",
@@ -127,9 +197,18 @@ class AuditRequest:
     #: Set: scan first with this config (its ``output`` is where the run goes), then audit it.
     scan: ScanConfig | None = None
     report_dir: Path | None = None
+    #: Write the findings here in ASFF.
+    asff: Path | None = None
+    #: Import them into Security Hub, through this role (None: the scan's).
+    security_hub: bool = False
+    security_hub_role_name: str | None = None
+    require_complete: bool = False
+    #: Seconds (None: no limit).
+    max_scan_age: int | None = MAX_SCAN_AGE
     fail_on: str = "unknown"
     quiet: bool = False
     log_format: str = "text"
+    metrics_file: Path | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,23 +231,32 @@ def run(args: argparse.Namespace) -> int:
                 "give --input DEST to audit a run, or scan flags (e.g. --org --role-name NAME) "
                 "and --output DEST to scan first",
             )
-        if args.run is not None:
-            raise ConfigError("--run", "names a run under --input; a fresh scan is audited as is")
+        if args.run is not None or args.require_complete:
+            flag = "--run" if args.run is not None else "--require-complete"
+            raise ConfigError(flag, "chooses a run under --input; a fresh scan is audited as is")
         scan = scan_config(args)
         if getattr(scan, "resume", None):
             raise ConfigError(
                 "--resume",
                 "finish the run with fleetscan scan --resume, then audit it with --input",
             )
+    if args.security_hub_role_name is not None and not args.security_hub:
+        raise ConfigError("--security-hub-role-name", "only means something with --security-hub")
     request = AuditRequest(
         policy=policy,
         source=args.input,
         run_id=args.run,
         scan=scan,
         report_dir=args.report_dir,
+        asff=args.asff,
+        security_hub=args.security_hub,
+        security_hub_role_name=args.security_hub_role_name,
+        require_complete=args.require_complete,
+        max_scan_age=args.max_scan_age,
         fail_on=args.fail_on,
         quiet=args.quiet,
         log_format=args.log_format,
+        metrics_file=args.metrics_file,
     )
     return run_request(request)
 
@@ -183,6 +271,15 @@ def run_request(request: AuditRequest) -> int:
     if request.fail_on not in FAIL_ON:
         raise ConfigError("--fail-on", f"must be one of {', '.join(FAIL_ON)}")
     report_dir = prepare_report_dir(request.report_dir) if request.report_dir else None
+    asff_path = None
+    if request.asff is not None:
+        from .._audit._asff import check_asff_path
+
+        asff_path = check_asff_path(request.asff)
+    if request.metrics_file is not None:
+        from .._metrics import check_metrics_file
+
+        check_metrics_file(request.metrics_file)
     source, run_id = request.source, request.run_id
     if request.scan is not None:
         from .._scan import new_run_id
@@ -201,22 +298,121 @@ def run_request(request: AuditRequest) -> int:
     if source is None:
         raise ConfigError("--input", "give --input DEST, or scan flags and --output DEST")
     source = check_source(source)
+    found: list[Finding] = []
     try:
         result = anyio.run(
-            lambda: audit_to_dir(source, request.policy, run_id=run_id, report_dir=report_dir),
+            lambda: audit_to_dir(
+                source,
+                request.policy,
+                run_id=run_id,
+                report_dir=report_dir,
+                require_complete=request.require_complete,
+                max_scan_age=request.max_scan_age,
+                on_finding=found.append if asff_path is not None or request.security_hub else None,
+            ),
             backend="asyncio",
         )
+    except DataError:
+        raise  # a damaged run: one line naming the file and line, exit 1
     except (ValueError, OSError) as exc:
-        # A damaged or unreadable run: the data is bad input, not a crash.
+        # An unreadable run: bad input, not a crash.
         raise ConfigError("--input", f"cannot audit {source}: {exc}") from None
     code = result.exit_code(request.fail_on)
+    notes: list[str] = []
+    imported = None
+    if asff_path is not None or request.security_hub:
+        from .._audit._asff import asff_findings, write_asff
+
+        items = asff_findings(result, found)
+        found.clear()
+        left_out = f"{result.findings - len(items)} without an account and region: reports only"
+        if asff_path is not None:
+            write_asff(asff_path, items)
+            notes.append(f"ASFF: {len(items):,} findings in {asff_path} ({left_out})")
+        if request.security_hub:
+            imported = _import(request, result, items)
+            notes.append(
+                f"Security Hub: {imported.imported:,} findings imported, {imported.archived:,} "
+                f"archived, in {imported.places} account/region(s); "
+                f"{imported.not_imported:,} not imported ({left_out})"
+            )
+            notes += [
+                f"Security Hub problem: {p.account_id} {p.region or '-'}: {p.operation} "
+                f"{p.error_code}: {p.message} ({p.findings} findings not imported)"
+                for p in imported.problems
+            ]
+            if imported.problems:
+                code = EXIT_NOT_IMPORTED
+    if request.metrics_file is not None:
+        from .._metrics import audit_metrics, write_metrics
+
+        write_metrics(request.metrics_file, audit_metrics(result))
     if not request.quiet:
-        print_summary(result, report_dir, code, request.log_format)
+        print_summary(result, report_dir, code, request.log_format, notes=notes, imported=imported)
     return code
 
 
+def _import(request: AuditRequest, result: AuditResult, items: list[dict[str, Any]]) -> Any:
+    """Import into Security Hub with the scan's configuration, or one made from the run's
+    manifest (its role and partition) when auditing a run already written."""
+    import anyio
+
+    from .._audit._securityhub import import_findings
+
+    manifest_config = (result.manifest.get("summary") or {}).get("config") or {}
+    config = request.scan
+    scan_role = config.role_name if config is not None else manifest_config.get("role_name")
+    role_name = request.security_hub_role_name or scan_role
+    if not isinstance(role_name, str) or not role_name:
+        raise ConfigError(
+            "--security-hub-role-name",
+            "name the role to import through (the run records no --role-name)",
+        )
+    if config is None:
+        partition = manifest_config.get("partition")
+        hub_role = manifest_config.get("hub_role_arn")
+        config = ScanConfig(
+            org=True,
+            role_name=role_name,
+            partition=partition if isinstance(partition, str) else "aws",
+            hub_role_arn=hub_role if isinstance(hub_role, str) else None,
+        )
+    blind_units = frozenset(
+        (str(f.account_id), str(f.region))
+        for f in result.unknown
+        if f.kind == "unit" and f.account_id and f.region
+    )
+    blind_gateways = frozenset(
+        str(f.gateway_arn) for f in result.unknown if f.kind == "gateway" and f.gateway_arn
+    )
+    regions = manifest_config.get("regions")
+    scanned = frozenset(
+        (str(account_id), str(region))
+        for account_id in result.accounts
+        if account_id is not None
+        for region in (regions if isinstance(regions, list) else [])
+    )
+    return anyio.run(
+        lambda: import_findings(
+            items,
+            config,
+            role_name=role_name,
+            blind_units=blind_units,
+            blind_gateways=blind_gateways,
+            scanned=scanned - blind_units,
+        ),
+        backend="asyncio",
+    )
+
+
 def print_summary(
-    result: AuditResult, report_dir: Path | None, code: int | None, log_format: str = "text"
+    result: AuditResult,
+    report_dir: Path | None,
+    code: int | None,
+    log_format: str = "text",
+    *,
+    notes: list[str] | None = None,
+    imported: Any = None,
 ) -> None:
     """The terminal summary on stderr: accounts with problems first, then the verdict.
 
@@ -228,7 +424,7 @@ def print_summary(
     from rich.table import Table
 
     from .._audit import format_duration
-    from .._audit._reports import verdict
+    from .._audit._reports import evidence_age, verdict
 
     console = _console()
     if log_format == "json":
@@ -236,6 +432,22 @@ def print_summary(
             "event": "audit_finished",
             "run_id": result.run_id,
             "run_status": result.run_status,
+            "run_started_at": result.manifest.get("started_at"),
+            "run_ended_at": result.manifest.get("ended_at"),
+            "scan_age_seconds": result.scan_age_seconds,
+            "max_scan_age_seconds": result.max_scan_age_seconds,
+            "evidence_too_old": result.too_old,
+            "newer_runs_not_judged": [
+                {
+                    "run_id": n.run_id,
+                    "status": n.status,
+                    "started_at": n.started_at,
+                    "reason": n.reason,
+                }
+                for n in result.newer_runs
+            ],
+            "warnings": result.warnings,
+            "security_hub": imported.as_json() if imported is not None else None,
             "compliant": result.counts["compliant"],
             "stale": result.counts["stale"],
             "unknown": result.counts["unknown"],
@@ -293,11 +505,19 @@ def print_summary(
         f"{result.counts['unknown']:,}",
     )
     console.print(table)
+    manifest = result.manifest
+    console.print(
+        f"evidence: run {result.run_id} ({result.run_status}), scanned "
+        f"{manifest.get('started_at')} to {manifest.get('ended_at')}, {evidence_age(result)}",
+        markup=False,
+    )
     for warning in result.warnings:
         console.print(f"fleetscan: warning: {warning}", markup=False)
     colour = "red" if result.counts["stale"] else "yellow" if result.counts["unknown"] else "green"
     suffix = f" (exit code {code})" if code is not None else ""
     console.print(f"[bold {colour}]{verdict(result)}[/]{suffix}")
+    for note in notes or []:
+        console.print(note, markup=False)
     if report_dir is not None:
         console.print(
             f"reports: {report_dir}/findings.ndjson, report.md, report.html, junit.xml",

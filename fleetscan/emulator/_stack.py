@@ -3,8 +3,9 @@
 The emulator serves Storage Gateway, STS, Organizations and EC2 ``DescribeRegions`` from one
 :class:`~fleetscan.emulator.Fleet`, so the organizations a scanner discovers are exactly those whose
 gateways it holds, at a cost per call that does not grow with the fleet or the run. moto serves S3
-(and IAM). ``identity="moto"`` instead seeds moto with the fleet's organizations and points STS
-and Organizations at it, for tests that need moto's own STS and IAM (see :mod:`._moto`).
+(and IAM), and Security Hub behind the checks AWS makes on an import (see :mod:`._securityhub`).
+``identity="moto"`` instead seeds moto with the fleet's organizations and points STS and
+Organizations at it, for tests that need moto's own STS and IAM (see :mod:`._moto`).
 
 moto keeps its state in process-global backends, so a process runs one stack at a time; the state
 is wiped through moto's reset API when a stack starts and again when it stops.
@@ -33,6 +34,7 @@ from ._faults import Faults
 from ._fleet import Fleet, FleetSpec, access_key_for_account
 from ._identity import DEFAULT_ROLE_NAME, MANAGEMENT_ROLE_NAME, OrganizationAccess, Roles
 from ._moto import STACK_REGION, seed_moto, stop_moto, unguard_moto
+from ._securityhub import SecurityHubGuard, guard_securityhub, unguard_securityhub
 from ._server import EmulatorThread
 from ._tls import TLSMaterial
 
@@ -182,6 +184,8 @@ class Stack:
         self._tls_dir: Path | None = None
         self._tls_material: TLSMaterial | None = None
         self._moto: ThreadedMotoServer | None = None
+        #: moto's Security Hub's checks and injectable faults (set while the stack runs).
+        self.security_hub = SecurityHubGuard()
         self._emulator: EmulatorThread | None = None
         self.moto_endpoint_url = ""
 
@@ -232,6 +236,7 @@ class Stack:
         _, moto_port = self._moto.get_host_and_port()
         self.moto_endpoint_url = _url("http", self.host, moto_port)
         self._moto_api("reset")
+        self.security_hub = guard_securityhub()
         # Deterministic ids for what moto generates (assumed-role keys, request ids).
         self._moto_api(f"seed?a={self.fleet.spec.seed}")
         if self.identity == "moto":
@@ -267,6 +272,7 @@ class Stack:
                     self._moto_api("reset")
                 stop_moto(self._moto)
                 self._moto = None
+                unguard_securityhub()
                 if self.identity == "moto":
                     unguard_moto()
             if self._tls_dir is not None:
@@ -346,6 +352,7 @@ class Stack:
             "AWS_ENDPOINT_URL_EC2": self.endpoint_url,
             "AWS_ENDPOINT_URL_S3": moto,
             "AWS_ENDPOINT_URL_IAM": moto,
+            "AWS_ENDPOINT_URL_SECURITYHUB": moto,
             "AWS_ACCESS_KEY_ID": self.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
             "AWS_DEFAULT_REGION": self.region,
