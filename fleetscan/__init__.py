@@ -6,6 +6,8 @@ Scan (configuration in, records out):
     run_scan(config) a whole run to config.output (a directory, s3://bucket/prefix/ or "-"),
                      manifest last; returns a ScanResult
     plan_scan(config) the accounts and regions a scan would cover, without a Storage Gateway call
+    finalize_run(dest, run_id) the manifest of a run scanned in shards (ScanConfig.shard), from
+                     the shards that finished
 
 Read a run back (local or S3, checked against its manifest; each has an ``a``-prefixed async
 twin):
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
         Record,
         RecoveryPointRecord,
     )
-    from ._run import ScanResult, plan_scan, run_scan
+    from ._run import ScanResult, finalize_run, plan_scan, run_scan
     from ._runs import (
         Run,
         alatest_run,
@@ -77,6 +79,7 @@ _HOMES = {
     "ScanResult": "._run",
     "run_scan": "._run",
     "plan_scan": "._run",
+    "finalize_run": "._run",
     "Run": "._runs",
     "alatest_run": "._runs",
     "alist_runs": "._runs",
@@ -117,6 +120,7 @@ __all__ = [
     "aread_records",
     "audit",
     "diff_runs",
+    "finalize_run",
     "latest_run",
     "list_runs",
     "plan_scan",

@@ -24,6 +24,7 @@ import math
 import secrets
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -112,6 +113,10 @@ class Stopped(Exception):
 #: and every gateway), (account, "*", "*") the whole account.
 UnitKey = tuple[str, ...]
 ALL = "*"
+
+#: The account a task works for: set by the account's task, inherited by its units' tasks, so
+#: each call is counted against its account (a sharded run's next plan balances by these counts).
+_ACCOUNT: ContextVar[str | None] = ContextVar("fleetscan_account", default=None)
 
 
 @dataclass(slots=True)
@@ -231,8 +236,16 @@ class Engine:
         run_id: str,
         static_accounts: tuple[str, ...] = (),
         done_units: frozenset[UnitKey] = frozenset(),
+        accounts: list[AccountTarget] | None = None,
+        failed_organizations: tuple[tuple[OrganizationConfig, CallFailed], ...] = (),
     ) -> None:
         self.config = config
+        #: The accounts to scan, already discovered (a shard's share of its run's plan); None:
+        #: discover them.
+        self._given_accounts = accounts
+        #: With given accounts: the organizations that could not be listed when the run was
+        #: planned (this shard writes their error records).
+        self._given_failures = failed_organizations
         #: Units a previous session of this run already wrote (resume skips them).
         self.done_units = done_units
         self._stopping = False
@@ -273,6 +286,8 @@ class Engine:
         self.organization_counts: dict[str | None, Counter[str]] = {}
         #: Entries of ``[[organizations]]`` that could not be listed.
         self.failed_organizations: list[str] = []
+        #: API calls made for each account (its AssumeRole, regions, gateways, recovery points).
+        self.account_calls: Counter[str] = Counter()
         self._credentials: list[AssumedRoleCredentials] = []
         #: Gateway failures per unit that were not about the gateway's own state.
         self._unit_failures: Counter[tuple[str, str]] = Counter()
@@ -343,6 +358,9 @@ class Engine:
                 try:
                     sent += 1
                     stats.calls[operation] += 1
+                    account = _ACCOUNT.get()
+                    if account is not None:
+                        self.account_calls[account] += 1
                     budget.record_call()
                     stats.in_flight += 1
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
@@ -511,7 +529,11 @@ class Engine:
             self._clients = clients
             ambient = AmbientCredentials(self.config.profile)
             try:
-                reached, failed = await self.discover(clients, ambient)
+                if self._given_accounts is not None:
+                    reached = self._adopt(self._given_groups(self._given_accounts, ambient))
+                    failed = list(self._given_failures)
+                else:
+                    reached, failed = await self.discover(clients, ambient)
             except Stopped:
                 return  # asked to stop while the accounts were being listed: none scanned
             for entry, problem in failed:
@@ -589,6 +611,11 @@ class Engine:
                 "no organization could be listed: "
                 + "; ".join(f"{entry.name!r}: {exc}" for entry, exc in failed)
             )
+        return self._adopt(reached), failed
+
+    def _adopt(self, reached: list[Reached]) -> list[Reached]:
+        """Take ``reached`` as the accounts this engine scans (each once, for the first group
+        that reached it) and count them per organization."""
         seen: set[str] = set()
         for group in reached:
             group.accounts = [a for a in group.accounts if a.id not in seen]
@@ -603,7 +630,38 @@ class Engine:
             if group.key is not None
         ]
         self.organization_counts = {group.key: Counter() for group in reached if group.key}
-        return reached, failed
+        return reached
+
+    def _given_groups(
+        self, accounts: list[AccountTarget], ambient: FrozenCredentialSource
+    ) -> list[Reached]:
+        """A shard's share of its run's plan, grouped as discovery reached it (by the
+        ``[[organizations]]`` entry that listed each account), with no Organizations call."""
+        entries = {entry.name: entry for entry in self.config.organization_settings()}
+        groups: dict[str | None, Reached] = {}
+        for account in accounts:
+            name = account.organization_name
+            group = groups.get(name)
+            if group is None:
+                entry = entries.get(name) if name is not None else None
+                if name is not None and entry is None:
+                    raise DiscoveryError(
+                        f"the run's plan places account {account.id} in organization {name!r}, "
+                        "which this configuration does not have"
+                    )
+                base = ambient
+                if entry is not None and entry.profile is not None:
+                    base = AmbientCredentials(entry.profile)
+                external_id = self.config.external_id if entry is None else entry.external_id
+                group = groups[name] = Reached(
+                    entry=entry,
+                    accounts=[],
+                    base=base,
+                    assumer=self._assumer(base, external_id, self.config.hub_role_arn),
+                    organization_id=account.organization_id,
+                )
+            group.accounts.append(account)
+        return list(groups.values())
 
     def organization_key(self, account_id: str | None) -> str | None:
         """The organization a discovered account is counted under in the manifest: the name of
@@ -676,6 +734,7 @@ class Engine:
         await self._send_batch(key, [error])
 
     async def _account(self, account: AccountTarget, group: Reached) -> None:
+        _ACCOUNT.set(account.id)
         preparing = True
         try:
             credentials: FrozenCredentialSource = group.base

@@ -381,6 +381,7 @@ API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scan",
             "run_scan",
             "plan_scan",
+            "finalize_run",
             "ScanResult",
             "ScanStats",
         ),

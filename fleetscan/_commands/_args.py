@@ -321,6 +321,20 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
             "node_exporter's textfile collector), complete or not at all",
         )
         output.add_argument(
+            "--shard",
+            metavar="K/N",
+            help="scan the K-th of N shares of the run's accounts (K from 1), or 'auto' for the "
+            "index of a Kubernetes Indexed Job or an AWS Batch array job; every shard is given "
+            "the same --run-id and --output, and a shard started again resumes its own part",
+        )
+        output.add_argument(
+            "--workers",
+            type=positive_int,
+            metavar="N",
+            help="run the scan as N shard processes on this machine, to use N cores (one "
+            "summary, one exit code; each process takes its own memory)",
+        )
+        output.add_argument(
             "--dry-run",
             action=argparse.BooleanOptionalAction,
             help="print the plan (accounts x regions, expected calls); call no Storage Gateway API",

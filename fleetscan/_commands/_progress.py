@@ -21,7 +21,7 @@ from rich.table import Table
 
 from .._config import ScanConfig
 from .._exceptions import ConfigError, FleetscanError
-from .._run import plan_scan, run_scan
+from .._run import ScanResult, plan_scan, run_scan
 from .._scan import ScanStats
 from .._sinks import manifest_location
 
@@ -153,6 +153,17 @@ def print_plan(plan: dict[str, Any], log_format: str) -> int:
     return 0
 
 
+def _shard_outcome(result: ScanResult) -> str:
+    """What became of the run a shard belongs to."""
+    text = f"shard {result.shard} of run {result.run_id}: {result.status}"
+    if result.run_manifest is None:
+        return text + "; the run's manifest is written by the last shard to finish"
+    return (
+        text + f"; run {result.run_id} is {result.run_manifest.get('status')}, manifest: "
+        f"{manifest_location(result.run_manifest)}"
+    )
+
+
 def scan_with_progress(
     config: ScanConfig,
     *,
@@ -183,7 +194,15 @@ def scan_with_progress(
         write_metrics(metrics_file, scan_metrics(result.manifest))
     if not quiet:
         print_summary(result.manifest, result.stats, log_format)
-    if result.status == "interrupted":
+        if result.shard is not None:
+            say(_shard_outcome(result), log_format)
+    if result.status == "interrupted" and result.shard is not None:
+        say(
+            f"interrupted: finished units are saved; start shard {result.shard} again with the "
+            "same arguments to continue it",
+            log_format,
+        )
+    elif result.status == "interrupted":
         say(
             f"interrupted: finished units are saved; resume with: fleetscan scan <same flags> "
             f"--output {config.output} --resume {result.run_id}",

@@ -16,6 +16,7 @@ from ._checks import (
     PARTITIONS,
     SSE_MODES,
     parse_s3_url,
+    parse_shard,
     storage_gateway_regions,
 )
 from ._files import build_config, given_values, load_config_file, merge_values
@@ -27,6 +28,7 @@ from ._resume import (
     check_resume,
     resumed_config,
     run_config,
+    run_differences,
     stored_config,
 )
 from ._values import check_account_id
@@ -54,8 +56,10 @@ __all__ = [
     "load_config_file",
     "merge_values",
     "parse_s3_url",
+    "parse_shard",
     "resumed_config",
     "run_config",
+    "run_differences",
     "storage_gateway_regions",
     "stored_config",
 ]

@@ -622,3 +622,50 @@ def _check_output(config: ScanConfig) -> None:
             f"{show(run_id)} must be 1-128 of A-Za-z0-9._- starting with a letter or digit "
             "(it becomes part of file names)",
         )
+    _check_shard(config)
+
+
+#: "K/N": the K-th of N shares of a run's accounts (CloudQuery's spelling, 1-based).
+SHARD_PATTERN: Final = re.compile(r"(?P<index>[0-9]{1,6})/(?P<count>[0-9]{1,6})")
+#: The most shards a run may have (AWS Batch array jobs: 10,000 children).
+MAX_SHARDS: Final = 10_000
+#: A shard's files carry ``.shardKofN`` after the run id: the run id must leave room for it.
+MAX_SHARDED_RUN_ID: Final = 128 - len(".shard10000of10000")
+
+
+def parse_shard(text: str, field: str = "shard") -> tuple[int, int]:
+    """``"K/N"`` as (K, N), checked: 1 <= K <= N <= MAX_SHARDS."""
+    match = SHARD_PATTERN.fullmatch(text)
+    if match is None:
+        raise ConfigError(field, f"{show(text)} is not K/N (e.g. 2/4) or 'auto'")
+    index, count = int(match["index"]), int(match["count"])
+    if not 1 <= count <= MAX_SHARDS:
+        raise ConfigError(field, f"{text}: the number of shards must be 1 to {MAX_SHARDS}")
+    if not 1 <= index <= count:
+        raise ConfigError(field, f"{text}: the shard must be 1 to {count}")
+    return index, count
+
+
+def _check_shard(config: ScanConfig) -> None:
+    shard = _check_optional_str(config, "shard")
+    if shard is None:
+        return
+    if shard != "auto":
+        parse_shard(shard)
+    if config.run_id is None:
+        raise ConfigError(
+            "shard",
+            "needs run_id (--run-id): every shard of a run is started with the same run id, "
+            "so that they write one run",
+        )
+    if len(config.run_id) > MAX_SHARDED_RUN_ID:
+        raise ConfigError(
+            "run_id", f"a sharded run's id is at most {MAX_SHARDED_RUN_ID} characters"
+        )
+    if config.resume is not None:
+        raise ConfigError(
+            "shard",
+            "resumes by itself (a shard started again continues its own checkpoint): drop --resume",
+        )
+    if config.output is None or config.output == "-":
+        raise ConfigError("shard", "needs an output directory or s3:// prefix, not stdout")

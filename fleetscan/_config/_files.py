@@ -56,6 +56,7 @@ _STR_KEYS = frozenset(
         "compress",
         "run_id",
         "resume",
+        "shard",
         "sse",
         "sse_kms_key_id",
         "expected_bucket_owner",

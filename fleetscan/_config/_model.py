@@ -96,6 +96,10 @@ class ScanConfig:
     checkpoint_interval: float = 30.0
     #: On SIGINT/SIGTERM, how long calls in flight may take to finish before they are cut.
     stop_grace_seconds: float = 10.0
+    #: Scan one share of the run's accounts: "K/N" (K from 1 to N), or "auto" to take K and N
+    #: from a Kubernetes Indexed Job or an AWS Batch array job. Every shard of a run is given
+    #: the same ``run_id``; a shard started again resumes its own checkpoint.
+    shard: str | None = None
 
     # -- S3 output (only with an s3:// output) ---------------------------------------------------
     #: Server-side encryption of every object: "AES256" (SSE-S3) or "aws:kms" (SSE-KMS); None

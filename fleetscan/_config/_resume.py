@@ -62,9 +62,17 @@ PACE_KEYS: Final = (
     "stop_grace_seconds",
 )
 #: Not the run's but the session's: where the run is, which one, the ambient credentials'
-#: profile (a profile name is local to a machine), and the account list's file (its ids are
-#: part of ``accounts``).
-SESSION_KEYS: Final = ("output", "run_id", "resume", "dry_run", "profile", "accounts_file")
+#: profile (a profile name is local to a machine), the account list's file (its ids are
+#: part of ``accounts``), and which shard of the run this session scans.
+SESSION_KEYS: Final = (
+    "output",
+    "run_id",
+    "resume",
+    "dry_run",
+    "profile",
+    "accounts_file",
+    "shard",
+)
 STORED_KEYS: Final = frozenset(RUN_KEYS) | frozenset(PACE_KEYS)
 assert STORED_KEYS | frozenset(SESSION_KEYS) == CONFIG_KEYS, (
     "every ScanConfig field is either the run's, its pace, or the session's"
@@ -201,25 +209,7 @@ def resumed_config(stored: Mapping[str, Any], given: Mapping[str, Any], run: str
 def check_resume(stored: Mapping[str, Any], config: ScanConfig, run: str) -> None:
     """Refuse ``config`` for a resume of ``run`` if it scans something else than the run's
     stored configuration, naming every difference."""
-    original = run_config(stored)
-    differences = []
-    for key in RUN_KEYS:
-        if key == "external_id":
-            was, now = external_id_was_set(stored), config.external_id is not None
-            if was != now:
-                differences.append(
-                    f"external_id (the run was scanned {'with' if was else 'without'} one, this "
-                    f"resume {'gives none' if was else 'gives one'})"
-                )
-            continue
-        if key == "organizations":
-            # Compared as stored: of secrets, only whether they were set.
-            if (stored.get("organizations") or []) != stored_config(config)["organizations"]:
-                differences.append("organizations (the run's [[organizations]] differ)")
-            continue
-        before, after = getattr(original, key), getattr(config, key)
-        if before != after:
-            differences.append(f"{key} ({_difference(key, before, after)})")
+    differences = run_differences(stored, config, "resume")
     if differences:
         raise ConfigError(
             "resume",
@@ -229,9 +219,36 @@ def check_resume(stored: Mapping[str, Any], config: ScanConfig, run: str) -> Non
         )
 
 
-def _difference(key: str, before: object, after: object) -> str:
+def run_differences(stored: Mapping[str, Any], config: ScanConfig, who: str) -> list[str]:
+    """Every setting of :data:`RUN_KEYS` in which ``config`` differs from a run's stored
+    configuration, said for people (``who`` is what is compared: "this resume", "this shard")."""
+    original = run_config(stored)
+    differences = []
+    for key in RUN_KEYS:
+        if key == "external_id":
+            was, now = external_id_was_set(stored), config.external_id is not None
+            if was != now:
+                differences.append(
+                    f"external_id (the run was scanned {'with' if was else 'without'} one, this "
+                    f"{who} {'gives none' if was else 'gives one'})"
+                )
+            continue
+        if key == "organizations":
+            # Compared as stored: of secrets, only whether they were set.
+            if (stored.get("organizations") or []) != stored_config(config)["organizations"]:
+                differences.append(
+                    f"organizations (the run's [[organizations]] differ from this {who}'s)"
+                )
+            continue
+        before, after = getattr(original, key), getattr(config, key)
+        if before != after:
+            differences.append(f"{key} ({_difference(key, before, after, who)})")
+    return differences
+
+
+def _difference(key: str, before: object, after: object, who: str) -> str:
     if key == "file_mode" and isinstance(before, int) and isinstance(after, int):
-        return f"the run's is {before:#o}, this resume's {after:#o}"
+        return f"the run's is {before:#o}, this {who}'s {after:#o}"
     if isinstance(before, tuple) and isinstance(after, tuple):
         added = [item for item in after if item not in before]
         dropped = [item for item in before if item not in after]
@@ -241,8 +258,8 @@ def _difference(key: str, before: object, after: object) -> str:
         if dropped:
             parts.append(f"drops {_items(dropped)}")
         if parts:
-            return "this resume " + " and ".join(parts)
-    return f"the run's is {_value(before)}, this resume's {_value(after)}"
+            return f"this {who} " + " and ".join(parts)
+    return f"the run's is {_value(before)}, this {who}'s {_value(after)}"
 
 
 def _items(items: list[Any]) -> str:

@@ -19,7 +19,9 @@ from .._records import DATASETS, SCHEMA_VERSION, Dataset, Record, format_time
 
 Compression = Literal["none", "gzip"]
 
-#: 2 added the ``organizations`` section; readers accept every version of MANIFEST_VERSIONS.
+#: 2 added the ``organizations`` section and the ``shards`` section of a run written by several
+#: shards; readers accept every version of MANIFEST_VERSIONS (a version-1 manifest is a
+#: version-2 one without those sections).
 MANIFEST_VERSION = 2
 MANIFEST_VERSIONS: Final[tuple[int, ...]] = (1, 2)
 #: Sections a run's summary carries that the manifest puts at its top level.
@@ -208,6 +210,7 @@ def build_manifest(
     summary: Mapping[str, Any],
     records: Mapping[Dataset, int],
     files: Iterable[FileEntry],
+    shards: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     order = {name: index for index, name in enumerate(DATASETS)}
     listed = sorted(files, key=lambda f: (order[f.dataset], f.path))
@@ -234,4 +237,6 @@ def build_manifest(
             }
             for f in listed
         ],
+        # A run written by several shards: how it was split (see fleetscan._shards).
+        "shards": dict(shards) if shards is not None else None,
     }

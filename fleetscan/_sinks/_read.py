@@ -59,6 +59,9 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     if type(version) is not int or version not in MANIFEST_VERSIONS:
         versions = " or ".join(map(str, MANIFEST_VERSIONS))
         raise DataError(where, None, f"not a fleetscan manifest (version {versions})")
+    if version == 1:
+        # A version-1 manifest is a version-2 one of a run without shards.
+        manifest = {**manifest, "shards": None}
     try:
         checker("manifest")(manifest)
     except Mismatch as exc:
