@@ -27,7 +27,7 @@ from jsonschema import Draft202012Validator
 import fleetscan
 from fleetscan import OrganizationConfig
 from fleetscan._audit import Finding, audit, load_policy
-from fleetscan._config import resumed_config, stored_config
+from fleetscan._config import resumed_config, run_config, stored_config
 from fleetscan._records import load_schema
 from fleetscan._sinks import read_manifest
 from fleetscan.emulator import (
@@ -662,3 +662,31 @@ async def test_every_organizations_members_are_reached_through_the_hub_role(
     # organization's management role is assumed directly, not through the hub.
     assumed = two.emulator.counters.calls("AssumeRole")
     assert assumed == result.stats.accounts + 2 + 1
+
+
+@pytest.mark.parametrize(
+    ("organizations", "field"),
+    [
+        ("first", "config.organizations"),
+        ([["first"]], "config.organizations[0]"),
+        (
+            [{"name": "first", "external_id": "a-real-secret"}],
+            "config.organizations[0].external_id",
+        ),
+        ([{"name": "first", "nmae": "x"}], "config.organizations[0].nmae"),
+        ([{"name": "first"}, {"name": "first"}], "config.organizations[1].name"),
+        ([{"name": "x", "ous": "ou-ab12-cd34ef56"}], "config.organizations[0] (x).ous"),
+    ],
+)
+def test_a_tampered_stored_organizations_setting_is_refused_naming_it(
+    organizations: object, field: str
+) -> None:
+    """A checkpoint's stored configuration is read back like any file: it may be torn or
+    tampered, and a bad ``organizations`` in it is refused, naming it, never quoting a secret."""
+    stored = stored_config(fleetscan.ScanConfig(org=True, role_name="R"))
+    stored["org"] = False
+    stored["organizations"] = organizations
+    with pytest.raises(fleetscan.ConfigError) as caught:
+        run_config(stored)
+    assert caught.value.field == field
+    assert "a-real-secret" not in str(caught.value)
