@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Four workers (pytest-xdist): most tests wait on emulated latency and child processes, not the
+# CPU, so four processes on a 2-core machine keep both cores busy. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 4
+
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS)
 
 demo: install
 	$(VENV)/bin/fleetscan demo

@@ -48,6 +48,12 @@ def _s3(quick: bool) -> dict[str, Any]:
     return result
 
 
+def _validate(quick: bool) -> dict[str, Any]:
+    from . import bench_validate
+
+    return bench_validate.main(quick)
+
+
 def _soak(quick: bool) -> dict[str, Any]:
     from . import soak
 
@@ -59,6 +65,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "calls": _calls,
     **bench_scan.SCENARIOS,
     "s3": _s3,
+    "validate": _validate,
     "soak": _soak,
 }
 

@@ -1,4 +1,5 @@
-"""CPU per Storage Gateway call: an aiobotocore client against fleetscan's StorageGatewayClient.
+"""CPU per Storage Gateway call: an aiobotocore client, fleetscan's StorageGatewayClient, and the
+floor (a bare aiohttp POST with headers computed once: see :mod:`benchmarks._bound`).
 
 Why it is measured: the listing phase of a scan is bound by the CPU each call costs, and
 ``fleetscan/_storagegateway.py`` exists to cut it. Both clients run in this process, built by the
@@ -19,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from ._bound import floor_cpu_ms_per_call
 from .bench_scan import Emulator, Network, Shape, _workdir
 
 CALLS_PER_ROUND = 3_000
@@ -74,14 +76,32 @@ async def _measure(rounds: int) -> dict[str, Any]:
                 for name, call in calls.items():
                     per_call[name].append(await _cpu_ms_per_call(call))
     medians = {name: round(statistics.median(values), 3) for name, values in per_call.items()}
+    endpoint = os.environ["AWS_ENDPOINT_URL_STORAGE_GATEWAY"]
+    medians["floor"] = await floor_cpu_ms_per_call(endpoint, os.environ["AWS_CA_BUNDLE"], rounds)
     return {
         "calls_per_round": CALLS_PER_ROUND,
         "in_flight": IN_FLIGHT,
         "rounds": rounds,
         "cpu_ms_per_call": medians,
         "ratio": round(medians["aiobotocore"] / medians["fleetscan"], 2),
+        "fleetscan_over_floor": round(medians["fleetscan"] / medians["floor"], 2),
         "runs_cpu_ms_per_call": {k: [round(v, 3) for v in vs] for k, vs in per_call.items()},
     }
+
+
+def floor(quick: bool = False) -> float:
+    """The floor CPU per call (ms), measured alone: for a benchmark that needs it in its own run."""
+    rounds = 1 if quick else 3
+    with (
+        _workdir() as workdir,
+        Emulator(Shape(accounts=20), NETWORK, workdir) as emulator,
+        _environment(emulator.env(workdir)),
+    ):
+        endpoint, ca_bundle = (
+            os.environ["AWS_ENDPOINT_URL_STORAGE_GATEWAY"],
+            os.environ["AWS_CA_BUNDLE"],
+        )
+        return anyio.run(floor_cpu_ms_per_call, endpoint, ca_bundle, rounds, backend="asyncio")
 
 
 def main(quick: bool = False) -> dict[str, Any]:
@@ -100,6 +120,8 @@ def main(quick: bool = False) -> dict[str, Any]:
     )
     print(
         f"    aiobotocore client {medians['aiobotocore']:.3f} ms; fleetscan's "
-        f"StorageGatewayClient {medians['fleetscan']:.3f} ms; ratio {result['ratio']:.2f}x"
+        f"StorageGatewayClient {medians['fleetscan']:.3f} ms; ratio {result['ratio']:.2f}x; "
+        f"floor (bare aiohttp POST) {medians['floor']:.3f} ms: fleetscan's client "
+        f"{result['fleetscan_over_floor']:.2f}x the floor"
     )
     return result

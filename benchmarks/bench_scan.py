@@ -44,11 +44,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleetscan import ScanConfig
 from fleetscan.emulator import DEFAULT_REGIONS, DEFAULT_ROLE_NAME, Fleet, FleetSpec
 
+from ._bound import lower_bound
 from ._measure import run_measured
 
 SEED = 2024
+#: Calls in flight at fleetscan's default (--concurrency), for the lower bound.
+DEFAULT_CONCURRENCY: int = ScanConfig.concurrency
 #: How long a server may take to start, and a single scanner run to finish.
 START_TIMEOUT_S = 300.0
 RUN_TIMEOUT_S = 900.0
@@ -428,16 +432,16 @@ def measure(tool: str, emulator: Emulator, workdir: Path, *extra: str) -> Measur
     )
 
 
-def startup_cpu(workdir: Path) -> dict[str, float]:
-    """CPU seconds each tool spends before its first call (interpreter and imports): part of
-    every run's CPU, shown so the per-call figures can be read without it."""
+def startup(workdir: Path) -> dict[str, ClientRun]:
+    """What each tool spends before its first call (interpreter and imports): part of every
+    run's CPU and wall time, shown so the per-call figures can be read without it."""
     env = clean_env(workdir)
     probes = {
         "fleetscan": "import fleetscan._run, fleetscan._commands",
         "baseline": "import boto3, concurrent.futures, json; boto3.session.Session()",
     }
     return {
-        tool: round(run_client([sys.executable, "-c", code], env, workdir, 120).cpu_s, 3)
+        tool: run_client([sys.executable, "-c", code], env, workdir, 120)
         for tool, code in probes.items()
     }
 
@@ -498,23 +502,48 @@ def side_by_side(quick: bool = False) -> dict[str, Any]:
     expected = expectations(shape)
     runs: dict[str, list[Measured]] = {"fleetscan": [], "baseline": []}
     with _workdir() as workdir:
-        startup = startup_cpu(workdir)
+        started = startup(workdir)
         with Emulator(shape, network, workdir) as emulator:
             for _ in range(rounds):
                 for tool in ("fleetscan", "baseline"):
                     runs[tool].append(measure(tool, emulator, workdir))
+    from . import bench_calls  # it builds on this module's Emulator
+
+    floor_ms = bench_calls.floor(quick)
     fleetscan = _median_run(runs["fleetscan"], expected)
     baseline = _median_run(runs["baseline"], expected)
+    fleet = Fleet(shape.spec())
+    bound = lower_bound(
+        fleet,
+        [a.id for a in fleet.accounts if a.active] + [fleet.management_account_id],
+        shape.regions,
+        latency_s=network.latency_ms / 1000,
+        jitter_s=network.jitter_ms / 1000,
+        rate=network.throttle_rate,
+        burst=network.throttle_burst,
+        concurrency=DEFAULT_CONCURRENCY,
+        startup_wall_s=started["fleetscan"].wall_s,
+        startup_cpu_s=started["fleetscan"].cpu_s,
+        floor_cpu_s_per_call=floor_ms / 1000,
+    )
+    # CPU per call without start-up, against the floor: what the scanner adds to each call.
+    scan_cpu_ms = (fleetscan["cpu_s"] - started["fleetscan"].cpu_s) / fleetscan["calls"] * 1000
     result = {
         "shape": asdict(shape),
         "network": asdict(network),
         "expected": _expected_dict(expected),
         "rounds": rounds,
-        "startup_cpu_s": startup,
+        "startup_cpu_s": {tool: round(run.cpu_s, 3) for tool, run in started.items()},
+        "startup_wall_s": {tool: round(run.wall_s, 3) for tool, run in started.items()},
         "fleetscan": fleetscan,
         "baseline": baseline,
         "wall_time_ratio": round(baseline["wall_s"] / fleetscan["wall_s"], 2),
         "cpu_per_call_ratio": round(baseline["cpu_ms_per_call"] / fleetscan["cpu_ms_per_call"], 2),
+        "lower_bound": bound.as_dict(),
+        "wall_over_bound": round(fleetscan["wall_s"] / bound.bound_s, 2),
+        "floor_cpu_ms_per_call": floor_ms,
+        "scan_cpu_ms_per_call": round(scan_cpu_ms, 3),
+        "cpu_over_floor": round(scan_cpu_ms / floor_ms, 2),
     }
     _print_side_by_side(result, network)
     return result
@@ -632,6 +661,18 @@ def _print_side_by_side(result: dict[str, Any], network: Network) -> None:
     )
     walls = {t: [run["wall_s"] for run in result[t]["runs"]] for t in ("fleetscan", "baseline")}
     print(f"    runs (wall s): {walls}")
+    bound = result["lower_bound"]
+    print(
+        f"    lower bound {bound['bound_s']:.2f} s (set by {bound['limit']}: slowest unit "
+        f"{bound['slowest_unit_s']:.2f} s ({bound['slowest_unit_calls']} calls), CPU "
+        f"{bound['cpu_s']:.2f} s, calls in flight {bound['in_flight_s']:.2f} s); fleetscan's wall "
+        f"{result['wall_over_bound']:.2f}x the bound (target <= 1.25x)"
+    )
+    print(
+        f"    CPU per call after start-up {result['scan_cpu_ms_per_call']:.3f} ms vs the floor "
+        f"(bare aiohttp POST) {result['floor_cpu_ms_per_call']:.3f} ms: "
+        f"{result['cpu_over_floor']:.2f}x (target <= 2x)"
+    )
 
 
 def _print_single(title: str, network: Network, expected: Expected, run: Measured) -> None:

@@ -14,7 +14,7 @@ twin):
 Audit:
     audit(source, Policy.single("24h")) judges every cached volume: compliant, stale or unknown.
 
-Exceptions: FleetscanError and its subclasses ConfigError, DiscoveryError, SinkError.
+Exceptions: FleetscanError and its subclasses ConfigError, DataError, DiscoveryError, SinkError.
 
 The public names load on first use (PEP 562): ``fleetscan --help`` and a refused flag need
 neither aiobotocore nor the audit's report writers, and a scan does not pay for the audit's
@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from ._audit import AuditResult, Policy, audit
     from ._config import ScanConfig
-    from ._exceptions import ConfigError, DiscoveryError, FleetscanError, SinkError
+    from ._exceptions import ConfigError, DataError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
         SCHEMA_VERSION,
         ErrorRecord,
@@ -60,6 +60,7 @@ _HOMES = {
     "audit": "._audit",
     "ScanConfig": "._config",
     "ConfigError": "._exceptions",
+    "DataError": "._exceptions",
     "DiscoveryError": "._exceptions",
     "FleetscanError": "._exceptions",
     "SinkError": "._exceptions",
@@ -88,6 +89,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AuditResult",
     "ConfigError",
+    "DataError",
     "DiscoveryError",
     "ErrorRecord",
     "FleetscanError",

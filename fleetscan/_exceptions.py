@@ -26,3 +26,18 @@ class DiscoveryError(FleetscanError):
 
 class SinkError(FleetscanError):
     """Records could not be written to the destination."""
+
+
+class DataError(FleetscanError, ValueError):
+    """A file read back (a record file, a manifest) that is torn, tampered or wrong-typed.
+
+    ``where`` is the file (a path or ``s3://`` URL) and ``line`` the line of it, counted from 1
+    (None: the file as a whole, as for a manifest or a checksum). Also a ValueError, which is
+    what the readers raised for a damaged file before this class existed.
+    """
+
+    def __init__(self, where: str, line: int | None, problem: str) -> None:
+        super().__init__(f"{where}{f', line {line}' if line is not None else ''}: {problem}")
+        self.where = where
+        self.line = line
+        self.problem = problem

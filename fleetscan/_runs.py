@@ -13,6 +13,7 @@ one. The plain readers of an S3 destination run the async ones on an event loop 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -55,8 +56,8 @@ async def aread_manifest(dest: str, run: str = LATEST) -> dict[str, Any]:
     """The manifest of a run (``run``: its id, or ``"latest"``).
 
     Raises FileNotFoundError when the run has no manifest (it never finished, or there is no
-    run), ValueError when the file is not a fleetscan manifest, :class:`~fleetscan.FleetscanError`
-    when S3 refuses the read.
+    run), :class:`~fleetscan.DataError` (a ValueError) when the file is not a valid fleetscan
+    manifest, :class:`~fleetscan.FleetscanError` when S3 refuses the read.
     """
     return await _read.aread_manifest(dest, await _resolve(dest, run))
 
@@ -66,15 +67,18 @@ async def aread_records(
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Every record of one dataset of a run, in the order written.
 
-    Files are streamed, so memory stays bounded. Each file's size, SHA-256 and record count are
-    checked against the manifest once it is read: a mismatch raises ValueError naming the file
-    (after that file's records were yielded, so count what you consume before trusting it).
+    Files are streamed, so memory stays bounded. Nothing read is trusted: each record is
+    checked against its dataset's JSON Schema, and each file's size, SHA-256 and record count
+    against the manifest once it is read. Either failing raises :class:`~fleetscan.DataError`
+    naming the file and line, after the records before it were yielded (so count what you
+    consume before trusting it). Leaving the loop early closes the run's files.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     run_id = await _resolve(dest, run)
-    async for record in _read.aiter_records(dest, run_id, dataset):
-        yield record
+    async with aclosing(_read.aiter_records(dest, run_id, dataset)) as records:
+        async for record in records:
+            yield record
 
 
 def list_runs(dest: str) -> list[Run]:

@@ -393,7 +393,7 @@ API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("Audit", ("audit", "Policy", "AuditResult")),
-    ("Errors", ("FleetscanError", "ConfigError", "DiscoveryError", "SinkError")),
+    ("Errors", ("FleetscanError", "ConfigError", "DataError", "DiscoveryError", "SinkError")),
     ("Version", ("__version__",)),
 )
 

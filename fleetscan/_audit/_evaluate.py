@@ -22,10 +22,11 @@ import datetime as dt
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, DataError
 from .._records import format_time, parse_time
 from .._sinks._read import aiter_records, alist_runs, aread_manifest
 from ._policy import DEFAULT_RULE, Policy, format_duration
@@ -297,14 +298,17 @@ async def audit(
 
     Findings go to ``on_finding`` as they are made (volumes in the order the run wrote them, then
     unknown gateways, then unknown units), so memory holds only the summary, stale and unknown
-    findings. Raises ConfigError for an unknown run; a damaged file raises ValueError naming it.
+    findings. Raises ConfigError for an unknown run, DataError naming the file and line for a
+    damaged manifest or record file.
     """
     run_id, runs = await resolve_run(source, run_id, require_complete=require_complete)
     try:
         manifest = await aread_manifest(source, run_id)
     except FileNotFoundError:
         raise ConfigError("--run", f"no run {run_id!r} under {source}") from None
-    except ValueError as exc:  # not a run id, or not a fleetscan manifest
+    except DataError:
+        raise  # a damaged manifest: the data is bad, not the run id
+    except ValueError as exc:  # not a run id
         raise ConfigError("--run", str(exc)) from None
     status = str(manifest.get("status"))
     if require_complete and status != "complete":
@@ -377,18 +381,23 @@ async def audit(
     # Errors first (few), then gateways (only the failed ones are kept), then the volumes.
     unit_errors: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     gateway_errors: dict[str, dict[str, Any]] = {}
-    async for row in aiter_records(source, run_id, "errors"):
-        arn = row.get("gateway_arn")
-        if arn:
-            gateway_errors.setdefault(str(arn), row)
-        else:
-            unit_errors.setdefault((row.get("account_id"), row.get("region")), row)
+    # Each reader is closed here, whatever stops the loop: a reader left to the garbage
+    # collector finalises after the event loop ends, and its file's worker thread never does.
+    async with aclosing(aiter_records(source, run_id, "errors")) as rows:
+        async for row in rows:
+            arn = row.get("gateway_arn")
+            if arn:
+                gateway_errors.setdefault(str(arn), row)
+            else:
+                unit_errors.setdefault((row.get("account_id"), row.get("region")), row)
     failed_gateways: dict[str, dict[str, Any]] = {}
-    async for row in aiter_records(source, run_id, "gateways"):
-        if row.get("status") == "error":
-            failed_gateways[str(row["gateway_arn"])] = row
-    async for row in aiter_records(source, run_id, "recovery_points"):
-        record(_volume_finding(run_id, row))
+    async with aclosing(aiter_records(source, run_id, "gateways")) as rows:
+        async for row in rows:
+            if row.get("status") == "error":
+                failed_gateways[str(row["gateway_arn"])] = row
+    async with aclosing(aiter_records(source, run_id, "recovery_points")) as rows:
+        async for row in rows:
+            record(_volume_finding(run_id, row))
     for arn in sorted(failed_gateways.keys() | gateway_errors.keys()):
         record(_gateway_finding(run_id, arn, failed_gateways.get(arn), gateway_errors.get(arn)))
     if status not in ("complete", "partial") and (None, None) not in unit_errors:

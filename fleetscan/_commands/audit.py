@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._config import CONFIG_KEYS, ScanConfig
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, DataError
 from ._args import add_scan_options, scan_config
 
 if TYPE_CHECKING:
@@ -298,8 +298,10 @@ def run_request(request: AuditRequest) -> int:
             ),
             backend="asyncio",
         )
+    except DataError:
+        raise  # a damaged run: one line naming the file and line, exit 1
     except (ValueError, OSError) as exc:
-        # A damaged or unreadable run: the data is bad input, not a crash.
+        # An unreadable run: bad input, not a crash.
         raise ConfigError("--input", f"cannot audit {source}: {exc}") from None
     code = result.exit_code(request.fail_on)
     notes: list[str] = []

@@ -14,7 +14,8 @@ import hashlib
 import os
 import re
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import aclosing
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,9 +23,15 @@ import anyio
 import anyio.to_thread
 import orjson
 
+from .._exceptions import DataError
 from .._records import DATASETS
+from .._validate import Mismatch, checker
 from ._common import MANIFEST_VERSION
 from ._s3io import CHUNK, S3Reader
+
+#: The longest line a record file may hold: a record is a few KiB at most (every text field is
+#: bounded), so a longer line is not a record, and reading it would hold it all in memory.
+MAX_RECORD_BYTES = 1 << 20
 
 
 def find_manifest(dest: str | os.PathLike[str], run_id: str) -> Path:
@@ -39,7 +46,7 @@ def find_manifest(dest: str | os.PathLike[str], run_id: str) -> Path:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a manifest file, refusing anything that is not a fleetscan manifest."""
+    """Load a manifest file, refusing anything that is not a fleetscan manifest (DataError)."""
     return _parse_manifest(Path(path).read_bytes(), str(path))
 
 
@@ -47,9 +54,13 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
     try:
         manifest = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"{where} is not valid JSON: {exc}") from exc
+        raise DataError(where, None, f"not valid JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise ValueError(f"{where} is not a fleetscan manifest (version {MANIFEST_VERSION})")
+        raise DataError(where, None, f"not a fleetscan manifest (version {MANIFEST_VERSION})")
+    try:
+        checker("manifest")(manifest)
+    except Mismatch as exc:
+        raise DataError(where, None, f"breaks the manifest schema: {exc}") from None
     return manifest
 
 
@@ -76,9 +87,10 @@ def iter_records(
 ) -> Iterator[dict[str, Any]]:
     """Every record of one dataset of a run, in the order it was written.
 
-    Memory stays bounded (files are streamed). With ``verify``, each file's size, sha256 and
-    record count are checked against the manifest once the file has been read: a mismatch
-    raises :class:`ValueError` naming the file, after that file's records have been yielded.
+    Memory stays bounded (files are streamed). Each record is checked against its dataset's
+    schema as it is read, and with ``verify`` each file's size, sha256 and record count against
+    the manifest once the file has been read: :class:`DataError` naming the file (and the line),
+    after the records before it have been yielded.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
@@ -94,39 +106,85 @@ def iter_records(
 def _safe_relpath(entry: dict[str, Any], run_id: str, dest: object) -> PurePosixPath:
     relpath = PurePosixPath(entry["path"])
     if relpath.is_absolute() or ".." in relpath.parts or not relpath.parts:
-        raise ValueError(f"manifest of run {run_id!r} lists a path outside {dest}: {relpath}")
+        raise DataError(
+            f"manifest of run {run_id!r}", None, f"lists a path outside {dest}: {relpath}"
+        )
     return relpath
 
 
 def _read_file(path: Path, entry: dict[str, Any], verify: bool) -> Iterator[dict[str, Any]]:
-    sha = hashlib.sha256()
-    stored = 0
-    records = 0
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if path.name.endswith(".gz") else None
-    tail = b""
+    parser = _RecordFile(entry, str(path))
     with path.open("rb") as handle:
-        while True:
-            chunk = handle.read(CHUNK)
-            last = not chunk
-            sha.update(chunk)
-            stored += len(chunk)
-            if inflate is not None:
-                chunk = inflate.flush() if last else inflate.decompress(chunk)
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                records += 1
-                yield orjson.loads(line)
-            if last:
-                break
-    if tail:
-        raise ValueError(f"{path} ends in the middle of a record")
-    if not verify:
-        return
-    found = {"bytes": stored, "sha256": sha.hexdigest(), "records": records}
-    for key, value in found.items():
-        if entry[key] != value:
-            raise ValueError(f"{path}: {key} is {value}, the manifest says {entry[key]}")
+        while chunk := handle.read(CHUNK):
+            yield from parser.feed(chunk)
+    yield from parser.finish(verify=verify)
+
+
+class _RecordFile:
+    """One record file's bytes in, its records out: each line parsed and checked against its
+    dataset's schema (a DataError naming the file and line otherwise), then the whole file
+    against its manifest entry (size, sha256, record count).
+
+    Readers validate instead of trusting: the file may be torn, tampered or wrong-typed, and
+    a record that breaks the schema would otherwise fail far away, in code that trusted it.
+    """
+
+    def __init__(self, entry: dict[str, Any], where: str) -> None:
+        self.entry = entry
+        self.where = where
+        self.check = checker(entry["dataset"])
+        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if where.endswith(".gz") else None
+        self.sha = hashlib.sha256()
+        self.stored = 0
+        self.records = 0
+        self.tail = b""
+
+    def feed(self, raw: bytes) -> list[dict[str, Any]]:
+        self.sha.update(raw)
+        self.stored += len(raw)
+        return self._lines(self._inflate(raw) if self.inflate is not None else raw)
+
+    def finish(self, *, verify: bool = True) -> list[dict[str, Any]]:
+        """The last records, then the checks of the file as a whole."""
+        records = self._lines(self._inflate(b"")) if self.inflate is not None else []
+        if self.tail:
+            raise DataError(self.where, self.records + 1, "the file ends in the middle of a record")
+        if verify:
+            found = {"bytes": self.stored, "sha256": self.sha.hexdigest(), "records": self.records}
+            for key, value in found.items():
+                if self.entry[key] != value:
+                    problem = f"{key} is {value}, the manifest says {self.entry[key]}"
+                    raise DataError(self.where, None, problem)
+        return records
+
+    def _inflate(self, raw: bytes) -> bytes:
+        assert self.inflate is not None
+        try:
+            return self.inflate.decompress(raw) if raw else self.inflate.flush()
+        except zlib.error as exc:
+            raise DataError(self.where, None, f"not a valid gzip file: {exc}") from None
+
+    def _lines(self, chunk: bytes) -> list[dict[str, Any]]:
+        lines = (self.tail + chunk).split(b"\n")
+        self.tail = lines.pop()
+        if len(self.tail) > MAX_RECORD_BYTES:
+            problem = f"a record longer than {MAX_RECORD_BYTES} bytes: not a fleetscan record file"
+            raise DataError(self.where, self.records + 1, problem)
+        return [self._record(line) for line in lines]
+
+    def _record(self, line: bytes) -> dict[str, Any]:
+        self.records += 1
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise DataError(self.where, self.records, f"not a JSON record: {exc}") from None
+        try:
+            self.check(record)
+        except Mismatch as exc:
+            problem = f"breaks the {self.entry['dataset']} schema: {exc}"
+            raise DataError(self.where, self.records, problem) from None
+        result: dict[str, Any] = record
+        return result
 
 
 # -- async readers: a local directory or s3://bucket/prefix/ ---------------------------------
@@ -181,50 +239,31 @@ class _S3RunReader(S3Reader):
         return _parse_manifest(await self.read(relpath), self.url(relpath))
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+async def _file_chunks(path: Path) -> AsyncGenerator[bytes, None]:
     async with await anyio.open_file(path, "rb") as handle:
         while chunk := await handle.read(CHUNK):
             yield chunk
 
 
 async def _parse_records(
-    chunks: AsyncIterator[bytes], entry: dict[str, Any], where: str
-) -> AsyncIterator[dict[str, Any]]:
-    """The records of one file, then its size, sha256 and record count checked against the
-    manifest (a mismatch raises :class:`ValueError` naming the file)."""
-    sha = hashlib.sha256()
-    stored = 0
-    records = 0
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if where.endswith(".gz") else None
-    tail = b""
-    async for raw in chunks:
-        sha.update(raw)
-        stored += len(raw)
-        chunk = inflate.decompress(raw) if inflate is not None else raw
-        lines = (tail + chunk).split(b"\n")
-        tail = lines.pop()
-        for line in lines:
-            records += 1
-            yield orjson.loads(line)
-    if inflate is not None:
-        lines = (tail + inflate.flush()).split(b"\n")
-        tail = lines.pop()
-        for line in lines:
-            records += 1
-            yield orjson.loads(line)
-    if tail:
-        raise ValueError(f"{where} ends in the middle of a record")
-    found = {"bytes": stored, "sha256": sha.hexdigest(), "records": records}
-    for key, value in found.items():
-        if entry[key] != value:
-            raise ValueError(f"{where}: {key} is {value}, the manifest says {entry[key]}")
+    chunks: AsyncGenerator[bytes, None], entry: dict[str, Any], where: str
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The records of one file, then the file checked against the manifest (DataError)."""
+    parser = _RecordFile(entry, where)
+    async with aclosing(chunks):
+        async for raw in chunks:
+            for record in parser.feed(raw):
+                yield record
+    for record in parser.finish():
+        yield record
 
 
 async def aread_manifest(dest: str, run_id: str) -> dict[str, Any]:
     """The manifest of ``run_id`` under ``dest`` (a directory or ``s3://bucket/prefix/``).
 
-    Raises FileNotFoundError when the run has no manifest (it never finished), ValueError when
-    the file is not a fleetscan manifest, :class:`FleetscanError` when S3 refuses the read.
+    Raises FileNotFoundError when the run has no manifest (it never finished), DataError (a
+    ValueError) when the file is not a valid fleetscan manifest, ValueError for a bad run id,
+    :class:`FleetscanError` when S3 refuses the read.
     """
     if _is_s3(dest):
         async with _S3RunReader(dest) as reader:
@@ -233,12 +272,14 @@ async def aread_manifest(dest: str, run_id: str) -> dict[str, Any]:
     return await anyio.to_thread.run_sync(lambda: read_manifest(find_manifest(dest, run_id)))
 
 
-async def aiter_records(dest: str, run_id: str, dataset: str) -> AsyncIterator[dict[str, Any]]:
+async def aiter_records(
+    dest: str, run_id: str, dataset: str
+) -> AsyncGenerator[dict[str, Any], None]:
     """Every record of one dataset of a run, in the order written, local or S3.
 
-    Files are streamed (memory stays bounded), and each one's size, sha256 and record count are
-    checked against the manifest once read, as :func:`iter_records` does: a mismatch raises
-    ValueError naming the file, after that file's records have been yielded.
+    Files are streamed (memory stays bounded) and checked as :func:`iter_records` does: each
+    record against its schema, each file against the manifest; DataError naming the file and
+    line, after the records before it have been yielded.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
@@ -249,9 +290,10 @@ async def aiter_records(dest: str, run_id: str, dataset: str) -> AsyncIterator[d
                 if entry["dataset"] != dataset:
                     continue
                 relpath = str(_safe_relpath(entry, run_id, dest))
-                chunks = reader.chunks(relpath)
-                async for record in _parse_records(chunks, entry, reader.url(relpath)):
-                    yield record
+                records = _parse_records(reader.chunks(relpath), entry, reader.url(relpath))
+                async with aclosing(records):
+                    async for record in records:
+                        yield record
         return
     manifest = await aread_manifest(dest, run_id)
     root = Path(dest)
@@ -259,8 +301,10 @@ async def aiter_records(dest: str, run_id: str, dataset: str) -> AsyncIterator[d
         if entry["dataset"] != dataset:
             continue
         path = root.joinpath(*_safe_relpath(entry, run_id, dest).parts)
-        async for record in _parse_records(_file_chunks(path), entry, str(path)):
-            yield record
+        records = _parse_records(_file_chunks(path), entry, str(path))
+        async with aclosing(records):
+            async for record in records:
+                yield record
 
 
 def _run_summary(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ on nothing of each other, so the sink package has no import cycle.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -149,7 +149,7 @@ class S3Reader:
         """A whole (small) object."""
         return b"".join([chunk async for chunk in self.chunks(relpath)])
 
-    async def chunks(self, relpath: str) -> AsyncIterator[bytes]:
+    async def chunks(self, relpath: str) -> AsyncGenerator[bytes, None]:
         """An object's bytes in order; a body that breaks off is re-opened where it stopped
         (and only if the object is still the same one).
 
