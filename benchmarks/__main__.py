@@ -54,6 +54,12 @@ def _validate(quick: bool) -> dict[str, Any]:
     return bench_validate.main(quick)
 
 
+def _diff(quick: bool) -> dict[str, Any]:
+    from . import bench_diff
+
+    return bench_diff.main(quick)
+
+
 def _soak(quick: bool) -> dict[str, Any]:
     from . import soak
 
@@ -66,6 +72,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     **bench_scan.SCENARIOS,
     "s3": _s3,
     "validate": _validate,
+    "diff": _diff,
     "soak": _soak,
 }
 

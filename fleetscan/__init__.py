@@ -13,6 +13,7 @@ twin):
 
 Audit:
     audit(source, Policy.single("24h")) judges every cached volume: compliant, stale or unknown.
+    diff_runs(source, policy) what changed between two runs: stuck recovery points, newly stale.
 
 Exceptions: FleetscanError and its subclasses ConfigError, DataError, DiscoveryError, SinkError.
 
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from ._audit import AuditResult, Policy, audit
+    from ._audit import AuditResult, Change, Policy, RunDiff, audit, diff_runs
     from ._config import ScanConfig
     from ._exceptions import ConfigError, DataError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
@@ -58,6 +59,9 @@ _HOMES = {
     "AuditResult": "._audit",
     "Policy": "._audit",
     "audit": "._audit",
+    "Change": "._audit",
+    "RunDiff": "._audit",
+    "diff_runs": "._audit",
     "ScanConfig": "._config",
     "ConfigError": "._exceptions",
     "DataError": "._exceptions",
@@ -88,6 +92,7 @@ _HOMES = {
 __all__ = [
     "SCHEMA_VERSION",
     "AuditResult",
+    "Change",
     "ConfigError",
     "DataError",
     "DiscoveryError",
@@ -98,6 +103,7 @@ __all__ = [
     "Record",
     "RecoveryPointRecord",
     "Run",
+    "RunDiff",
     "ScanConfig",
     "ScanResult",
     "ScanStats",
@@ -108,6 +114,7 @@ __all__ = [
     "aread_manifest",
     "aread_records",
     "audit",
+    "diff_runs",
     "latest_run",
     "list_runs",
     "plan_scan",

@@ -21,8 +21,10 @@ import os
 import secrets
 import stat
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import IO, Final, NoReturn
 
 from ._exceptions import ConfigError
 
@@ -328,6 +330,49 @@ class Tree:
         if fd is None:
             raise _missing(self.path(reldir))
         return fd
+
+
+def check_file_target(path: Path, field: str) -> Path:
+    """Refuse, naming ``field``, a file path :func:`atomic_file` would not write: a missing or
+    unwritable directory, a symbolic link or anything but a regular file at the name. Callers
+    check before any work, so a bad path costs nothing; a link planted after the check is
+    replaced by the rename, never written through."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise ConfigError(field, f"{directory} is not an existing directory")
+    if path.is_symlink():
+        raise ConfigError(field, f"{path} is a symbolic link: fleetscan writes no file there")
+    if path.exists() and not path.is_file():
+        raise ConfigError(field, f"{path} is not a regular file")
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(field, f"{directory} is not writable")
+    return path
+
+
+@contextmanager
+def atomic_file(path: Path, *, field: str, mode: int = 0o600) -> Iterator[IO[bytes]]:
+    """Write the file ``path`` complete or not at all: under a fresh temporary name beside it
+    (``O_EXCL``), synced, then renamed over ``path``; on an exception it is removed.
+
+    A reader (node_exporter's textfile collector, a CI step) never sees half a file. Anything
+    but a regular file at ``path`` is refused, naming ``field``: a symbolic link there was
+    planted or is a mistake, and replacing it would hide either.
+    """
+    check_file_target(path, field)
+    tree = Tree(path.parent, field=field, create=False)
+    try:
+        fd, temporary = tree.create_temporary(path.name, mode)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            tree.replace(temporary, path.name)
+        except BaseException:
+            tree.unlink(temporary)
+            raise
+    finally:
+        tree.close()
 
 
 def temporary_name(name: str) -> str:

@@ -136,6 +136,9 @@ class ScanStats:
     retries_denied: int = 0
     units_skipped: int = 0
     throttles: int = 0
+    #: The retries and throttles above, by operation (for dashboards: ``--metrics-file``).
+    retries_by_operation: Counter[str] = field(default_factory=Counter)
+    throttles_by_operation: Counter[str] = field(default_factory=Counter)
     #: Attempts answered "expired token", made again with refreshed keys at no attempt's cost.
     expired_tokens: int = 0
     credential_refreshes: int = 0
@@ -163,6 +166,8 @@ class ScanStats:
             "retries": self.retries,
             "retries_denied_by_budget": self.retries_denied,
             "throttles": self.throttles,
+            "retries_by_operation": dict(sorted(self.retries_by_operation.items())),
+            "throttles_by_operation": dict(sorted(self.throttles_by_operation.items())),
             "expired_tokens": self.expired_tokens,
             "credential_refreshes": self.credential_refreshes,
             "peak_calls_in_flight": self.peak_in_flight,
@@ -313,6 +318,7 @@ class Engine:
                 call_keys.reset(signing_keys)
             if failure.throttled:
                 stats.throttles += 1
+                stats.throttles_by_operation[operation] += 1
                 if bucket is not None:
                     bucket.on_throttle(admitted_at)
             if failure.error_code in EXPIRED_CODES and source is not None:
@@ -332,6 +338,7 @@ class Engine:
                 stats.retries_denied += 1
                 raise CallFailed(operation, failure, sent)
             stats.retries += 1
+            stats.retries_by_operation[operation] += 1
             if not (failure.throttled and bucket is not None):
                 # A throttled call waits for its bucket instead: the bucket has just slowed
                 # down for every task sharing it, which is the backoff that matters.

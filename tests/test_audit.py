@@ -710,9 +710,12 @@ async def test_reports_hold_the_same_numbers_and_parse(scanned: Scanned, tmp_pat
     assert page.fills["#c62828"] >= 1  # stale dots
     assert page.fills["#2e7d32"] >= 1  # compliant dots
     tables = page.tables
+    # The complete run before this one: what changed since then is in the reports too.
     assert set(tables) == {"evidence", "status", "accounts", "regions", "rules", "stale"} | {
         "unknown",
         "files",
+        "changes",
+        "changed",
     }
     assert tables["status"][1:] == expected_status_rows
     assert len(tables["stale"]) - 1 == status["stale"]

@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 
+from fleetscan import list_runs
 from fleetscan._sinks import iter_records, latest_run, read_manifest
+from fleetscan.emulator import Fleet, FleetSpec
 from fleetscan.emulator._faults import FaultRule, Faults
 
 
@@ -135,3 +137,9 @@ def test_demo_command_scans_and_checks_the_demo_organization(tmp_path: Path) -> 
     stderr = proc.stderr.decode()
     assert "matches the emulated fleet's ground truth" in stderr
     assert latest_run(out) is not None
+    # A second scan an hour later on the fleet, with one gateway's snapshots stopped: the diff
+    # of the two runs finds exactly its volumes stuck.
+    assert len(list_runs(str(out))) == 2
+    fleet = Fleet(FleetSpec(seed=2026, accounts=6))
+    stuck = next(g for g in fleet.iter_gateways() if g.is_cached and g.connected and g.volumes)
+    assert f"changes: {len(stuck.volumes)} stuck, 0 new-stale" in " ".join(stderr.split())

@@ -393,6 +393,7 @@ API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("Audit", ("audit", "Policy", "AuditResult")),
+    ("Changes between runs", ("diff_runs", "RunDiff", "Change")),
     ("Errors", ("FleetscanError", "ConfigError", "DataError", "DiscoveryError", "SinkError")),
     ("Version", ("__version__",)),
 )

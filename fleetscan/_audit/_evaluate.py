@@ -24,12 +24,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import ConfigError, DataError
 from .._records import format_time, parse_time
 from .._sinks._read import aiter_records, alist_runs, aread_manifest
 from ._policy import DEFAULT_RULE, Policy, format_duration
+
+if TYPE_CHECKING:
+    from ._diff import RunDiff
 
 Status = Literal["compliant", "stale", "unknown"]
 STATUSES: tuple[Status, ...] = ("compliant", "stale", "unknown")
@@ -177,6 +180,10 @@ class AuditResult:
         """The run is older than ``max_scan_age``: every finding is unknown."""
         limit, age = self.max_scan_age_seconds, self.scan_age_seconds
         return limit is not None and (age is None or age > limit)
+
+    #: What changed since the previous finished run, when the reports were asked for and there
+    #: is one (see :func:`fleetscan.diff_runs`).
+    changes: RunDiff | None = None
 
     @property
     def volumes(self) -> int:

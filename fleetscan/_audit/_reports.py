@@ -22,6 +22,7 @@ import orjson
 
 from .._exceptions import ConfigError
 from .._localfs import Tree
+from ._diff import CHANGE_KINDS, RunDiff
 from ._evaluate import BINS_PER_DECADE, STATUSES, AccountSummary, AuditResult, Finding
 from ._policy import format_duration
 
@@ -256,7 +257,7 @@ def report_tables(result: AuditResult) -> list[Table]:
         )
         for entry in manifest.get("files") or []
     ]
-    return [
+    tables = [
         Table("evidence", "Evidence", ("", ""), [tuple(r) for r in evidence_rows]),
         Table(
             "status",
@@ -330,6 +331,51 @@ def report_tables(result: AuditResult) -> list[Table]:
             empty="The manifest lists no file.",
             note="Every file was read through the manifest; its size, sha256 and record count "
             "were checked against it.",
+        ),
+    ]
+    tables[2:2] = change_tables(result.changes) if result.changes is not None else []
+    return tables
+
+
+#: Changes listed in the reports (all of them: ``fleetscan diff``).
+CHANGE_ROWS = 200
+
+
+def change_tables(diff: RunDiff) -> list[Table]:
+    """What changed since the previous run: counts by kind, then the first changes."""
+    order = {kind: index for index, kind in enumerate(CHANGE_KINDS)}
+    changes = sorted(diff.changes, key=lambda c: order[c.change])[:CHANGE_ROWS]
+    rows = [
+        (
+            c.change,
+            c.account_id or "-",
+            c.region or "-",
+            c.gateway_name or (c.gateway_arn or "-").rsplit("/", 1)[-1],
+            c.volume_arn or "-",
+            c.recovery_point_time_before or "-",
+            c.recovery_point_time_after or c.error_code or "-",
+        )
+        for c in changes
+    ]
+    more = diff.total - len(rows)
+    command = f"fleetscan diff --input {diff.source} --from {diff.from_run_id}"
+    command += f" --to {diff.to_run_id}"
+    return [
+        Table(
+            "changes",
+            f"Changes since run {diff.from_run_id}",
+            ("change", "count"),
+            [(kind, _n(diff.counts[kind])) for kind in CHANGE_KINDS],
+            note=f"{_n(diff.volumes_before)} volumes then, {_n(diff.volumes_after)} now. stuck: "
+            "the recovery point did not advance although the gateway answered both times.",
+        ),
+        Table(
+            "changed",
+            "What changed",
+            ("change", "account", "region", "gateway", "volume", "before", "after"),
+            rows,
+            empty="Nothing changed.",
+            note=f"{_n(more)} more: {command}" if more > 0 else "",
         ),
     ]
 

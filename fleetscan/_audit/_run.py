@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._config import parse_s3_url
 from .._exceptions import ConfigError
+from ._diff import diff_runs, resolve_runs
 from ._evaluate import DEFAULT_MAX_SCAN_AGE, AuditResult, Finding, audit
 from ._policy import Policy
 from ._reports import FindingsWriter, write_reports
@@ -23,8 +24,9 @@ async def audit_to_dir(
     max_scan_age: int | None = DEFAULT_MAX_SCAN_AGE,
     on_finding: Callable[[Finding], None] | None = None,
 ) -> AuditResult:
-    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after.
-    ``on_finding`` sees every finding too (after it is written)."""
+    """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after,
+    with what changed since the previous finished run when there is one. ``on_finding`` sees
+    every finding too (after it is written)."""
 
     async def judge(write: Callable[[Finding], None] | None) -> AuditResult:
         def each(finding: Finding) -> None:
@@ -46,6 +48,12 @@ async def audit_to_dir(
         return await judge(None)
     with FindingsWriter(report_dir) as findings:
         result = await judge(findings.write)
+    try:
+        previous, _ = await resolve_runs(source, None, result.run_id)
+    except ConfigError:  # no finished run before this one
+        previous = None
+    if previous is not None:
+        result.changes = await diff_runs(source, policy, from_run=previous, to_run=result.run_id)
     write_reports(result, report_dir)
     return result
 

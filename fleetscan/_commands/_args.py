@@ -308,6 +308,13 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
     )
     if not for_audit:
         output.add_argument(
+            "--metrics-file",
+            type=Path,
+            metavar="FILE",
+            help="also write the run's metrics in the Prometheus text format here (for "
+            "node_exporter's textfile collector), complete or not at all",
+        )
+        output.add_argument(
             "--dry-run",
             action=argparse.BooleanOptionalAction,
             help="print the plan (accounts x regions, expected calls); call no Storage Gateway API",

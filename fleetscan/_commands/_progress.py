@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -138,8 +139,15 @@ def print_plan(plan: dict[str, Any], log_format: str) -> int:
     return 0
 
 
-def scan_with_progress(config: ScanConfig, *, quiet: bool = False, log_format: str = "text") -> int:
-    """``fleetscan scan``: run, show progress and a summary, return the exit code."""
+def scan_with_progress(
+    config: ScanConfig,
+    *,
+    quiet: bool = False,
+    log_format: str = "text",
+    metrics_file: Path | None = None,
+) -> int:
+    """``fleetscan scan``: run, show progress and a summary, return the exit code; with
+    ``metrics_file``, the run's metrics too (whenever the run has a manifest)."""
     if config.dry_run:
         return print_plan(anyio.run(plan_scan, config, backend="asyncio"), log_format)
     display = Display(enabled=not quiet and log_format == "text" and sys.stderr.isatty())
@@ -155,6 +163,10 @@ def scan_with_progress(config: ScanConfig, *, quiet: bool = False, log_format: s
     except FleetscanError as exc:
         say(str(exc), log_format, error=True)
         return 2 if isinstance(exc, ConfigError) else 1
+    if metrics_file is not None:
+        from .._metrics import scan_metrics, write_metrics
+
+        write_metrics(metrics_file, scan_metrics(result.manifest))
     if not quiet:
         print_summary(result.manifest, result.stats, log_format)
     if result.status == "interrupted":

@@ -145,6 +145,14 @@ def add_parser(subparsers: Any) -> None:
         help="write findings.ndjson, report.md, report.html and junit.xml here",
     )
     what.add_argument(
+        "--metrics-file",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="also write the audit's metrics in the Prometheus text format here (for "
+        "node_exporter's textfile collector), complete or not at all",
+    )
+    what.add_argument(
         "--asff",
         metavar="FILE",
         type=Path,
@@ -200,6 +208,7 @@ class AuditRequest:
     fail_on: str = "unknown"
     quiet: bool = False
     log_format: str = "text"
+    metrics_file: Path | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -247,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
         fail_on=args.fail_on,
         quiet=args.quiet,
         log_format=args.log_format,
+        metrics_file=args.metrics_file,
     )
     return run_request(request)
 
@@ -266,6 +276,10 @@ def run_request(request: AuditRequest) -> int:
         from .._audit._asff import check_asff_path
 
         asff_path = check_asff_path(request.asff)
+    if request.metrics_file is not None:
+        from .._metrics import check_metrics_file
+
+        check_metrics_file(request.metrics_file)
     source, run_id = request.source, request.run_id
     if request.scan is not None:
         from .._scan import new_run_id
@@ -329,6 +343,10 @@ def run_request(request: AuditRequest) -> int:
             ]
             if imported.not_imported:
                 code = EXIT_NOT_IMPORTED
+    if request.metrics_file is not None:
+        from .._metrics import audit_metrics, write_metrics
+
+        write_metrics(request.metrics_file, audit_metrics(result))
     if not request.quiet:
         print_summary(result, report_dir, code, request.log_format, notes=notes, imported=imported)
     return code

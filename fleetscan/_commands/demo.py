@@ -9,6 +9,7 @@ this command does.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import tempfile
 from pathlib import Path
@@ -61,7 +62,9 @@ def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
     except ImportError as exc:  # the emulator extra brings moto and trustme
         say(f"the demo needs the emulator extra: pip install 'fleetscan[emulator]' ({exc})", "text")
         return 2
-    spec = FleetSpec(seed=seed, accounts=accounts)
+    # The fleet's "now" an hour back, so that the hour the demo lets pass stays in the past.
+    epoch = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=LATER)
+    spec = FleetSpec(seed=seed, accounts=accounts, epoch=epoch)
     # A realistic day: some latency, a few InternalServerErrors (both status codes AWS uses),
     # and a per-(account, region) throttle that fleetscan's rate limiter has to respect.
     faults = Faults(
@@ -105,13 +108,54 @@ def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
                 output=output,
             )
             code = scan_with_progress(config, quiet=quiet)
+            if code == 0 and not quiet:
+                first = _later(stack.fleet, output)
+                code = scan_with_progress(config, quiet=True)
         finally:
             os.environ.clear()
             os.environ.update(saved)
         if not quiet:
             _check(stack.fleet, output)
+            if code == 0:
+                _diff_summary(output, first)
             _audit_summary(output)
     return code
+
+
+#: How much time the demo lets pass on the fleet between its two scans.
+LATER = 3600
+
+
+def _later(fleet: Any, output: str) -> str:
+    """An hour passes: every volume takes a new recovery point, except those of one gateway
+    (a stuck snapshot schedule). Returns the first run's id, to compare the second one with."""
+    from .._sinks import latest_run
+    from ..emulator import Fleet
+    from ._progress import say
+
+    assert isinstance(fleet, Fleet)
+    stuck = next(g for g in fleet.iter_gateways() if g.is_cached and g.connected and g.volumes)
+    for volume in stuck.volumes:
+        fleet.pin_recovery_point(volume.arn, volume.recovery_point_time)
+    fleet.advance(LATER)
+    say(
+        f"an hour later: every volume has a new recovery point, except the {len(stuck.volumes)} "
+        f"of gateway {stuck.name} in {stuck.account_id} (its snapshots stopped); scanning again",
+        "text",
+    )
+    return str(latest_run(output))
+
+
+def _diff_summary(output: str, first: str) -> None:
+    """What ``fleetscan diff`` says of the two runs: the stuck volumes, caught a day early."""
+    import anyio
+
+    from .._audit import Policy, diff_runs
+    from .diff import print_summary
+
+    policy = Policy.single(DEMO_MAX_AGE)
+    result = anyio.run(lambda: diff_runs(output, policy, from_run=first), backend="asyncio")
+    print_summary(result, 0)
 
 
 def _check(fleet: object, output: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 from typing import Any
 
 from .._config import ScanConfig
@@ -58,10 +59,22 @@ def run(args: argparse.Namespace) -> int:
             "where should records go? Set output (--output DIR, or - for stdout), "
             "or dry_run (--dry-run) to plan only",
         )
+    metrics_file = _metrics_file(args)
     # Only now, with the input known good, is the engine looked up and asked for anything.
     progress = importlib.import_module("fleetscan._commands._progress")
-    code: int = progress.scan_with_progress(config, quiet=args.quiet, log_format=args.log_format)
+    code: int = progress.scan_with_progress(
+        config, quiet=args.quiet, log_format=args.log_format, metrics_file=metrics_file
+    )
     return code
+
+
+def _metrics_file(args: argparse.Namespace) -> Path | None:
+    path: Path | None = getattr(args, "metrics_file", None)
+    if path is None:
+        return None
+    from .._metrics import check_metrics_file
+
+    return check_metrics_file(path)
 
 
 def _resume(given: dict[str, Any], args: argparse.Namespace) -> int:
@@ -71,6 +84,7 @@ def _resume(given: dict[str, Any], args: argparse.Namespace) -> int:
 
     run = importlib.import_module("fleetscan._run")
     progress = importlib.import_module("fleetscan._commands._progress")
+    metrics_file = _metrics_file(args)
     config, kept = anyio.run(run.resume_config, given, backend="asyncio")
     if not kept:
         progress.say(
@@ -79,5 +93,7 @@ def _resume(given: dict[str, Any], args: argparse.Namespace) -> int:
             "compression is checked",
             args.log_format,
         )
-    code: int = progress.scan_with_progress(config, quiet=args.quiet, log_format=args.log_format)
+    code: int = progress.scan_with_progress(
+        config, quiet=args.quiet, log_format=args.log_format, metrics_file=metrics_file
+    )
     return code

@@ -23,8 +23,9 @@ import datetime as dt
 import functools
 import hashlib
 import random
+from collections import Counter
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: Regions where botocore 1.43 offers storagegateway in the ``aws`` partition.
 STORAGE_GATEWAY_REGIONS: tuple[str, ...] = (
@@ -327,6 +328,12 @@ class Fleet:
         #: Only populated pairs are stored: {(account_id, region): gateway count}.
         self.pairs: dict[tuple[str, str], int] = self._make_pairs()
         self._gateway_index: dict[str, tuple[str, str, int]] = {}
+        #: What changed since the fleet was generated (:meth:`advance` and the methods after it).
+        self.generation = 0
+        self._pinned: dict[str, dt.datetime] = {}
+        self._removed: set[str] = set()
+        self._disconnected: set[str] = set()
+        self._added: Counter[str] = Counter()
 
     # -- organizations ------------------------------------------------------------------------
 
@@ -484,11 +491,60 @@ class Fleet:
         count = self.pairs.get((account_id, region), 0)
         if not count:
             return ()
-        return self._gateways(account_id, region, count)
+        return self._gateways(account_id, region, count, self.generation)
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - the fleet lives as long as its cache
-    def _gateways(self, account_id: str, region: str, count: int) -> tuple[Gateway, ...]:
-        return tuple(self._make_gateway(account_id, region, i) for i in range(count))
+    def _gateways(
+        self, account_id: str, region: str, count: int, generation: int
+    ) -> tuple[Gateway, ...]:
+        made = (self._make_gateway(account_id, region, i) for i in range(count))
+        return tuple(self._changed(g) for g in made if g.arn not in self._removed)
+
+    # -- change over time: a second scan of the same fleet sees what changed in between ------
+
+    def advance(self, seconds: float) -> None:
+        """Time passes: the epoch moves ``seconds`` on and every volume takes a new recovery
+        point as old as its last one was (ages unchanged: a healthy fleet), except pinned ones."""
+        self.spec = replace(self.spec, epoch=self.spec.epoch + dt.timedelta(seconds=seconds))
+        self.generation += 1
+
+    def pin_recovery_point(self, volume_arn: str, when: dt.datetime) -> None:
+        """The volume's recovery point is ``when`` however time passes: its current time for a
+        stuck snapshot pipeline, a recent one for a volume that caught up."""
+        self._pinned[volume_arn] = when
+        self.generation += 1
+
+    def remove_gateway(self, gateway_arn: str) -> None:
+        """The gateway is deleted: ListGateways no longer lists it."""
+        self._removed.add(gateway_arn)
+        self.generation += 1
+
+    def disconnect_gateway(self, gateway_arn: str) -> None:
+        """The gateway goes offline: GatewayNotConnected from now on."""
+        self._disconnected.add(gateway_arn)
+        self.generation += 1
+
+    def add_volume(self, gateway_arn: str) -> None:
+        """A new cached volume on the gateway (drawn like the others, from the seed)."""
+        self._added[gateway_arn] += 1
+        self.generation += 1
+
+    def _changed(self, gateway: Gateway) -> Gateway:
+        if not (self.generation and gateway.type in ("CACHED", "STORED")):
+            return gateway
+        added = tuple(
+            self._make_volume(_rng(self.spec.seed, "added", gateway.arn, n), gateway.arn)
+            for n in range(self._added[gateway.arn])
+        )
+        volumes = tuple(
+            replace(v, recovery_point_time=self._pinned[v.arn]) if v.arn in self._pinned else v
+            for v in gateway.volumes + added
+        )
+        return replace(
+            gateway,
+            connected=gateway.connected and gateway.arn not in self._disconnected,
+            volumes=volumes,
+        )
 
     def _make_gateway(self, account_id: str, region: str, index: int) -> Gateway:
         spec = self.spec

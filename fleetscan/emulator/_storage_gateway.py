@@ -244,6 +244,8 @@ class StorageGateway(Service):
         super().__init__()
         self.fleet = fleet
         self._pairs: dict[tuple[str, str], _PairView] = {}
+        #: The fleet's generation the views were made from: a change to the fleet drops them.
+        self._generation = fleet.generation
         self.handlers = {
             "ListGateways": self._list_gateways,
             "ListVolumeRecoveryPoints": self._list_volume_recovery_points,
@@ -272,6 +274,9 @@ class StorageGateway(Service):
 
     def _pair(self, account_id: str, region: str) -> _PairView:
         key = (account_id, region)
+        if self._generation != self.fleet.generation:
+            self._pairs.clear()
+            self._generation = self.fleet.generation
         view = self._pairs.get(key)
         if view is None:
             gateways = self.fleet.gateways(account_id, region)
