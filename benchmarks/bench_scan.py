@@ -611,11 +611,43 @@ def concurrency(quick: bool = False) -> dict[str, Any]:
     return result
 
 
+#: Processes compared by the shards benchmark: one, then ``--workers 2``.
+SHARD_WORKERS = (1, 2)
+
+
+def shards(quick: bool = False) -> dict[str, Any]:
+    """One process against ``--workers 2`` (two shard processes of one run) on the 1,000-account
+    organization, alternating; ``quick``: one round. Peak RSS is that of the largest process
+    (wait4 reports the largest of the process tree), CPU that of all of them."""
+    shape, network = FLEET_1000, Network()
+    rounds = 1 if quick else 2
+    expected = expectations(shape)
+    runs: dict[int, list[Measured]] = {n: [] for n in SHARD_WORKERS}
+    with _workdir() as workdir, Emulator(shape, network, workdir) as emulator:
+        for _ in range(rounds):
+            for n in SHARD_WORKERS:
+                extra = [f"--workers={n}"] if n > 1 else []
+                runs[n].append(measure("fleetscan", emulator, workdir, *extra))
+    result: dict[str, Any] = {
+        "shape": asdict(shape),
+        "network": asdict(network),
+        "expected": _expected_dict(expected),
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "workers": {str(n): _median_run(runs[n], expected) for n in SHARD_WORKERS},
+    }
+    one, two = (result["workers"][str(n)] for n in SHARD_WORKERS)
+    result["speedup"] = round(one["wall_s"] / two["wall_s"], 2)
+    _print_shards(result, network)
+    return result
+
+
 SCENARIOS = {
     "side_by_side": side_by_side,
     "fleet_1000": fleet_1000,
     "memory": memory,
     "concurrency": concurrency,
+    "shards": shards,
 }
 
 
@@ -726,3 +758,28 @@ def _print_concurrency(result: dict[str, Any]) -> None:
             + " ".join(f"{walls[name]:>9.2f}" for name in latencies)
             + f"  {result['peak_rss_mb_1m'][str(level)]:>11.1f}"
         )
+
+
+def _print_shards(result: dict[str, Any], network: Network) -> None:
+    exp = result["expected"]
+    print()
+    print(
+        f"(5) one process vs --workers 2, median of {result['rounds']} run(s) on "
+        f"{result['cpus']} CPUs: {network.describe()}"
+    )
+    print(
+        f"    fleet: {exp['accounts']:,} accounts x {exp['regions']} regions; "
+        f"{exp['recovery_points']:,} recovery points; minimum calls {exp['minimum_total']:,}"
+    )
+    print(
+        f"    {'processes':<10} {'wall s':>8} {'calls/s':>8} {'CPU s':>7} {'CPU ms/call':>12} "
+        f"{'/min':>6} {'peak RSS MB/process':>20} {'RPs ok':>6} {'server CPU':>10}"
+    )
+    for n, r in result["workers"].items():
+        print(
+            f"    {n:<10} {r['wall_s']:>8.2f} {r['calls'] / r['wall_s']:>8,.0f} "
+            f"{r['cpu_s']:>7.2f} {r['cpu_ms_per_call']:>12.3f} {r['calls_over_minimum']:>6.3f} "
+            f"{r['peak_rss_mb']:>20.1f} {('yes' if r['recovery_points_match'] else 'NO'):>6} "
+            f"{r['server_cpu_share']:>9.0%}"
+        )
+    print(f"    speed-up of --workers 2: {result['speedup']:.2f}x (target >= 1.5x)")

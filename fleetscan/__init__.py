@@ -6,6 +6,8 @@ Scan (configuration in, records out):
     run_scan(config) a whole run to config.output (a directory, s3://bucket/prefix/ or "-"),
                      manifest last; returns a ScanResult
     plan_scan(config) the accounts and regions a scan would cover, without a Storage Gateway call
+    finalize_run(dest, run_id) the manifest of a run scanned in shards (ScanConfig.shard), from
+                     the shards that finished
 
 Read a run back (local or S3, checked against its manifest; each has an ``a``-prefixed async
 twin):
@@ -31,7 +33,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from ._audit import AuditResult, Change, Policy, RunDiff, audit, diff_runs
-    from ._config import ScanConfig
+    from ._config import OrganizationConfig, ScanConfig
     from ._exceptions import ConfigError, DataError, DiscoveryError, FleetscanError, SinkError
     from ._records import (
         SCHEMA_VERSION,
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
         Record,
         RecoveryPointRecord,
     )
-    from ._run import ScanResult, plan_scan, run_scan
+    from ._run import ScanResult, finalize_run, plan_scan, run_scan
     from ._runs import (
         Run,
         alatest_run,
@@ -63,6 +65,7 @@ _HOMES = {
     "RunDiff": "._audit",
     "diff_runs": "._audit",
     "ScanConfig": "._config",
+    "OrganizationConfig": "._config",
     "ConfigError": "._exceptions",
     "DataError": "._exceptions",
     "DiscoveryError": "._exceptions",
@@ -76,6 +79,7 @@ _HOMES = {
     "ScanResult": "._run",
     "run_scan": "._run",
     "plan_scan": "._run",
+    "finalize_run": "._run",
     "Run": "._runs",
     "alatest_run": "._runs",
     "alist_runs": "._runs",
@@ -99,6 +103,7 @@ __all__ = [
     "ErrorRecord",
     "FleetscanError",
     "GatewayRecord",
+    "OrganizationConfig",
     "Policy",
     "Record",
     "RecoveryPointRecord",
@@ -115,6 +120,7 @@ __all__ = [
     "aread_records",
     "audit",
     "diff_runs",
+    "finalize_run",
     "latest_run",
     "list_runs",
     "plan_scan",

@@ -35,6 +35,13 @@ SECURITY_HUB_ACTIONS = (
     "securityhub:GetFindings",
     "securityhub:BatchImportFindings",
 )
+#: An organization's management role (``management_role_arn``) only lists the organization.
+MANAGEMENT_ACTIONS = (
+    "organizations:ListAccounts",
+    "organizations:ListAccountsForParent",
+    "organizations:ListOrganizationalUnitsForParent",
+    "organizations:ListRoots",
+)
 
 
 def session_policy(actions: tuple[str, ...]) -> str:
@@ -57,6 +64,7 @@ def session_policy(actions: tuple[str, ...]) -> str:
 MEMBER_SESSION_POLICY = session_policy(MEMBER_ACTIONS)
 HUB_SESSION_POLICY = session_policy(HUB_ACTIONS)
 SECURITY_HUB_SESSION_POLICY = session_policy(SECURITY_HUB_ACTIONS)
+MANAGEMENT_SESSION_POLICY = session_policy(MANAGEMENT_ACTIONS)
 
 Fetch = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -145,8 +153,9 @@ class RoleAssumer:
     def credentials_for(
         self, role_arn: str, policy: str = MEMBER_SESSION_POLICY
     ) -> AssumedRoleCredentials:
-        """Credentials of ``role_arn`` in a member account, fetched lazily and kept fresh,
-        limited to what ``policy`` allows (the scan's reads, unless told otherwise)."""
+        """Credentials of ``role_arn`` (a member's role, or with ``policy`` another role),
+        fetched lazily and kept fresh, limited to what ``policy`` allows (the scan's reads,
+        unless told otherwise)."""
         return self._assume(role_arn, policy, self._duration, self._external_id)
 
     def _assume(

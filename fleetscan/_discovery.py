@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._config import ScanConfig, storage_gateway_regions
+from ._config import OrganizationConfig, ScanConfig, storage_gateway_regions
 from ._config._values import show
 from ._exceptions import DiscoveryError
 from ._records import ACCOUNT_NAME_LIMIT, overlong
@@ -32,6 +32,11 @@ HOME_REGIONS = {"aws": "us-east-1", "aws-cn": "cn-north-1", "aws-us-gov": "us-go
 _ACCOUNT_ID = re.compile(r"[0-9]{12}", re.ASCII)
 _PARENT_ID = re.compile(r"r-[0-9a-z]{4,32}|ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}", re.ASCII)
 _OU_NAME_LIMIT = 128
+#: The organization id inside the ARN of a root, OU or account of an organization.
+_ORGANIZATION_ARN = re.compile(
+    r"arn:aws[a-z-]*:organizations::[0-9]{12}:(?:root|ou|account)/(?P<id>o-[a-z0-9]{10,32})/",
+    re.ASCII,
+)
 #: AccountStatus and AccountState are enums (longest value 18 characters).
 _STATUS_LIMIT = 32
 
@@ -45,6 +50,11 @@ class AccountTarget:
     #: policies by OU match on it. Empty when the account did not come from Organizations.
     ou_ids: tuple[str, ...] = ()
     ou_path: str | None = None
+    #: The ``o-…`` id of its organization (from the organization's ARNs); None when the account
+    #: did not come from Organizations, or the answers carried no ARN to read it from.
+    organization_id: str | None = None
+    #: The ``[[organizations]]`` entry that reached it (None: ``org``, or a static list).
+    organization_name: str | None = None
     #: (operation, what is wrong) for each field of its Organizations entry that could not be
     #: kept; the scan writes an error record for each (the manifest's account list omits them).
     problems: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -56,6 +66,8 @@ class AccountTarget:
             "status": self.status,
             "ou_ids": list(self.ou_ids),
             "ou_path": self.ou_path,
+            "organization_id": self.organization_id,
+            "organization_name": self.organization_name,
         }
 
 
@@ -64,14 +76,27 @@ async def discover_accounts(
     clients: Any,
     call: Call,
     static_accounts: tuple[str, ...],
+    organization: OrganizationConfig | None = None,
 ) -> list[AccountTarget]:
-    """The accounts to scan, in a stable order, inactive ones removed unless asked for."""
+    """The accounts to scan, in a stable order, inactive ones removed unless asked for.
+
+    With ``organization`` (an entry of ``config.organization_settings()``), the accounts of that
+    organization, with its own ``ous`` and ``exclude_accounts``, as its caller's credentials list
+    them; else ``config``'s organization (``org``) and/or static list.
+    """
     home = HOME_REGIONS.get(config.partition, "us-east-1")
     found: dict[str, AccountTarget] = {}
-    if config.org:
+    use_org = config.org or organization is not None
+    ous = config.ous if organization is None or organization.ous is None else organization.ous
+    excluded_ids = (
+        config.exclude_accounts
+        if organization is None or organization.exclude_accounts is None
+        else organization.exclude_accounts
+    )
+    if use_org:
         org = await clients.client("organizations", home)
-        if config.ous:
-            for ou in config.ous:
+        if ous:
+            for ou in ous:
                 for account in await _accounts_under(org, call, ou):
                     found[account.id] = account
         else:
@@ -85,25 +110,35 @@ async def discover_accounts(
                 if not token:  # a page may be empty while NextToken is still set
                     break
                 params["NextToken"] = token
-    if config.org and found:
-        placement = await _placement(org, call)
+    if use_org and found:
+        placement, organization_id = await _placement(org, call)
+        if organization_id is None:
+            organization_id = next(
+                (a.organization_id for a in found.values() if a.organization_id), None
+            )
+        name = organization.name if organization is not None else None
         for account_id, account in found.items():
-            if account_id in placement:
-                ou_ids, ou_path = placement[account_id]
-                found[account_id] = replace(account, ou_ids=ou_ids, ou_path=ou_path)
+            ou_ids, ou_path = placement.get(account_id, (account.ou_ids, account.ou_path))
+            found[account_id] = replace(
+                account,
+                ou_ids=ou_ids,
+                ou_path=ou_path,
+                organization_id=organization_id,
+                organization_name=name,
+            )
     for account_id in static_accounts:
         if account_id not in found:
-            if config.org:
+            if use_org:
                 raise DiscoveryError(
                     f"account {account_id} is not in the organization"
-                    + (" (or not under the given OUs)" if config.ous else "")
+                    + (" (or not under the given OUs)" if ous else "")
                 )
             found[account_id] = AccountTarget(account_id, None, "UNKNOWN")
     if not config.assume_role and not found:
         sts = await clients.client("sts", home)
         identity = await call(sts.get_caller_identity, "GetCallerIdentity")
         found[identity["Account"]] = AccountTarget(identity["Account"], None, "UNKNOWN")
-    excluded = set(config.exclude_accounts)
+    excluded = set(excluded_ids)
     return [
         a
         for a in sorted(found.values(), key=lambda a: a.id)
@@ -126,17 +161,22 @@ async def _accounts_under(org: Any, call: Call, ou_id: str) -> list[AccountTarge
     return accounts
 
 
-async def _placement(org: Any, call: Call) -> dict[str, tuple[tuple[str, ...], str]]:
-    """Every account's OU chain from the root, by walking the tree once (a few calls per OU).
+async def _placement(
+    org: Any, call: Call
+) -> tuple[dict[str, tuple[tuple[str, ...], str]], str | None]:
+    """Every account's OU chain from the root, by walking the tree once (a few calls per OU),
+    and the organization's id, read from its root's ARN (None: the answer carried none).
 
-    Records stay schema v1 (no OU field); the manifest carries this map, so an audit of old data
-    judges each account by the OU it was in when it was scanned.
+    Records carry no OU field; the manifest carries this map, so an audit of old data judges
+    each account by the OU it was in when it was scanned.
     """
-    roots = await call(org.list_roots, "ListRoots")
+    roots = _items(await call(org.list_roots, "ListRoots"), "Roots", "ListRoots")
     placement: dict[str, tuple[tuple[str, ...], str]] = {}
+    organization_id = next(
+        (found for r in roots if (found := organization_id_of(r.get("Arn"))) is not None), None
+    )
     pending: list[tuple[tuple[str, ...], str]] = [
-        ((_parent_id(r, "ListRoots"),), _ou_name(r, "ListRoots", "Root"))
-        for r in _items(roots, "Roots", "ListRoots")
+        ((_parent_id(r, "ListRoots"),), _ou_name(r, "ListRoots", "Root")) for r in roots
     ]
     while pending:
         chain, path = pending.pop()
@@ -147,7 +187,15 @@ async def _placement(org: Any, call: Call) -> dict[str, tuple[tuple[str, ...], s
         for item in await _children(org, call, operation, "OrganizationalUnits", parent):
             ou_id = _parent_id(item, operation)
             pending.append(((*chain, ou_id), f"{path}/{_ou_name(item, operation, ou_id)}"))
-    return placement
+    return placement, organization_id
+
+
+def organization_id_of(arn: object) -> str | None:
+    """The ``o-…`` id in the ARN of an organization's root, OU or account, else None."""
+    if not isinstance(arn, str):
+        return None
+    match = _ORGANIZATION_ARN.match(arn)
+    return match["id"] if match else None
 
 
 async def _children(
@@ -191,7 +239,13 @@ def _target(item: dict[str, Any], operation: str) -> AccountTarget:
     if not isinstance(status, str) or len(status) > _STATUS_LIMIT:
         problems.append((operation, f"the account's State is not a state: {show(status)}"))
         status = "UNKNOWN"
-    return AccountTarget(account_id, name, status, problems=tuple(problems))
+    return AccountTarget(
+        account_id,
+        name,
+        status,
+        organization_id=organization_id_of(item.get("Arn")),
+        problems=tuple(problems),
+    )
 
 
 def _parent_id(item: dict[str, Any], operation: str) -> str:

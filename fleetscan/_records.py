@@ -1,4 +1,4 @@
-"""Record schema v1: the three datasets a scan produces, and how API answers become records.
+"""Record schema v2: the three datasets a scan produces, and how API answers become records.
 
 Records are slotted dataclasses: orjson serialises them natively (no dict per record), and the
 field order here *is* the column order of the NDJSON files and the JSON Schemas in schemas/.
@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, TypeGuard
 
-SCHEMA_VERSION = 1
+#: 2 added ``organization_id`` to every record; readers take runs of schema 1 too (they lack it).
+SCHEMA_VERSION = 2
+#: The record schema versions readers accept.
+SCHEMA_VERSIONS: Final[tuple[int, ...]] = (1, 2)
 
 Dataset = Literal["recovery_points", "gateways", "errors"]
 DATASETS: tuple[Dataset, ...] = ("recovery_points", "gateways", "errors")
@@ -170,6 +173,8 @@ class RecoveryPointRecord:
     volume_size_bytes: int | None
     volume_usage_bytes: int | None
     recovery_point_age_seconds: float | None
+    #: The ``o-…`` id of the account's organization; None for an account of a static list.
+    organization_id: str | None = None
 
     dataset: ClassVar[Dataset] = "recovery_points"
 
@@ -192,6 +197,7 @@ class GatewayRecord:
     status: Literal["scanned", "not_cached", "error"]
     recovery_point_count: int | None
     error_code: str | None
+    organization_id: str | None = None
 
     dataset: ClassVar[Dataset] = "gateways"
 
@@ -210,6 +216,8 @@ class ErrorRecord:
     message: str
     attempts: int
     retryable: bool
+    #: The organization the failure concerns (a whole organization failing has no account).
+    organization_id: str | None = None
 
     dataset: ClassVar[Dataset] = "errors"
 

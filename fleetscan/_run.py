@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, Any
@@ -17,15 +18,45 @@ from typing import IO, Any
 import anyio
 
 from ._config import (
+    OrganizationConfig,
     ScanConfig,
     check_resume,
+    parse_s3_url,
     resumed_config,
     storage_gateway_regions,
     stored_config,
 )
+from ._discovery import AccountTarget
 from ._exceptions import ConfigError, FleetscanError
-from ._scan import Engine, ScanStats, UnitBatch, new_run_id
-from ._sinks import Checkpoint, RunInfo, S3Options, S3Sink, load_checkpoint, open_sink
+from ._records import DATASETS
+from ._retry import Failure
+from ._scan import CallFailed, Engine, ScanStats, UnitBatch, new_run_id
+from ._shards import (
+    FINISHED,
+    FailedOrganization,
+    Shard,
+    ShardPlan,
+    call_history,
+    check_shard,
+    load_plan,
+    make_plan,
+    read_shard_manifest,
+    resolve_shard,
+    shard_manifest_relpath,
+    write_plan,
+    write_run_manifest,
+)
+from ._sinks import (
+    Checkpoint,
+    RunInfo,
+    RunStore,
+    S3Options,
+    S3Sink,
+    load_checkpoint,
+    manifest_relpath,
+    open_sink,
+)
+from ._sinks._checkpoint import checkpoint_entry_relpath, checkpoint_relpath
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -40,6 +71,10 @@ class ScanResult:
     stats: ScanStats
     #: The signal that stopped the run (SIGINT, SIGTERM), if one did.
     signal: int | None = None
+    #: A shard ("K/N"): ``manifest`` is then the shard's own, and ``run_manifest`` the run's,
+    #: once every shard has finished (None before).
+    shard: str | None = None
+    run_manifest: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -48,7 +83,56 @@ class ScanResult:
         return {"complete": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FATAL)
 
 
-def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
+def _organizations(
+    engine: Engine, records: Counter[tuple[str | None, str]] | None
+) -> list[dict[str, Any]]:
+    """The manifest's ``organizations`` section: per organization, its accounts, units and
+    records. ``records`` is None on a resumed run, whose earlier sessions' records were not
+    counted per organization (the manifest's ``records`` still counts every one)."""
+    accounts = Counter(engine.organization_key(a.id) for a in engine.accounts)
+    section: list[dict[str, Any]] = []
+    for name, organization_id in engine.organizations:
+        key = name if name is not None else organization_id
+        counts = engine.organization_counts.get(key, Counter())
+        section.append(
+            {
+                "name": name,
+                "id": organization_id,
+                "status": "listed",
+                "accounts": accounts[key],
+                "accounts_failed": counts["accounts_failed"],
+                "units_planned": counts["units_planned"],
+                "units_done": counts["units_done"],
+                "units_failed": counts["units_failed"],
+                "records": (
+                    None
+                    if records is None
+                    else {dataset: records[(key, dataset)] for dataset in DATASETS}
+                ),
+            }
+        )
+    for name in engine.failed_organizations:
+        section.append(
+            {
+                "name": name,
+                "id": None,
+                "status": "failed",
+                "accounts": 0,
+                "accounts_failed": 0,
+                "units_planned": 1,
+                "units_done": 0,
+                "units_failed": 1,
+                "records": None,
+            }
+        )
+    return section
+
+
+def _summary(
+    config: ScanConfig,
+    engine: Engine,
+    records: Counter[tuple[str | None, str]] | None = None,
+) -> dict[str, Any]:
     """What the manifest records about the run: counts, and the config without secrets."""
     echo = {
         "org": config.org,
@@ -58,6 +142,7 @@ def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
         "role_arn_template": config.role_arn_template,
         "external_id": "<set>" if config.external_id else None,
         "hub_role_arn": config.hub_role_arn,
+        "organizations": [entry.name for entry in config.organizations],
         "assume_role": config.assume_role,
         "partition": config.partition,
         "regions": config.regions if isinstance(config.regions, str) else list(config.regions),
@@ -71,7 +156,13 @@ def _summary(config: ScanConfig, engine: Engine) -> dict[str, Any]:
         "config": echo,
         # One entry per account: id, name, status, ou_ids (root first), ou_path. Audit policies
         # by OU read it, so old data is judged by the OU each account was in when scanned.
-        "accounts_scanned": [a.as_dict() for a in engine.accounts],
+        # calls: what the account cost this session, by which a sharded run's plan balances
+        # the next run's shards.
+        "accounts_scanned": [
+            {**a.as_dict(), "calls": engine.account_calls[a.id]} for a in engine.accounts
+        ],
+        # Lifted to the manifest's top level (its ``organizations`` section).
+        "organizations": _organizations(engine, records),
     }
 
 
@@ -91,9 +182,17 @@ async def run_scan(
     With ``handle_signals`` (the CLI), SIGINT and SIGTERM stop the scan gracefully: no new call
     starts, calls in flight get ``config.stop_grace_seconds`` to finish, every finished unit is
     written and checkpointed, and the run ends ``interrupted`` (exit code 130 or 143), resumable.
+
+    With ``config.shard``, the scan is one shard of a run (see :mod:`fleetscan._shards`): its
+    share of the run's plan, resumed from its own checkpoint if it was started before, and the
+    run's manifest written once every shard has finished.
     """
     if not config.output:
         raise ConfigError("output", "an output destination is required (a directory or '-')")
+    if config.shard is not None:
+        return await _run_shard(
+            config, stdout=stdout, on_stats=on_stats, handle_signals=handle_signals
+        )
     checkpoint = (
         await load_checkpoint(config.output, config.resume, profile=config.profile)
         if config.resume
@@ -106,16 +205,57 @@ async def run_scan(
         else:
             started = dt.datetime.now(dt.UTC)
             run_id = config.run_id or new_run_id(started)
-        from . import __version__
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.release()
+        raise
+    return await _write_run(
+        config,
+        RunInfo(run_id=run_id, started_at=started, version=_version()),
+        checkpoint,
+        stdout=stdout,
+        on_stats=on_stats,
+        handle_signals=handle_signals,
+    )
 
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+async def _write_run(
+    config: ScanConfig,
+    run: RunInfo,
+    checkpoint: Checkpoint | None,
+    *,
+    stdout: IO[bytes] | None,
+    on_stats: Callable[[ScanStats], None] | None,
+    handle_signals: bool,
+    records_run_id: str | None = None,
+    accounts: list[AccountTarget] | None = None,
+    failed_organizations: tuple[tuple[OrganizationConfig, CallFailed], ...] = (),
+    manifest_at: str | None = None,
+) -> ScanResult:
+    """Scan into a sink for ``run``: the body of :func:`run_scan`, shared with shards.
+
+    A shard's files carry its own id (``run``) while its records carry the run's
+    (``records_run_id``); it scans ``accounts`` (its share) instead of discovering them, and
+    writes its manifest at ``manifest_at``.
+    """
+    run_id = records_run_id or run.run_id
+    try:
         engine = Engine(
             replace(config, run_id=run_id),
             run_id=run_id,
             done_units=frozenset(checkpoint.units) if checkpoint else frozenset(),
+            accounts=accounts,
+            failed_organizations=failed_organizations,
         )
         sink = open_sink(
-            config.output,
-            RunInfo(run_id=run_id, started_at=started, version=__version__),
+            config.output or "-",
+            run,
             compress=checkpoint.compression if checkpoint else config.compress,
             max_object_bytes=config.max_object_bytes,
             file_mode=config.file_mode,
@@ -123,6 +263,7 @@ async def run_scan(
             resume=checkpoint,
             s3=S3Options.from_config(config),
             config=stored_config(config),
+            manifest_at=manifest_at,
         )
     except BaseException:
         if checkpoint is not None:
@@ -135,12 +276,21 @@ async def run_scan(
     finished = anyio.Event()
     stopped_by: list[int] = []
 
+    # Records per (organization key, dataset) of this session; None when resumed (see
+    # _organizations).
+    per_organization: Counter[tuple[str | None, str]] | None = (
+        Counter() if checkpoint is None else None
+    )
+
     async def write_all() -> None:
         last_commit = time.monotonic()
         async with receive:
             async for batch in receive:
                 for record in batch.records:
                     await sink.write(record)
+                    if per_organization is not None:
+                        key = engine.organization_key(record.account_id)
+                        per_organization[(key, record.dataset)] += 1
                 sink.unit_done(batch.key)
                 engine.records_written(len(batch.records))
                 if time.monotonic() - last_commit >= config.checkpoint_interval:
@@ -185,7 +335,7 @@ async def run_scan(
     except BaseException as exc:
         status = "interrupted" if _is_interruption(exc) else "failed"
         with anyio.CancelScope(shield=True):
-            await sink.abort(status, _summary(config, engine))
+            await sink.abort(status, _summary(config, engine, per_organization))
         if isinstance(exc, BaseExceptionGroup):
             cause = _first_leaf(exc)
             if isinstance(cause, FleetscanError):
@@ -200,8 +350,162 @@ async def run_scan(
         status = "partial"
     if on_stats is not None:
         on_stats(stats)
-    manifest = await sink.finish(status, _summary(config, engine))
-    return ScanResult(run_id, status, manifest, stats, stopped_by[0] if stopped_by else None)
+    manifest = await sink.finish(status, _summary(config, engine, per_organization))
+    return ScanResult(run.run_id, status, manifest, stats, stopped_by[0] if stopped_by else None)
+
+
+async def _run_shard(
+    config: ScanConfig,
+    *,
+    stdout: IO[bytes] | None,
+    on_stats: Callable[[ScanStats], None] | None,
+    handle_signals: bool,
+) -> ScanResult:
+    """One shard of a run: the plan (read, or made by the first shard), the shard's own share
+    (resumed from its checkpoint if it was started before; nothing to do if it finished), then
+    the run's manifest if this shard is the last to finish."""
+    assert config.shard is not None
+    assert config.run_id is not None
+    assert config.output is not None
+    shard = resolve_shard(config.shard)
+    run_id = config.run_id
+    shard_id = shard.run_id(run_id)
+    options = S3Options.from_config(config)
+    store = RunStore(
+        config.output, profile=config.profile, file_mode=config.file_mode, options=options
+    )
+    async with store:
+        plan = await load_plan(store, run_id)
+        if plan is None:
+            plan = await _make_plan(config, store, shard)
+        check_shard(plan, shard, config)
+        shard_run = RunInfo(run_id=shard_id, started_at=plan.started_at, version=_version())
+        done = await read_shard_manifest(store, plan, shard)
+        if done is not None and done["status"] in FINISHED:
+            # Started again after it finished (an engine's retry, a re-run): nothing to scan,
+            # but the run's manifest may still be due, if the earlier session died before it.
+            run_manifest = await write_run_manifest(
+                store, run_id, version=_version(), written_by=f"shard {shard}", require_all=True
+            )
+            return ScanResult(
+                run_id,
+                done["status"],
+                done,
+                ScanStats(),
+                shard=str(shard),
+                run_manifest=run_manifest,
+            )
+        finalized = manifest_relpath(RunInfo(run_id=run_id, started_at=plan.started_at, version=""))
+        if await store.exists(finalized):
+            raise ConfigError(
+                "shard",
+                f"run {run_id} was finalized without shard {shard} (fleetscan finalize; its "
+                f"manifest is {store.where(finalized)}): this shard's share can no longer be "
+                "added to it; scan it in a new run",
+            )
+        started_before = await store.exists(_checkpoint_of(config.output, shard_run))
+    checkpoint = (
+        await load_checkpoint(config.output, shard_id, profile=config.profile)
+        if started_before
+        else None
+    )
+    result = await _write_run(
+        config,
+        shard_run,
+        checkpoint,
+        stdout=stdout,
+        on_stats=on_stats,
+        handle_signals=handle_signals,
+        records_run_id=run_id,
+        accounts=plan.share(shard),
+        failed_organizations=_failures(config, plan) if shard.index == 1 else (),
+        manifest_at=shard_manifest_relpath(run_id, shard),
+    )
+    run_manifest = None
+    if result.status in FINISHED:
+        async with store:
+            run_manifest = await write_run_manifest(
+                store, run_id, version=_version(), written_by=f"shard {shard}", require_all=True
+            )
+    return replace(result, run_id=run_id, shard=str(shard), run_manifest=run_manifest)
+
+
+def _failures(
+    config: ScanConfig, plan: ShardPlan
+) -> tuple[tuple[OrganizationConfig, CallFailed], ...]:
+    """The organizations the plan could not list, as discovery reports them (shard 1 writes
+    their error records, in every session, so the run stays partial and says which)."""
+    entries = {entry.name: entry for entry in config.organization_settings()}
+    failures = []
+    for failed in plan.failed_organizations:
+        entry = entries.get(failed.name)
+        if entry is None:
+            raise ConfigError(
+                "shard",
+                f"the run's plan names organization {failed.name!r}, which this configuration "
+                "does not have: start every shard with the run's configuration",
+            )
+        failure = Failure(failed.error_code, failed.message, retryable=False)
+        failures.append((entry, CallFailed(failed.operation, failure, failed.attempts)))
+    return tuple(failures)
+
+
+def _checkpoint_of(destination: str, run: RunInfo) -> str:
+    """Where a session of ``run`` leaves its checkpoint (its file, or its S3 header entry)."""
+    if destination.startswith("s3://"):
+        return checkpoint_entry_relpath(run, 0)
+    return checkpoint_relpath(run)
+
+
+async def _make_plan(config: ScanConfig, store: RunStore, shard: Shard) -> ShardPlan:
+    """The first shard to start discovers the accounts and writes the plan (or reads the one
+    another shard wrote meanwhile)."""
+    assert config.run_id is not None
+    assert config.output is not None
+    accounts, failed = await discover(config)
+    history = await call_history(config.output)
+    document = make_plan(
+        run_id=config.run_id,
+        started_at=dt.datetime.now(dt.UTC),
+        count=shard.count,
+        config=stored_config(config),
+        accounts=accounts,
+        calls=history[1] if history else {},
+        balanced_by=f"calls of run {history[0]}" if history else "account id hash",
+        failed_organizations=[
+            FailedOrganization(
+                name=entry.name,
+                operation=exc.operation,
+                error_code=exc.failure.error_code,
+                message=exc.failure.message,
+                attempts=exc.attempts,
+            )
+            for entry, exc in failed
+        ],
+    )
+    return await write_plan(store, config.run_id, document)
+
+
+async def finalize_run(
+    destination: str, run_id: str, *, profile: str | None = None, file_mode: int = 0o600
+) -> dict[str, Any]:
+    """Write the manifest of a sharded run from the shards that finished, if it has none yet,
+    and return the run's manifest (idempotent).
+
+    For a run that lost a shard for good: its share is missing from the run, which is then
+    ``partial`` and names the missing shards (``manifest["shards"]["missing"]``). Once written,
+    the run's manifest is never replaced, so a shard finishing later does not change it.
+    """
+    RunInfo(run_id=run_id, started_at=dt.datetime.now(dt.UTC), version="")  # a valid run id
+    if destination.startswith("s3://"):
+        parse_s3_url(destination)
+    store = RunStore(destination, profile=profile, file_mode=file_mode, create=False)
+    async with store:
+        manifest = await write_run_manifest(
+            store, run_id, version=_version(), written_by="fleetscan finalize", require_all=False
+        )
+    assert manifest is not None
+    return manifest
 
 
 def _check_resumed(config: ScanConfig, checkpoint: Checkpoint) -> None:
@@ -227,6 +531,8 @@ async def resume_config(given: Mapping[str, Any]) -> tuple[ScanConfig, bool]:
     sets must not change what the run scans (refused, naming the difference). A run whose
     checkpoint predates stored configurations is resumed with ``given`` alone (False).
     """
+    if given.get("shard") is not None:
+        ScanConfig(**given)  # refused: a shard resumes by itself (and names what to drop)
     output, resume = given.get("output"), given.get("resume")
     if not isinstance(output, str) or not output or output == "-":
         raise ConfigError("resume", "needs the output directory the run was written to")
@@ -254,12 +560,15 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-async def plan_scan(config: ScanConfig) -> dict[str, Any]:
-    """Accounts x regions and the calls they need at least, with no Storage Gateway call."""
-    from ._aws import AmbientCredentials, AwsClients, acting_as
-    from ._discovery import discover_accounts
+async def discover(
+    config: ScanConfig,
+) -> tuple[list[AccountTarget], list[tuple[OrganizationConfig, CallFailed]]]:
+    """The accounts ``config`` covers, as a scan would find them, with no Storage Gateway call,
+    and the organizations that could not be listed (the others are listed in full).
+    Organizations are listed as a scan lists them (a management role is assumed)."""
+    from ._aws import AmbientCredentials, AwsClients
 
-    engine = Engine(config, run_id="dry-run")
+    engine = Engine(config, run_id="discovery")
     async with AwsClients(
         profile=config.profile,
         max_pool_connections=8,
@@ -267,8 +576,17 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
         read_timeout=config.read_timeout,
         call_timeout=config.call_timeout,
     ) as clients:
-        with acting_as(AmbientCredentials(config.profile)):
-            accounts = await discover_accounts(config, clients, engine._plain_call, config.accounts)
+        _, failed = await engine.discover(clients, AmbientCredentials(config.profile))
+    return engine.accounts, failed
+
+
+async def plan_scan(config: ScanConfig) -> dict[str, Any]:
+    """Accounts x regions and the calls they need at least, with no Storage Gateway call.
+
+    An organization that cannot be listed is named under ``organizations_failed``, the others
+    planned in full.
+    """
+    accounts, failed = await discover(config)
     offered = storage_gateway_regions(config.partition)
     if config.regions == "all":
         regions: list[str] | str = list(offered)
@@ -277,7 +595,7 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
     else:
         regions = list(config.regions)
     n_regions = len(regions) if isinstance(regions, list) else len(offered)
-    return {
+    plan: dict[str, Any] = {
         "accounts": [{"id": a.id, "name": a.name, "status": a.status} for a in accounts],
         "regions": regions,
         "units": len(accounts) * n_regions,
@@ -287,3 +605,8 @@ async def plan_scan(config: ScanConfig) -> dict[str, Any]:
             "ListVolumeRecoveryPoints": "one per cached gateway found",
         },
     }
+    if config.organizations:
+        for entry, account in zip(plan["accounts"], accounts, strict=True):
+            entry["organization_id"] = account.organization_id
+        plan["organizations_failed"] = {entry.name: str(exc) for entry, exc in failed}
+    return plan

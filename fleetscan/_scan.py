@@ -24,11 +24,13 @@ import math
 import secrets
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
+from botocore.exceptions import BotoCoreError
 
 from ._aws import (
     AmbientCredentials,
@@ -39,15 +41,15 @@ from ._aws import (
     current_source,
 )
 from ._backpressure import RecordBudget, Reservation
-from ._config import ScanConfig, storage_gateway_regions
-from ._credentials import AssumedRoleCredentials, RoleAssumer
+from ._config import OrganizationConfig, ScanConfig, storage_gateway_regions
+from ._credentials import MANAGEMENT_SESSION_POLICY, AssumedRoleCredentials, RoleAssumer
 from ._discovery import (
     HOME_REGIONS,
     AccountTarget,
     discover_accounts,
     enabled_regions,
 )
-from ._exceptions import DiscoveryError
+from ._exceptions import DiscoveryError, FleetscanError
 from ._ratelimit import AdaptiveBucket, RateLimiter
 from ._records import (
     GATEWAY_TEXT_LIMITS,
@@ -64,7 +66,15 @@ from ._records import (
     parse_time,
     text_or_none,
 )
-from ._retry import EXPIRED_CODES, Backoff, Failure, MalformedResponse, RetryBudget, classify
+from ._retry import (
+    EXPIRED_CODES,
+    MAX_MESSAGE_CHARS,
+    Backoff,
+    Failure,
+    MalformedResponse,
+    RetryBudget,
+    classify,
+)
 from ._storagegateway import StorageGatewayClient
 
 #: A pair with a million gateways (10,000 pages of 100) is not a real fleet: an endpoint that
@@ -104,6 +114,10 @@ class Stopped(Exception):
 UnitKey = tuple[str, ...]
 ALL = "*"
 
+#: The account a task works for: set by the account's task, inherited by its units' tasks, so
+#: each call is counted against its account (a sharded run's next plan balances by these counts).
+_ACCOUNT: ContextVar[str | None] = ContextVar("fleetscan_account", default=None)
+
 
 @dataclass(slots=True)
 class UnitBatch:
@@ -125,6 +139,8 @@ class ScanStats:
 
     accounts: int = 0
     accounts_failed: int = 0
+    #: Organizations of ``[[organizations]]`` that could not be listed (each an error record).
+    organizations_failed: int = 0
     units_planned: int = 0
     units_done: int = 0
     units_failed: int = 0
@@ -154,6 +170,7 @@ class ScanStats:
         return {
             "accounts": self.accounts,
             "accounts_failed": self.accounts_failed,
+            "organizations_failed": self.organizations_failed,
             "units_planned": self.units_planned,
             "units_done": self.units_done,
             "units_failed": self.units_failed,
@@ -181,10 +198,32 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def role_arn_for(config: ScanConfig, account_id: str) -> str:
-    if config.role_arn_template:
-        return config.role_arn_template.format(partition=config.partition, account_id=account_id)
-    return f"arn:{config.partition}:iam::{account_id}:role/{config.role_name}"
+def role_arn_for(
+    config: ScanConfig, account_id: str, organization: OrganizationConfig | None = None
+) -> str:
+    """The member role of ``account_id``: ``organization``'s (resolved) role, else config's."""
+    roles = organization if organization is not None else config
+    if roles.role_arn_template:
+        return roles.role_arn_template.format(partition=config.partition, account_id=account_id)
+    return f"arn:{config.partition}:iam::{account_id}:role/{roles.role_name}"
+
+
+@dataclass(slots=True)
+class Reached:
+    """One organization (or the static list) as discovery reached it: its accounts, the
+    credentials its members' roles are assumed from, and the assumer that does it."""
+
+    entry: OrganizationConfig | None
+    accounts: list[AccountTarget]
+    base: FrozenCredentialSource
+    assumer: RoleAssumer
+    #: As listed (None: a static list, or answers without ARNs).
+    organization_id: str | None
+
+    @property
+    def key(self) -> str | None:
+        """What the manifest counts it under: its entry's name, else its ``o-…`` id."""
+        return self.entry.name if self.entry is not None else self.organization_id
 
 
 class Engine:
@@ -197,8 +236,16 @@ class Engine:
         run_id: str,
         static_accounts: tuple[str, ...] = (),
         done_units: frozenset[UnitKey] = frozenset(),
+        accounts: list[AccountTarget] | None = None,
+        failed_organizations: tuple[tuple[OrganizationConfig, CallFailed], ...] = (),
     ) -> None:
         self.config = config
+        #: The accounts to scan, already discovered (a shard's share of its run's plan); None:
+        #: discover them.
+        self._given_accounts = accounts
+        #: With given accounts: the organizations that could not be listed when the run was
+        #: planned (this shard writes their error records).
+        self._given_failures = failed_organizations
         #: Units a previous session of this run already wrote (resume skips them).
         self.done_units = done_units
         self._stopping = False
@@ -230,6 +277,17 @@ class Engine:
         self._send: MemoryObjectSendStream[UnitBatch] | None = None
         #: The accounts discovered (the manifest lists them, with their OU placement).
         self.accounts: list[AccountTarget] = []
+        #: (entry name, ``o-…`` id) of each organization listed; the manifest counts per one.
+        self.organizations: list[tuple[str | None, str | None]] = []
+        self._organization_of: dict[str, str | None] = {}
+        self._key_of: dict[str, str | None] = {}
+        #: Units per organization (by :meth:`organization_key`) of this session: the manifest
+        #: reports them.
+        self.organization_counts: dict[str | None, Counter[str]] = {}
+        #: Entries of ``[[organizations]]`` that could not be listed.
+        self.failed_organizations: list[str] = []
+        #: API calls made for each account (its AssumeRole, regions, gateways, recovery points).
+        self.account_calls: Counter[str] = Counter()
         self._credentials: list[AssumedRoleCredentials] = []
         #: Gateway failures per unit that were not about the gateway's own state.
         self._unit_failures: Counter[tuple[str, str]] = Counter()
@@ -300,6 +358,9 @@ class Engine:
                 try:
                     sent += 1
                     stats.calls[operation] += 1
+                    account = _ACCOUNT.get()
+                    if account is not None:
+                        self.account_calls[account] += 1
                     budget.record_call()
                     stats.in_flight += 1
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
@@ -396,6 +457,7 @@ class Engine:
             message=f.message,
             attempts=exc.attempts,
             retryable=f.retryable,
+            organization_id=self._organization_of.get(account_id) if account_id else None,
         )
 
     def _malformed(
@@ -466,51 +528,219 @@ class Engine:
         async with clients:
             self._clients = clients
             ambient = AmbientCredentials(self.config.profile)
-            with acting_as(ambient):
-                try:
-                    accounts = await discover_accounts(
-                        self.config, clients, self._plain_call, self.static_accounts
-                    )
-                except CallFailed as exc:
-                    raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
-                except Stopped:
-                    return  # asked to stop while the accounts were being listed: none scanned
-            self.accounts = accounts
-            self.stats.accounts = len(accounts)
-            assumer = RoleAssumer(
-                clients,
-                ambient=ambient,
-                sts_region=self._home,
-                session_name=self.config.role_session_name,
-                duration_seconds=self.config.role_duration_seconds,
-                external_id=self.config.external_id,
-                hub_role_arn=self.config.hub_role_arn,
-                call=self._plain_call,
-            )
+            try:
+                if self._given_accounts is not None:
+                    reached = self._adopt(self._given_groups(self._given_accounts, ambient))
+                    failed = list(self._given_failures)
+                else:
+                    reached, failed = await self.discover(clients, ambient)
+            except Stopped:
+                return  # asked to stop while the accounts were being listed: none scanned
+            for entry, problem in failed:
+                await self._organization_failed(entry, problem)
             async with anyio.create_task_group() as tg:
-                for account in accounts:
-                    if (account.id, ALL, ALL) in self.done_units:
-                        self.stats.units_skipped += 1
-                        continue
-                    await self._account_slots.acquire()
-                    if self._stopping:
-                        self._account_slots.release()
-                        break
-                    tg.start_soon(self._account, account, assumer, ambient)
+                for group in reached:
+                    for account in group.accounts:
+                        if (account.id, ALL, ALL) in self.done_units:
+                            self.stats.units_skipped += 1
+                            continue
+                        await self._account_slots.acquire()
+                        if self._stopping:
+                            self._account_slots.release()
+                            break
+                        tg.start_soon(self._account, account, group)
             # The first AssumeRole of each account is not a refresh.
             self.stats.credential_refreshes = sum(
                 max(0, c.refreshes - 1) for c in self._credentials
             )
             self.stats.open_clients = clients.open_clients
 
-    async def _account(
-        self, account: AccountTarget, assumer: RoleAssumer, ambient: FrozenCredentialSource
-    ) -> None:
+    async def discover(
+        self, clients: AwsClients, ambient: FrozenCredentialSource
+    ) -> tuple[list[Reached], list[tuple[OrganizationConfig, CallFailed]]]:
+        """Every organization's accounts (or the static list's), each organization listed with
+        the credentials that reach it, all at once; and the organizations that failed.
+
+        One organization failing (its management role denied, its listing throttled for good)
+        leaves the others to be scanned; only when every one fails does discovery fail
+        (:class:`DiscoveryError`, nothing to scan). An account reached by two entries is scanned
+        once, for the first entry.
+        """
+        self._clients = clients
+        entries: tuple[OrganizationConfig | None, ...] = self.config.organization_settings() or (
+            None,
+        )
+        results: list[Reached | tuple[OrganizationConfig, CallFailed] | None] = [None] * len(
+            entries
+        )
+
+        async def reach(index: int, entry: OrganizationConfig | None) -> None:
+            try:
+                results[index] = await self._reach(entry, ambient)
+            except Stopped:
+                return  # noticed below, once every organization's task has ended
+            except CallFailed as exc:
+                if entry is None:
+                    raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
+                results[index] = (entry, exc)
+            except (DiscoveryError, BotoCoreError, FleetscanError) as exc:
+                if entry is None:
+                    raise
+                failure = classify(MalformedResponse(str(exc)))
+                if not isinstance(exc, DiscoveryError):
+                    failure = Failure("CredentialsError", str(exc)[:MAX_MESSAGE_CHARS], False)
+                results[index] = (entry, CallFailed("ListAccounts", failure, 1))
+
+        if len(entries) == 1:
+            await reach(0, entries[0])
+        else:
+            async with anyio.create_task_group() as tg:
+                for index, entry in enumerate(entries):
+                    tg.start_soon(reach, index, entry)
+        if self._stopping:
+            raise Stopped
+        reached = [r for r in results if isinstance(r, Reached)]
+        failed = [r for r in results if isinstance(r, tuple)]
+        if not reached:
+            if len(failed) == 1:
+                entry, exc = failed[0]
+                raise DiscoveryError(
+                    f"cannot list the accounts of organization {entry.name!r}: {exc}"
+                )
+            raise DiscoveryError(
+                "no organization could be listed: "
+                + "; ".join(f"{entry.name!r}: {exc}" for entry, exc in failed)
+            )
+        return self._adopt(reached), failed
+
+    def _adopt(self, reached: list[Reached]) -> list[Reached]:
+        """Take ``reached`` as the accounts this engine scans (each once, for the first group
+        that reached it) and count them per organization."""
+        seen: set[str] = set()
+        for group in reached:
+            group.accounts = [a for a in group.accounts if a.id not in seen]
+            seen.update(a.id for a in group.accounts)
+            self.accounts.extend(group.accounts)
+        self._organization_of = {a.id: a.organization_id for a in self.accounts}
+        self._key_of = {a.id: group.key for group in reached for a in group.accounts}
+        self.stats.accounts = len(self.accounts)
+        self.organizations = [
+            (group.entry.name if group.entry else None, group.organization_id)
+            for group in reached
+            if group.key is not None
+        ]
+        self.organization_counts = {group.key: Counter() for group in reached if group.key}
+        return reached
+
+    def _given_groups(
+        self, accounts: list[AccountTarget], ambient: FrozenCredentialSource
+    ) -> list[Reached]:
+        """A shard's share of its run's plan, grouped as discovery reached it (by the
+        ``[[organizations]]`` entry that listed each account), with no Organizations call."""
+        entries = {entry.name: entry for entry in self.config.organization_settings()}
+        groups: dict[str | None, Reached] = {}
+        for account in accounts:
+            name = account.organization_name
+            group = groups.get(name)
+            if group is None:
+                entry = entries.get(name) if name is not None else None
+                if name is not None and entry is None:
+                    raise DiscoveryError(
+                        f"the run's plan places account {account.id} in organization {name!r}, "
+                        "which this configuration does not have"
+                    )
+                base = ambient
+                if entry is not None and entry.profile is not None:
+                    base = AmbientCredentials(entry.profile)
+                external_id = self.config.external_id if entry is None else entry.external_id
+                group = groups[name] = Reached(
+                    entry=entry,
+                    accounts=[],
+                    base=base,
+                    assumer=self._assumer(base, external_id, self.config.hub_role_arn),
+                    organization_id=account.organization_id,
+                )
+            group.accounts.append(account)
+        return list(groups.values())
+
+    def organization_key(self, account_id: str | None) -> str | None:
+        """The organization a discovered account is counted under in the manifest: the name of
+        the ``[[organizations]]`` entry that reached it, else its ``o-…`` id (None: a static
+        list's account, or none)."""
+        return self._key_of.get(account_id) if account_id else None
+
+    async def _reach(
+        self, entry: OrganizationConfig | None, ambient: FrozenCredentialSource
+    ) -> Reached:
+        """One organization's accounts, listed as its entry says to reach it."""
+        config = self.config
+        base = ambient
+        if entry is not None and entry.profile is not None:
+            base = AmbientCredentials(entry.profile)
+        lister: FrozenCredentialSource = base
+        if entry is not None and entry.management_role_arn is not None:
+            lister = self._assumer(base, entry.management_external_id, None).credentials_for(
+                entry.management_role_arn, MANAGEMENT_SESSION_POLICY
+            )
+        with acting_as(lister):
+            accounts = await discover_accounts(
+                config, self._clients, self._plain_call, self.static_accounts, entry
+            )
+        external_id = config.external_id if entry is None else entry.external_id
+        return Reached(
+            entry=entry,
+            accounts=accounts,
+            base=base,
+            assumer=self._assumer(base, external_id, config.hub_role_arn),
+            organization_id=next((a.organization_id for a in accounts if a.organization_id), None),
+        )
+
+    def organization_of(self, account_id: str) -> str | None:
+        """The ``o-…`` id of a discovered account's organization (None: a static list's)."""
+        return self._organization_of.get(account_id)
+
+    def _assumer(
+        self, caller: FrozenCredentialSource, external_id: str | None, hub_role_arn: str | None
+    ) -> RoleAssumer:
+        return RoleAssumer(
+            self._clients,
+            ambient=caller,
+            sts_region=self._home,
+            session_name=self.config.role_session_name,
+            duration_seconds=self.config.role_duration_seconds,
+            external_id=external_id,
+            hub_role_arn=hub_role_arn,
+            call=self._plain_call,
+        )
+
+    async def _organization_failed(self, entry: OrganizationConfig, exc: CallFailed) -> None:
+        """An organization that could not be listed: one error record naming it, and a failed
+        unit, so the run is partial. A resumed run lists it again; failing again, it stays
+        failed, its error record the one an earlier session wrote."""
+        key = ("organization", entry.name)
+        self.stats.organizations_failed += 1
+        self.failed_organizations.append(entry.name)
+        self.stats.units_planned += 1
+        self.stats.units_failed += 1
+        if key in self.done_units:
+            return
+        failure = exc.failure
+        message = f"organization {entry.name!r}: {failure.message}"[:MAX_MESSAGE_CHARS]
+        error = self._error(
+            CallFailed(exc.operation, replace(failure, message=message), exc.attempts),
+            account_id=None,
+            region=None,
+        )
+        await self._send_batch(key, [error])
+
+    async def _account(self, account: AccountTarget, group: Reached) -> None:
+        _ACCOUNT.set(account.id)
         preparing = True
         try:
-            credentials: FrozenCredentialSource = ambient
+            credentials: FrozenCredentialSource = group.base
             if self.config.assume_role:
-                assumed = assumer.credentials_for(role_arn_for(self.config, account.id))
+                role_arn = role_arn_for(self.config, account.id, group.entry)
+                assumed = group.assumer.credentials_for(role_arn)
                 self._credentials.append(assumed)
                 credentials = assumed
             with acting_as(credentials):
@@ -519,14 +749,13 @@ class Engine:
                     regions = await self._regions()
                 except CallFailed as exc:
                     self.stats.accounts_failed += 1
-                    self.stats.units_planned += 1
-                    self.stats.units_failed += 1
+                    self._count_units(account, planned=1, failed=1, accounts_failed=1)
                     error = self._error(exc, account_id=account.id, region=None)
                     await self._send_batch(
                         (account.id, ALL, ALL), [error, *self._account_problems(account)]
                     )
                     return
-                self.stats.units_planned += len(regions)
+                self._count_units(account, planned=len(regions))
                 async with anyio.create_task_group() as tg:
                     for region in regions:
                         if (account.id, region, ALL) in self.done_units:
@@ -540,8 +769,7 @@ class Engine:
                 # Every region is written: a resumed run need not even assume the role.
                 problems = self._account_problems(account)
                 if problems:
-                    self.stats.units_planned += 1
-                    self.stats.units_failed += 1
+                    self._count_units(account, planned=1, failed=1)
                 await self._send_batch((account.id, ALL, ALL), problems)
         except Stopped:
             pass
@@ -666,9 +894,30 @@ class Engine:
             self._unit_failures.pop(key, None)
             self._unit_slots.release()
         if failed:
-            self.stats.units_failed += 1
+            self._count_units(account, failed=1)
         else:
-            self.stats.units_done += 1
+            self._count_units(account, done=1)
+
+    def _count_units(
+        self,
+        account: AccountTarget,
+        *,
+        planned: int = 0,
+        done: int = 0,
+        failed: int = 0,
+        accounts_failed: int = 0,
+    ) -> None:
+        """Count units for the run and for the account's organization (the manifest's
+        ``organizations`` section)."""
+        self.stats.units_planned += planned
+        self.stats.units_done += done
+        self.stats.units_failed += failed
+        counts = self.organization_counts.get(self.organization_key(account.id))
+        if counts is not None:
+            counts["units_planned"] += planned
+            counts["units_done"] += done
+            counts["units_failed"] += failed
+            counts["accounts_failed"] += accounts_failed
 
     async def _gateway(
         self,
@@ -750,6 +999,7 @@ class Engine:
                     recovery_point_age_seconds=(
                         round((now - point).total_seconds(), 3) if point else None
                     ),
+                    organization_id=account.organization_id,
                 )
             )
         self.stats.recovery_points += len(infos)
@@ -790,6 +1040,7 @@ class Engine:
             status=status,
             recovery_point_count=recovery_point_count,
             error_code=error_code,
+            organization_id=account.organization_id,
         )
 
 

@@ -378,8 +378,8 @@ def test_a_torn_manifest_hides_its_run(runs: Runs, tmp_path: Path) -> None:
 
 def test_a_wrong_typed_record_is_a_clear_error(runs: Runs, tmp_path: Path) -> None:
     # A record whose volume ARN is a number, in a file whose manifest agrees with it (sha256,
-    # size and count rewritten): the reader's schema check names the file and line, exit 1 as
-    # for the audit (the data is damaged; the command line was right).
+    # size and count rewritten): the reader's schema check names the file and line. Exit 2, not
+    # the audit's 1: the diff's exit 1 means "a --fail-on change exists".
     copy, manifest, data = _copy(runs, tmp_path)
     lines = data.read_bytes().splitlines(keepends=True)
     record = orjson.loads(lines[0])
@@ -392,7 +392,7 @@ def test_a_wrong_typed_record_is_a_clear_error(runs: Runs, tmp_path: Path) -> No
             entry["bytes"], entry["sha256"] = len(body), hashlib.sha256(body).hexdigest()
     find_manifest(copy, runs.runs[2].run_id).write_bytes(orjson.dumps(manifest))
     proc = _fleetscan("diff", "--input", copy, env={})
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     last = proc.stderr.splitlines()[-1]
     assert f"{data.name}, line 1: breaks the recovery_points schema: volume_arn" in last

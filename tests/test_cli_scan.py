@@ -90,7 +90,8 @@ def test_output_dash_streams_recovery_points_to_stdout(
     assert sorted(r["volume_arn"] for r in records) == sorted(
         rp.volume_arn for rp in truth.recovery_points
     )
-    assert all(r["schema_version"] == 1 for r in records)
+    assert all(r["schema_version"] == 2 for r in records)
+    assert {r["organization_id"] for r in records} == {stack.fleet.organization_id}
 
 
 def test_dry_run_makes_no_storage_gateway_call(
@@ -143,3 +144,33 @@ def test_demo_command_scans_and_checks_the_demo_organization(tmp_path: Path) -> 
     fleet = Fleet(FleetSpec(seed=2026, accounts=6))
     stuck = next(g for g in fleet.iter_gateways() if g.is_cached and g.connected and g.volumes)
     assert f"changes: {len(stuck.volumes)} stuck, 0 new-stale" in " ".join(stderr.split())
+
+
+def test_demo_of_two_organizations_scans_both_in_one_run(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = _fleetscan(
+        "demo", "--output", str(out), "--accounts", "6", "--organizations", "2",
+        env={}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    stderr = proc.stderr.decode()
+    assert "2 organizations" in stderr
+    assert "matches the emulated fleet's ground truth" in stderr
+    run_id = latest_run(out)
+    assert run_id is not None
+    manifest = read_manifest(next(out.glob(f"manifests/dt=*/{run_id}.json")))
+    section = manifest["organizations"]
+    assert [(o["name"], o["status"]) for o in section] == [("org-1", "listed"), ("org-2", "listed")]
+    assert len({o["id"] for o in section}) == 2
+    ids = {r["organization_id"] for r in iter_records(str(out), run_id, "recovery_points")}
+    assert ids == {o["id"] for o in section}
+
+
+def test_demo_refuses_more_organizations_than_accounts(tmp_path: Path) -> None:
+    proc = _fleetscan(
+        "demo", "--output", str(tmp_path / "demo"), "--accounts", "2", "--organizations", "3",
+        env={},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip().endswith("3 organizations need at least as many accounts")
+    assert "Traceback" not in proc.stderr.decode()

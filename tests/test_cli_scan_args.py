@@ -462,6 +462,7 @@ def test_every_scan_flag_reaches_the_config(env: dict[str, str], tmp_path: Path)
         "accounts": ["111122223333", "444455556666", "999988887777"],
         "accounts_file": "more.csv",
         "exclude_accounts": ["999988887777"],
+        "organizations": [],  # TOML only: no flag
         "include_inactive": True,
         "role_name": "Reader",
         "role_arn_template": None,
@@ -490,6 +491,8 @@ def test_every_scan_flag_reaches_the_config(env: dict[str, str], tmp_path: Path)
         "resume": None,
         "checkpoint_interval": 5.0,
         "stop_grace_seconds": 2.5,
+        # --shard needs a directory or S3 output: tests/test_shards.py covers it.
+        "shard": None,
         # S3 settings are refused with a non-S3 output: their flags are covered by test_s3_sink.
         "sse": None,
         "sse_kms_key_id": None,

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetscan import ConfigError, ScanConfig, run_scan
+from fleetscan import ConfigError, OrganizationConfig, ScanConfig, run_scan
 from fleetscan._config import (
     CONFIG_KEYS,
     build_config,
@@ -521,7 +521,9 @@ def test_unknown_override_is_refused() -> None:
 # -- the shipped examples ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["organization.toml", "static-list.toml", "demo.toml"])
+@pytest.mark.parametrize(
+    "name", ["organization.toml", "organizations.toml", "static-list.toml", "demo.toml"]
+)
 def test_shipped_example_configs_validate(name: str) -> None:
     config = build_config(load_config_file(CONFIGS / name), {})
     assert config.assume_role
@@ -536,6 +538,19 @@ def test_organization_example() -> None:
         "gzip",
     )
     assert config.external_id is not None
+
+
+def test_organizations_example() -> None:
+    config = build_config(load_config_file(CONFIGS / "organizations.toml"), {})
+    main, acquired = config.organization_settings()
+    assert (main.name, main.role_name, main.management_role_arn) == (
+        "main",
+        "FleetscanReader",
+        None,
+    )
+    assert acquired.role_name == "AcquiredStorageReader"
+    assert acquired.management_role_arn == "arn:aws:iam::222233334444:role/FleetscanOrgReader"
+    assert acquired.external_id != config.external_id
 
 
 def test_static_list_example_reads_its_csv_and_honours_exclusions() -> None:
@@ -608,3 +623,190 @@ async def test_output_is_needed_to_write_a_run_not_to_stream_one() -> None:
     with pytest.raises(ConfigError, match="output") as refused:
         await run_scan(config)
     assert refused.value.field == "output"
+
+
+# -- several organizations ---------------------------------------------------------------------
+
+ORGANIZATIONS_TOML = """
+role_name = "FleetscanReader"
+external_id = "top-level-id"
+ous = ["ou-ab12-cd34ef56"]
+exclude_accounts = ["999988887777"]
+
+[[organizations]]
+name = "prod"
+
+[[organizations]]
+name = "acquired"
+profile = "acquired-admin"
+management_role_arn = "arn:aws:iam::222233334444:role/FleetscanOrgReader"
+management_external_id = "mgmt-secret"
+role_arn_template = "arn:{partition}:iam::{account_id}:role/ops/Reader"
+external_id = "their-id"
+ous = []
+exclude_accounts = ["555566667777"]
+"""
+
+
+def test_organizations_tables_become_entries_that_inherit_the_top_level(tmp_path: Path) -> None:
+    config = build_config(load_config_file(write(tmp_path, ORGANIZATIONS_TOML)), {})
+    prod, acquired = config.organizations
+    assert (prod.name, prod.profile, prod.management_role_arn, prod.ous) == (
+        "prod",
+        None,
+        None,
+        None,
+    )
+    assert acquired.profile == "acquired-admin"
+    assert acquired.exclude_accounts == ("555566667777",)
+    assert "mgmt-secret" not in repr(config)
+    assert "their-id" not in repr(config)
+    first, second = config.organization_settings()
+    # prod takes every member setting from the top level ...
+    assert (first.role_name, first.role_arn_template) == ("FleetscanReader", None)
+    assert first.external_id == "top-level-id"
+    assert first.ous == ("ou-ab12-cd34ef56",)
+    assert first.exclude_accounts == ("999988887777",)
+    # ... acquired overrides them, its template replacing the top-level role name.
+    assert (second.role_name, second.role_arn_template) == (None, acquired.role_arn_template)
+    assert second.external_id == "their-id"
+    assert second.ous == ()
+    assert second.exclude_accounts == ("555566667777",)
+
+
+def test_every_organization_may_bring_its_own_role_instead_of_a_top_level_one() -> None:
+    config = ScanConfig(
+        organizations=(
+            OrganizationConfig(name="a", role_name="ReaderA"),
+            OrganizationConfig(name="b", role_arn_template="arn:aws:iam::{account_id}:role/B"),
+        )
+    )
+    assert [e.role_name for e in config.organization_settings()] == ["ReaderA", None]
+    with pytest.raises(ConfigError) as caught:
+        ScanConfig(
+            organizations=(
+                OrganizationConfig(name="a", role_name="ReaderA"),
+                OrganizationConfig(name="b"),
+            )
+        )
+    assert caught.value.field == "role_name"
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "fragment"),
+    [
+        ({"nmae": "x"}, "organizations[1].nmae", "unknown key"),
+        ({"profile": "p"}, "organizations[1].name", "is missing"),
+        ({"name": ""}, "organizations[1].name", "must be 1-64"),
+        ({"name": "a b"}, "organizations[1].name", "must be 1-64"),
+        ({"name": "first"}, "organizations[1].name", "also the name of organizations[0]"),
+        ({"name": "x", "profile": ""}, "organizations[1] (x).profile", "is empty"),
+        (
+            {"name": "x", "management_role_arn": "arn:aws:iam::12:role/R"},
+            "organizations[1] (x).management_role_arn",
+            "not 12 digits",
+        ),
+        (
+            {"name": "x", "management_role_arn": "arn:aws-cn:iam::222233334444:role/R"},
+            "organizations[1] (x).management_role_arn",
+            "partition",
+        ),
+        (
+            {"name": "x", "management_external_id": "abc"},
+            "organizations[1] (x).management_external_id",
+            "management_role_arn",
+        ),
+        (
+            {"name": "x", "external_id": SECRET + "#"},
+            "organizations[1] (x).external_id",
+            "not shown",
+        ),
+        (
+            {
+                "name": "x",
+                "role_name": "R",
+                "role_arn_template": "arn:aws:iam::{account_id}:role/R",
+            },
+            "organizations[1] (x).role_arn_template",
+            "not both",
+        ),
+        ({"name": "x", "role_name": "a/b"}, "organizations[1] (x).role_name", "IAM's rules"),
+        (
+            {"name": "x", "role_arn_template": "arn:aws:iam::123456789012:role/R"},
+            "organizations[1] (x).role_arn_template",
+            "no {account_id}",
+        ),
+        ({"name": "x", "ous": ["ou-1"]}, "organizations[1] (x).ous[0]", "not an OU id"),
+        (
+            {"name": "x", "exclude_accounts": ["12"]},
+            "organizations[1] (x).exclude_accounts[0]",
+            "2 digits",
+        ),
+    ],
+)
+def test_every_bad_organization_entry_is_refused_naming_the_entry_and_key(
+    entry: dict[str, Any], field: str, fragment: str
+) -> None:
+    # As a TOML table (a dict), which ScanConfig takes as it takes an OrganizationConfig.
+    entries: Any = ({"name": "first"}, entry)
+    with pytest.raises(ConfigError) as caught:
+        ScanConfig(role_name="R", organizations=entries)
+    assert caught.value.field == field
+    assert fragment in caught.value.problem
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "fragment"),
+    [
+        ("organizations = 3\n", "organizations", "an array of tables"),
+        ("organizations = [3]\n", "organizations[0]", "a table"),
+        ("[[organizations]]\nname = 7\n", "organizations[0].name", "a string, not an integer"),
+        (
+            '[[organizations]]\nname = "a"\nous = "ou-ab12-cd34ef56"\n',
+            "organizations[0].ous",
+            "a list",
+        ),
+        (
+            '[[organizations]]\nname = "a"\nexclude_accounts = [111122223333]\n',
+            "organizations[0].exclude_accounts[0]",
+            "quotes",
+        ),
+        ('[[organizations]]\nname = "a"\nrole = "R"\n', "organizations[0].role", "did you mean"),
+        (
+            f'[[organizations]]\nname = "a"\nexternal_id = ["{SECRET}"]\n',
+            "organizations[0].external_id",
+            "a string, not a list",
+        ),
+    ],
+)
+def test_organizations_tables_of_the_wrong_type_are_refused(
+    tmp_path: Path, text: str, field: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(write(tmp_path, text))
+    assert caught.value.field == field
+    assert fragment in caught.value.problem
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"org": True}, "org"),
+        ({"accounts": ("111122223333",)}, "accounts"),
+        ({"assume_role": False, "role_name": None}, "organizations"),
+    ],
+)
+def test_organizations_exclude_other_account_sources(values: dict[str, Any], field: str) -> None:
+    base: dict[str, Any] = {"role_name": "R", "organizations": ({"name": "a"},)}
+    with pytest.raises(ConfigError) as caught:
+        ScanConfig(**(base | values))
+    assert caught.value.field == field
+
+
+def test_an_account_source_flag_replaces_the_files_organizations(tmp_path: Path) -> None:
+    values = load_config_file(write(tmp_path, ORGANIZATIONS_TOML))
+    config = build_config(values, {"org": True})
+    assert config.org
+    assert config.organizations == ()

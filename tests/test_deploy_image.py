@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from importlib.metadata import distribution
 from pathlib import Path
 
+import boto3
 import pytest
 from deploy_launch import (
     DEPLOY,
@@ -22,7 +23,7 @@ from deploy_launch import (
     kubernetes_launch,
     run_as_image,
     scratch_dir,
-    without_option,
+    start_as_image,
 )
 from ground_truth import assert_matches_truth, run_records
 from packaging.requirements import Requirement
@@ -173,7 +174,7 @@ def test_each_cronjob_pod_is_one_shard_of_one_run_at_a_time() -> None:
     # A later run is another Job, another name, another run id.
     other = kubernetes_launch(job_name="fleetscan-29413785", index=0, secrets=SECRETS)
     assert other.argv[other.argv.index("--run-id") + 1] == "fleetscan-29413785"
-    # The same manifest, as three shards (what the shard test will run).
+    # The same manifest, as three shards (what test_three_shards_as_each_engine_... runs).
     three = kubernetes_launch(job_name="j", index=2, secrets=SECRETS, shards=3)
     assert three.env["FLEETSCAN_SHARD_COUNT"] == "3"
     assert three.facts["completions"] == 3
@@ -215,7 +216,6 @@ def test_a_batch_job_submitted_without_a_run_id_is_refused_before_any_call() -> 
     with scratch_dir() as workdir:
         proc = run_as_image(
             launch,
-            argv=without_option(launch.argv, "--shard"),
             # No credentials and no endpoint: nothing may be called.
             env={"AWS_EC2_METADATA_DISABLED": "true"},
             workdir=workdir,
@@ -224,3 +224,47 @@ def test_a_batch_job_submitted_without_a_run_id_is_refused_before_any_call() -> 
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("fleetscan: error: run_id: 'Ref::run_id' must be"), line
+
+
+@pytest.mark.parametrize("engine", ["kubernetes", "batch"])
+def test_three_shards_as_each_engine_starts_them_scan_exactly_the_fleet(
+    engine: str, stack: Stack, stack_env: dict[str, str], output: Path
+) -> None:
+    """Issue 13: the image's entrypoint and the definitions' arguments, with the engine's index
+    variables, as three shards running at once against the emulator, into the definitions' own
+    bucket (moto): one run, exactly the ground truth."""
+    bucket, dest = "amzn-s3-demo-bucket", BATCH_PARAMETERS["Output"]
+    boto3.client("s3", endpoint_url=stack.moto_endpoint_url).create_bucket(Bucket=bucket)
+    if engine == "kubernetes":
+        run_id = "fleetscan-29412345"
+        launches = [
+            kubernetes_launch(job_name=run_id, index=k, secrets=SECRETS, shards=3) for k in range(3)
+        ]
+    else:
+        run_id = "d32c5kddcf5bb8c3"
+        launches = [
+            batch_launch(
+                parameters=BATCH_PARAMETERS,
+                index=k,
+                parent_job_id="4c5d2e1f-8a9b-4c3d-9e8f-7a6b5c4d3e2f",
+                execution_id=run_id,
+                secrets={SECRET_ARN: EXTERNAL_ID},
+                size=3,
+            )
+            for k in range(3)
+        ]
+    for launch in launches:
+        assert_one_shard(launch, run_id)
+        assert launch.argv[launch.argv.index("--output") + 1] == dest
+    shards = [start_as_image(launch, env=stack_env, workdir=output) for launch in launches]
+    for index, shard in enumerate(shards):
+        _, stderr = shard.communicate(timeout=TIMEOUT)
+        assert shard.returncode == 0, f"shard {index}: {stderr}"
+        assert "Traceback" not in stderr
+        assert EXTERNAL_ID not in stderr
+
+    manifest = read_manifest(dest, run_id)
+    assert manifest["status"] == "complete"
+    assert [s["shard"] for s in manifest["shards"]["shards"]] == ["1/3", "2/3", "3/3"]
+    assert all(s["status"] == "complete" for s in manifest["shards"]["shards"])
+    assert_matches_truth(stack.fleet, run_records(dest, run_id))

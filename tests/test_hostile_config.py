@@ -336,6 +336,29 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "output": st.just(OUTPUT) | TEXT,
     "run_id": TEXT | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True),
     "accounts_file": TEXT | st.just("a\x00b"),
+    # [[organizations]] tables: plausible keys with plausible, odd and secret values, and some
+    # keys no entry has; as inline tables, which TOML reads exactly as [[organizations]].
+    "organizations": st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "name": st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True) | TEXT,
+                "profile": TEXT,
+                "management_role_arn": ARN_LIKE,
+                "management_external_id": st.just(CANARY) | TOML_VALUES,
+                "external_id": st.text(NAME_CHARS + "# é", max_size=5).map(lambda t: CANARY + t),
+                "role_name": st.from_regex(r"[A-Za-z0-9_]{1,10}", fullmatch=True) | TOML_VALUES,
+                "role_arn_template": templates(),
+                "ous": st.lists(st.from_regex(r"ou-[0-9a-z]{4}-[0-9a-z]{8}", fullmatch=True)),
+                "exclude_accounts": st.lists(
+                    st.from_regex(r"[0-9]{11,13}", fullmatch=True), max_size=2
+                ),
+                "nmae": TOML_VALUES,
+            },
+        ),
+        max_size=3,
+    )
+    | TOML_VALUES,
 }
 
 

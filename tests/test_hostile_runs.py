@@ -303,7 +303,7 @@ def sample(name: str) -> dict[str, Any]:
     """A valid instance of each schema: a record of the synthetic run, or its manifest."""
     if name == "manifest":
         return {
-            "manifest_version": 1, "run_id": "r1", "status": "complete",
+            "manifest_version": 2, "run_id": "r1", "status": "complete",
             "started_at": "2026-01-02T03:04:00.000Z", "ended_at": "2026-01-02T03:05:00.000Z",
             "fleetscan_version": "t", "schema_version": 1, "destination": "/x",
             "compression": "none", "records": {"recovery_points": 3, "gateways": 1, "errors": 0},
@@ -312,6 +312,7 @@ def sample(name: str) -> dict[str, Any]:
                 "dataset": "gateways", "path": "gateways/dt=2026-01-02/r1-00000.ndjson",
                 "records": 1, "bytes": 10, "sha256": "0" * 64,
             }],
+            "shards": None,
         }  # fmt: skip
     if name == "recovery_points":
         record: dict[str, Any] = orjson.loads(orjson.dumps(synthetic_run.unit_records(1)[0]))

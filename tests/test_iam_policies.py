@@ -22,6 +22,8 @@ from moto.backends import get_backend
 import fleetscan
 from fleetscan._credentials import (
     HUB_SESSION_POLICY,
+    MANAGEMENT_ACTIONS,
+    MANAGEMENT_SESSION_POLICY,
     MEMBER_ACTIONS,
     MEMBER_SESSION_POLICY,
     SECURITY_HUB_ACTIONS,
@@ -135,6 +137,14 @@ def test_the_security_hub_policy_allows_the_import_session_actions_and_no_more()
 def test_the_member_role_policy_allows_the_member_session_actions() -> None:
     assert allowed_actions(policy("member-role.json")) == set(MEMBER_ACTIONS)
     assert json.loads(MEMBER_SESSION_POLICY)["Statement"][0]["Action"] == list(MEMBER_ACTIONS)
+
+
+def test_the_org_reader_policy_allows_the_management_session_actions() -> None:
+    """A management role (``management_role_arn``) is given org-reader.json, and its session
+    policy allows exactly that: listing the organization, nothing else."""
+    assert allowed_actions(policy("org-reader.json")) == set(MANAGEMENT_ACTIONS)
+    statement = json.loads(MANAGEMENT_SESSION_POLICY)["Statement"][0]
+    assert statement["Action"] == list(MANAGEMENT_ACTIONS)
 
 
 def test_org_scans_call_exactly_what_the_policies_and_the_session_policy_allow(

@@ -73,9 +73,30 @@ def test_each_schema_is_valid_draft_2020_12_and_documents_every_field(name: str)
     assert schema["title"]
     assert schema["description"]
     assert schema["additionalProperties"] is False
-    assert schema["required"] == list(schema["properties"])
+    # Every field is required, but those a later version added: old runs lack them.
+    assert schema["required"] == [k for k in schema["properties"] if k not in ADDED_LATER]
     undocumented = [key for key, value in schema["properties"].items() if not value["description"]]
     assert undocumented == []
+
+
+#: Fields added by record schema 2 (required of schema-2 records) and manifest version 2.
+ADDED_LATER = ("organization_id", "organizations")
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_schema_1_records_validate_and_schema_2_records_need_their_organization(
+    dataset: str,
+) -> None:
+    """Old runs stay readable: a record of schema 1 has no organization_id; one of schema 2 must
+    have it (null for a static account list)."""
+    record = stored(next(r for r in RECORDS if r.dataset == dataset))
+    assert record["schema_version"] == 2
+    old = {k: v for k, v in record.items() if k != "organization_id"} | {"schema_version": 1}
+    assert problems(dataset, old) == []
+    assert problems(dataset, {k: v for k, v in record.items() if k != "organization_id"}) != []
+    assert problems(dataset, {**record, "organization_id": None}) == []
+    assert problems(dataset, {**record, "organization_id": "o-exampleorgid"}) == []
+    assert problems(dataset, {**record, "organization_id": "org-1"}) != []
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -127,7 +148,7 @@ ERROR = next(r for r in RECORDS if isinstance(r, ErrorRecord))
         (POINT, {"volume_id": "12A3456B"}),
         (POINT, {"volume_size_bytes": "1073741824"}),  # sizes are numbers, not strings
         (POINT, {"volume_usage_bytes": -1}),
-        (POINT, {"schema_version": 2}),
+        (POINT, {"schema_version": 3}),
         (POINT, {"run_id": "../elsewhere"}),
         (POINT, {"partition": "azure"}),
         (SCANNED, {"status": "ok"}),

@@ -1,4 +1,4 @@
--- fleetscan gateway (record schema v1)
+-- fleetscan gateway (record schema v2)
 -- fleetscan schema --format athena --dataset gateways --location s3://amzn-s3-demo-bucket/fleetscan/
 CREATE EXTERNAL TABLE IF NOT EXISTS fleetscan_gateways (
   `schema_version`            bigint  COMMENT 'Version of this record schema',
@@ -16,9 +16,10 @@ CREATE EXTERNAL TABLE IF NOT EXISTS fleetscan_gateways (
   `host_environment`          string  COMMENT 'HostEnvironment from ListGateways (VMWARE, HYPER-V, EC2, KVM, OTHER, SNOWBALL)',
   `status`                    string  COMMENT 'scanned: ListVolumeRecoveryPoints answered',
   `recovery_point_count`      bigint  COMMENT 'Number of recovery points (one per cached volume) the gateway returned; null unless status is scanned',
-  `error_code`                string  COMMENT 'Why ListVolumeRecoveryPoints failed for good: Storage Gateway\'s own error.errorCode when the answer carried one (GatewayNotConnected, GatewayNotFound, NotSupported), else the AWS error code (AccessDeniedException, InternalServerError, ...)'
+  `error_code`                string  COMMENT 'Why ListVolumeRecoveryPoints failed for good: Storage Gateway\'s own error.errorCode when the answer carried one (GatewayNotConnected, GatewayNotFound, NotSupported), else the AWS error code (AccessDeniedException, InternalServerError, ...)',
+  `organization_id`           string  COMMENT 'The id (o-xxxxxxxxxx) of the account\'s organization, from Organizations; null for an account of a static account list'
 )
-COMMENT 'fleetscan gateway (record schema v1)'
+COMMENT 'fleetscan gateway (record schema v2)'
 PARTITIONED BY (`dt` string COMMENT 'UTC start date of the run (yyyy-MM-dd): one run, one partition')
 ROW FORMAT SERDE 'org.apache.hive.hcatalog.data.JsonSerDe'
 STORED AS INPUTFORMAT 'org.apache.hadoop.mapred.TextInputFormat'

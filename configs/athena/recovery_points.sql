@@ -1,4 +1,4 @@
--- fleetscan recovery point (record schema v1)
+-- fleetscan recovery point (record schema v2)
 -- fleetscan schema --format athena --dataset recovery_points --location s3://amzn-s3-demo-bucket/fleetscan/
 CREATE EXTERNAL TABLE IF NOT EXISTS fleetscan_recovery_points (
   `schema_version`             bigint  COMMENT 'Version of this record schema',
@@ -16,9 +16,10 @@ CREATE EXTERNAL TABLE IF NOT EXISTS fleetscan_recovery_points (
   `recovery_point_time`        string  COMMENT 'Time of the volume\'s most recent recovery point (VolumeRecoveryPointTime), normalised to UTC RFC 3339 with milliseconds; null when the API sent no readable time',
   `volume_size_bytes`          bigint  COMMENT 'Size of the volume in bytes (VolumeSizeInBytes; read as a number even when the API sends it as a string); null when absent or unreadable',
   `volume_usage_bytes`         bigint  COMMENT 'Bytes of the volume in use (VolumeUsageInBytes); null when the API omits it, as it does for volumes created before May 2015',
-  `recovery_point_age_seconds` double  COMMENT 'scanned_at minus recovery_point_time, in seconds: how old the newest recovery point was when scanned'
+  `recovery_point_age_seconds` double  COMMENT 'scanned_at minus recovery_point_time, in seconds: how old the newest recovery point was when scanned',
+  `organization_id`            string  COMMENT 'The id (o-xxxxxxxxxx) of the account\'s organization, from Organizations; null for an account of a static account list'
 )
-COMMENT 'fleetscan recovery point (record schema v1)'
+COMMENT 'fleetscan recovery point (record schema v2)'
 PARTITIONED BY (`dt` string COMMENT 'UTC start date of the run (yyyy-MM-dd): one run, one partition')
 ROW FORMAT SERDE 'org.apache.hive.hcatalog.data.JsonSerDe'
 STORED AS INPUTFORMAT 'org.apache.hadoop.mapred.TextInputFormat'

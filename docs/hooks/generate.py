@@ -373,7 +373,19 @@ def _fields_table(cls: type) -> str:
 
 #: The reference's sections, in reading order; every public name must be in exactly one.
 API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Scanning", ("ScanConfig", "scan", "run_scan", "plan_scan", "ScanResult", "ScanStats")),
+    (
+        "Scanning",
+        (
+            "ScanConfig",
+            "OrganizationConfig",
+            "scan",
+            "run_scan",
+            "plan_scan",
+            "finalize_run",
+            "ScanResult",
+            "ScanStats",
+        ),
+    ),
     (
         "Records",
         ("Record", "RecoveryPointRecord", "GatewayRecord", "ErrorRecord", "SCHEMA_VERSION"),

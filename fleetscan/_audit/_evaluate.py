@@ -226,6 +226,15 @@ class _Accounts:
         ids = entry.get("ou_ids") if entry else None
         return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
 
+    def organization(self, account_id: str | None) -> tuple[str, ...]:
+        """The account's organization id and the name of the entry that reached it (runs of
+        manifest version 2; none for a static list or an older run)."""
+        entry = self.by_id.get(account_id or "")
+        if not entry:
+            return ()
+        names = (entry.get("organization_id"), entry.get("organization_name"))
+        return tuple(name for name in names if isinstance(name, str))
+
     def name(self, account_id: str | None) -> str | None:
         entry = self.by_id.get(account_id or "")
         name = entry.get("name") if entry else None
@@ -360,6 +369,11 @@ async def audit(
             f"the policy has OU rules, but run {run_id} records no OU placement (a static account "
             "list, or an older fleetscan): no OU rule matched"
         )
+    if policy.uses_organizations and not any(map(accounts.organization, accounts.by_id)):
+        result.warnings.append(
+            f"the policy has organization rules, but run {run_id} records no organization (a "
+            "static account list, or an older fleetscan): no organization rule matched"
+        )
     for account_id in sorted(accounts.by_id):
         _account(result, accounts, account_id)
 
@@ -369,6 +383,7 @@ async def audit(
             ou_ids=accounts.ou_ids(finding.account_id),
             region=finding.region,
             gateway_name=finding.gateway_name,
+            organization=accounts.organization(finding.account_id),
         )
         finding.objective_seconds = objective.seconds
         finding.rule = objective.rule

@@ -1,18 +1,20 @@
 """Recovery-point objectives: one ``--max-age`` for everything, or a TOML policy with overrides.
 
-A policy is a default objective plus rules. A rule selects volumes by OU, account, region and/or
-gateway name pattern (every selector it gives must match) and sets their objective. When several
-rules match a volume, the most specific one applies; "specific" follows the containment of AWS
-itself (a gateway is in an account, an account in an OU), so an owner's exception always beats a
-blanket setting:
+A policy is a default objective plus rules. A rule selects volumes by organization, OU, account,
+region and/or gateway name pattern (every selector it gives must match) and sets their objective.
+When several rules match a volume, the most specific one applies; "specific" follows the
+containment of AWS itself (a gateway is in an account, an account in an OU, an OU in an
+organization), so an owner's exception always beats a blanket setting:
 
 1. a rule with ``gateway_name`` beats any rule without one;
 2. then a rule with ``account`` beats any rule without one;
 3. then the rule whose ``ou`` is deepest in the account's OU chain (a nested OU beats its parent,
    any OU beats no OU);
-4. then a rule with ``region`` beats one without.
+4. then a rule with ``organization`` (an ``o-…`` id, or the name of the scan's
+   ``[[organizations]]`` entry) beats one without;
+5. then a rule with ``region`` beats one without.
 
-Two matching rules equal on all four: the stricter (smaller) objective applies, so a tie never
+Two matching rules equal on all five: the stricter (smaller) objective applies, so a tie never
 loosens compliance; equal objectives too: the rule written first. Everything is checked when the
 file is loaded, and every problem names the key, so a bad policy never produces a report.
 """
@@ -39,9 +41,11 @@ _DURATION = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>[smhd])", re.IGNORECASE)
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
 _OU_ID = re.compile(r"(?:ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32})")
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]+")
+#: An organization's id, or the name of a scan's ``[[organizations]]`` entry.
+_ORGANIZATION = re.compile(r"o-[a-z0-9]{10,32}|[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,63}")
-_RULE_KEYS = ("name", "max_age", "ou", "account", "region", "gateway_name")
-_SELECTORS = ("ou", "account", "region", "gateway_name")
+_RULE_KEYS = ("name", "max_age", "organization", "ou", "account", "region", "gateway_name")
+_SELECTORS = ("organization", "ou", "account", "region", "gateway_name")
 _TOP_KEYS = ("max_age", "rules")
 
 
@@ -88,10 +92,12 @@ class Rule:
     accounts: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     gateway_names: tuple[str, ...] = ()
+    #: Organization ids or ``[[organizations]]`` entry names.
+    organizations: tuple[str, ...] = ()
     #: Position in the file: the last tie-breaker.
     order: int = 0
 
-    def specificity(self, ou_ids: Sequence[str]) -> tuple[int, int, int, int] | None:
+    def specificity(self, ou_ids: Sequence[str]) -> tuple[int, int, int, int, int] | None:
         """How specific this rule is for an account in ``ou_ids`` (None: the OU does not match).
 
         Only the OU part depends on the account; the caller checks the other selectors.
@@ -106,6 +112,7 @@ class Rule:
             int(bool(self.gateway_names)),
             int(bool(self.accounts)),
             depth,
+            int(bool(self.organizations)),
             int(bool(self.regions)),
         )
 
@@ -121,6 +128,7 @@ class Rule:
         parts = [
             f"{label} {' or '.join(values)}"
             for label, values in (
+                ("organization", self.organizations),
                 ("OU", self.ous),
                 ("account", self.accounts),
                 ("region", self.regions),
@@ -161,6 +169,10 @@ class Policy:
     def uses_ous(self) -> bool:
         return any(rule.ous for rule in self.rules)
 
+    @property
+    def uses_organizations(self) -> bool:
+        return any(rule.organizations for rule in self.rules)
+
     def objective_for(
         self,
         *,
@@ -168,16 +180,22 @@ class Policy:
         ou_ids: Sequence[str],
         region: str | None,
         gateway_name: str | None,
+        organization: Sequence[str] = (),
     ) -> Objective:
         """The objective of a volume (or of an unknown gateway or unit) and the rule that set it.
 
-        A finding without a gateway (a unit that failed) is matched by no gateway_name rule; one
-        without a region (an account whose role could not be assumed) by no region rule.
+        ``organization`` is what names the account's organization: its id and the name of the
+        ``[[organizations]]`` entry that reached it, as the run's manifest says (none for a
+        static list or an older run, which no organization rule matches). A finding without a
+        gateway (a unit that failed) is matched by no gateway_name rule; one without a region
+        (an account whose role could not be assumed) by no region rule.
         """
-        best: tuple[tuple[int, int, int, int], int, int] | None = None
+        best: tuple[tuple[int, int, int, int, int], int, int] | None = None
         chosen: Rule | None = None
         for rule in self.rules:
             if rule.accounts and account_id not in rule.accounts:
+                continue
+            if rule.organizations and not set(rule.organizations) & set(organization):
                 continue
             if rule.regions and region not in rule.regions:
                 continue
@@ -265,6 +283,10 @@ def _rule(raw: dict[str, Any], index: int, fail: Any) -> Rule:
         raise fail(f"{where}.max_age", "missing: the objective this rule sets (e.g. '4h')")
     seconds = _duration(raw["max_age"], f"{where}.max_age", fail)
     checks = {
+        "organization": (
+            _ORGANIZATION,
+            "an organization id (o-xxxxxxxxxx) or the name of a scan's [[organizations]] entry",
+        ),
         "ou": (_OU_ID, "an OU id (ou-xxxx-xxxxxxxx) or the root id (r-xxxx)"),
         "account": (_ACCOUNT_ID, "a 12-digit account id"),
         "region": (_REGION, "a region name like eu-west-1"),
@@ -295,5 +317,6 @@ def _rule(raw: dict[str, Any], index: int, fail: Any) -> Rule:
         accounts=selected.get("account", ()),
         regions=selected.get("region", ()),
         gateway_names=selected.get("gateway_name", ()),
+        organizations=selected.get("organization", ()),
         order=index,
     )

@@ -1,11 +1,11 @@
 """The ``fleetscan`` command: one module per subcommand, above the library.
 
-Each command module (``scan``, ``audit``, ``diff``, ``demo``, ``schema``, ``emulator``) declares
-its flags (``add_parser``) and runs (``run``): it parses, calls the library, and maps the outcome
-to an exit code and terminal output. The library never imports this package. A command module
-imports nothing heavy until it runs, so ``fleetscan --help`` and refused input need neither the
-engine nor aiobotocore; the emulator is imported only for ``fleetscan emulator`` and
-``fleetscan demo``.
+Each command module (``scan``, ``finalize``, ``audit``, ``diff``, ``demo``, ``schema``,
+``emulator``) declares its flags (``add_parser``) and runs (``run``): it parses, calls the
+library, and maps the outcome to an exit code and terminal output. The library never imports
+this package. A command module imports nothing heavy until it runs, so ``fleetscan --help`` and
+refused input need neither the engine nor aiobotocore; the emulator is imported only for
+``fleetscan emulator`` and ``fleetscan demo``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .._exceptions import ConfigError, FleetscanError
 from ._args import EXIT_USAGE, Parser
 
 #: The subcommands, in the order ``--help`` lists them; each is a module of this package.
-COMMANDS = ("scan", "audit", "diff", "demo", "schema", "emulator")
+COMMANDS = ("scan", "finalize", "audit", "diff", "demo", "schema", "emulator")
 #: Commands that run a scan (or may): they get the cycle collector setting below.
 SCANNING = frozenset({"scan", "audit", "demo"})
 EXIT_INTERRUPTED = 130
@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = _command("emulator").run_argv(arguments, build_parser)
             return code
         args = build_parser().parse_args(arguments)
+        args.command_line = arguments  # what --workers starts again, once per shard
         if args.command in SCANNING:
             _collect_less()
         code = _command(args.command).run(args)

@@ -110,7 +110,13 @@ def positive_int(text: str) -> int:
 
 def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) -> None:
     """The scan's options; ``fleetscan audit`` takes the same ones to scan before it audits."""
-    scan.add_argument("--config", metavar="PATH", type=Path, help="TOML file with any option")
+    scan.add_argument(
+        "--config",
+        metavar="PATH",
+        type=Path,
+        help="TOML file with any option, and [[organizations]] tables to scan several "
+        "organizations in one run",
+    )
 
     accounts = scan.add_argument_group("accounts")
     accounts.add_argument(
@@ -313,6 +319,20 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
             metavar="FILE",
             help="also write the run's metrics in the Prometheus text format here (for "
             "node_exporter's textfile collector), complete or not at all",
+        )
+        output.add_argument(
+            "--shard",
+            metavar="K/N",
+            help="scan the K-th of N shares of the run's accounts (K from 1), or 'auto' for the "
+            "index of a Kubernetes Indexed Job or an AWS Batch array job; every shard is given "
+            "the same --run-id and --output, and a shard started again resumes its own part",
+        )
+        output.add_argument(
+            "--workers",
+            type=positive_int,
+            metavar="N",
+            help="run the scan as N shard processes on this machine, to use N cores (one "
+            "summary, one exit code; each process takes its own memory)",
         )
         output.add_argument(
             "--dry-run",

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from .._config import ScanConfig
 from .._exceptions import ConfigError, FleetscanError
-from .._run import plan_scan, run_scan
+from .._run import ScanResult, plan_scan, run_scan
 from .._scan import ScanStats
 from .._sinks import manifest_location
 
@@ -114,6 +114,15 @@ def print_summary(manifest: dict[str, Any], stats: ScanStats, log_format: str) -
     ]
     for label, value in rows:
         table.add_row(label, f"{value:,}")
+    organizations = manifest.get("organizations") or []
+    if len(organizations) > 1 or any(o.get("status") == "failed" for o in organizations):
+        # A run of several organizations: what each one came to, a failed one named.
+        for organization in organizations:
+            label = f"organization {organization.get('name') or organization.get('id')}"
+            if organization.get("status") == "failed":
+                table.add_row(label, "not listed")
+            else:
+                table.add_row(f"{label}: accounts", f"{organization.get('accounts', 0):,}")
     _console.print(table)
     files = manifest.get("files") or []
     if files:
@@ -131,12 +140,28 @@ def print_plan(plan: dict[str, Any], log_format: str) -> int:
     accounts = plan["accounts"]
     _console.print(f"dry run: {len(accounts)} account(s), regions: {plan['regions']}")
     for account in accounts:
-        _console.print(f"  {account['id']}  {account['name'] or '-'}  {account['status']}")
+        organization = f"  {account['organization_id']}" if account.get("organization_id") else ""
+        _console.print(
+            f"  {account['id']}  {account['name'] or '-'}  {account['status']}{organization}"
+        )
+    for name, problem in plan.get("organizations_failed", {}).items():
+        _console.print(f"organization {name!r} cannot be listed: {problem}", markup=False)
     _console.print(f"units (account x region): {plan['units']}")
     for operation, count in plan["minimum_calls"].items():
         _console.print(f"  {operation}: {count}")
     _console.print("no Storage Gateway call was made")
     return 0
+
+
+def _shard_outcome(result: ScanResult) -> str:
+    """What became of the run a shard belongs to."""
+    text = f"shard {result.shard} of run {result.run_id}: {result.status}"
+    if result.run_manifest is None:
+        return text + "; the run's manifest is written by the last shard to finish"
+    return (
+        text + f"; run {result.run_id} is {result.run_manifest.get('status')}, manifest: "
+        f"{manifest_location(result.run_manifest)}"
+    )
 
 
 def scan_with_progress(
@@ -169,7 +194,15 @@ def scan_with_progress(
         write_metrics(metrics_file, scan_metrics(result.manifest))
     if not quiet:
         print_summary(result.manifest, result.stats, log_format)
-    if result.status == "interrupted":
+        if result.shard is not None:
+            say(_shard_outcome(result), log_format)
+    if result.status == "interrupted" and result.shard is not None:
+        say(
+            f"interrupted: finished units are saved; start shard {result.shard} again with the "
+            "same arguments to continue it",
+            log_format,
+        )
+    elif result.status == "interrupted":
         say(
             f"interrupted: finished units are saved; resume with: fleetscan scan <same flags> "
             f"--output {config.output} --resume {result.run_id}",

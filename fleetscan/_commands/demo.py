@@ -41,6 +41,15 @@ def add_parser(subparsers: Any) -> None:
         help="member accounts in the emulated organization (default 24)",
     )
     demo.add_argument(
+        "--organizations",
+        metavar="N",
+        type=positive_int,
+        default=1,
+        help="organizations the member accounts are split into; the first is scanned with its "
+        "management account's credentials, the others through their management role, all in "
+        "one run (default 1)",
+    )
+    demo.add_argument(
         "--seed", metavar="N", type=int, default=2026, help="fleet seed (default 2026)"
     )
     demo.add_argument("--quiet", action="store_true", help="no progress display or summary")
@@ -48,12 +57,17 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return run_demo(
-        output=str(args.output), accounts=args.accounts, seed=args.seed, quiet=args.quiet
+        output=str(args.output),
+        accounts=args.accounts,
+        seed=args.seed,
+        quiet=args.quiet,
+        organizations=args.organizations,
     )
 
 
-def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
-    from .._config import ScanConfig
+def run_demo(*, output: str, accounts: int, seed: int, quiet: bool, organizations: int = 1) -> int:
+    from .._config import OrganizationConfig, ScanConfig
+    from .._exceptions import ConfigError
     from ._progress import say, scan_with_progress
 
     try:
@@ -62,9 +76,13 @@ def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
     except ImportError as exc:  # the emulator extra brings moto and trustme
         say(f"the demo needs the emulator extra: pip install 'fleetscan[emulator]' ({exc})", "text")
         return 2
+    if organizations > accounts:
+        raise ConfigError(
+            "--organizations", f"{organizations} organizations need at least as many accounts"
+        )
     # The fleet's "now" an hour back, so that the hour the demo lets pass stays in the past.
     epoch = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=LATER)
-    spec = FleetSpec(seed=seed, accounts=accounts, epoch=epoch)
+    spec = FleetSpec(seed=seed, accounts=accounts, organizations=organizations, epoch=epoch)
     # A realistic day: some latency, a few InternalServerErrors (both status codes AWS uses),
     # and a per-(account, region) throttle that fleetscan's rate limiter has to respect.
     faults = Faults(
@@ -98,11 +116,24 @@ def run_demo(*, output: str, accounts: int, seed: int, quiet: bool) -> int:
             if not quiet:
                 say(
                     f"demo organization: {accounts} member accounts (one suspended), seed {seed}; "
-                    f"scanning into {output}/",
+                    f"scanning into {output}/"
+                    if organizations == 1
+                    else f"demo: {organizations} organizations of {accounts} member accounts in "
+                    f"all (one suspended in each), seed {seed}; scanning into {output}/",
                     "text",
                 )
+            # One organization: --org, as a user scans their own. Several: the first with the
+            # ambient (management) credentials, each other one through its management role.
+            entries = tuple(
+                OrganizationConfig(
+                    name=organization.name,
+                    management_role_arn=None if index == 0 else organization.management_role_arn,
+                )
+                for index, organization in enumerate(stack.organizations)
+            )
             config = ScanConfig(
-                org=True,
+                org=organizations == 1,
+                organizations=entries if organizations > 1 else (),
                 role_name=stack.role_name,
                 regions=spec.regions,
                 output=output,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .._exceptions import ConfigError, DataError
+from .._exceptions import ConfigError
 from ._args import comma_list
 
 if TYPE_CHECKING:
@@ -136,8 +136,6 @@ def run(args: argparse.Namespace) -> int:
                 ),
                 backend="asyncio",
             )
-        except DataError:
-            raise  # a damaged run: one line naming the file and line, exit 1 (as the audit)
         except (ValueError, OSError) as exc:
             raise ConfigError("--input", f"cannot compare runs under {source}: {exc}") from None
     failed = [kind for kind in args.fail_on if result.counts[kind]]

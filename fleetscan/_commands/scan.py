@@ -50,6 +50,18 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     given = scan_values(args)
+    if "workers" in args:
+        if getattr(args, "metrics_file", None) is not None:
+            raise ConfigError(
+                "--metrics-file",
+                "is not written by --workers (each shard process has its own figures): run "
+                "the shards with --shard K/N and --metrics-file each, or read the run's manifest",
+            )
+        workers = importlib.import_module("fleetscan._commands._workers")
+        status: int = workers.run_workers(
+            given, args.workers, args.command_line, quiet=args.quiet, log_format=args.log_format
+        )
+        return status
     if given.get("resume") is not None:
         return _resume(given, args)
     config = ScanConfig(**given)

@@ -16,16 +16,19 @@ from ._checks import (
     PARTITIONS,
     SSE_MODES,
     parse_s3_url,
+    parse_shard,
     storage_gateway_regions,
 )
 from ._files import build_config, given_values, load_config_file, merge_values
 from ._model import CONFIG_KEYS, Compression, ScanConfig
+from ._organization import ORGANIZATION_KEYS, OrganizationConfig
 from ._resume import (
     PACE_KEYS,
     RUN_KEYS,
     check_resume,
     resumed_config,
     run_config,
+    run_differences,
     stored_config,
 )
 from ._values import check_account_id
@@ -37,11 +40,13 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_CONCURRENCY",
     "MIN_OBJECT_BYTES",
+    "ORGANIZATION_KEYS",
     "PACE_KEYS",
     "PARTITIONS",
     "RUN_KEYS",
     "SSE_MODES",
     "Compression",
+    "OrganizationConfig",
     "ScanConfig",
     "build_config",
     "check_account_id",
@@ -51,8 +56,10 @@ __all__ = [
     "load_config_file",
     "merge_values",
     "parse_s3_url",
+    "parse_shard",
     "resumed_config",
     "run_config",
+    "run_differences",
     "storage_gateway_regions",
     "stored_config",
 ]

@@ -12,12 +12,14 @@ import math
 import os
 import re
 import string
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import ConfigError
 from .._localfs import first_non_directory
 from ._accounts_file import load_accounts_file
+from ._organization import ORGANIZATION_KEYS, OrganizationConfig
 from ._values import ACCOUNT_ID, check_account_id, show, type_name
 
 if TYPE_CHECKING:
@@ -128,6 +130,7 @@ def validate(config: ScanConfig) -> None:
         )
     for name in ("org", "include_inactive", "assume_role", "dry_run"):
         _check_bool(config, name)
+    _check_organizations(config)
     _check_accounts(config)
     _check_roles(config)
     _check_regions(config)
@@ -204,18 +207,23 @@ def _account_tuple(value: object, name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+def _ou_tuple(value: object, name: str) -> tuple[str, ...]:
+    ous = _sequence(value, name, "OU ids")
+    for i, ou in enumerate(ous):
+        if not isinstance(ou, str) or not _OU_OR_ROOT_ID.fullmatch(ou):
+            raise ConfigError(
+                f"{name}[{i}]",
+                f"{show(ou)} is not an OU id (ou-xxxx-xxxxxxxx) or root id (r-xxxx)",
+            )
+    return tuple(dict.fromkeys(str(ou) for ou in ous))
+
+
 def _check_accounts(config: ScanConfig) -> None:
     accounts = _account_tuple(config.accounts, "accounts")
     _set(config, "accounts", accounts)
     _set(config, "exclude_accounts", _account_tuple(config.exclude_accounts, "exclude_accounts"))
 
-    ous = _sequence(config.ous, "ous", "OU ids")
-    for i, ou in enumerate(ous):
-        if not isinstance(ou, str) or not _OU_OR_ROOT_ID.fullmatch(ou):
-            raise ConfigError(
-                f"ous[{i}]", f"{show(ou)} is not an OU id (ou-xxxx-xxxxxxxx) or root id (r-xxxx)"
-            )
-    _set(config, "ous", tuple(dict.fromkeys(ous)))
+    _set(config, "ous", _ou_tuple(config.ous, "ous"))
 
     file_ids: tuple[str, ...] = ()
     if config.accounts_file is not None:
@@ -237,6 +245,7 @@ def _check_accounts(config: ScanConfig) -> None:
             "role_arn_template": config.role_arn_template,
             "external_id": config.external_id is not None,
             "hub_role_arn": config.hub_role_arn,
+            "organizations": config.organizations,
         }
         for name, value in given.items():
             if value:
@@ -248,18 +257,129 @@ def _check_accounts(config: ScanConfig) -> None:
         return
     # The file's ids join the list once (a file being re-read by replace() adds nothing new).
     _set(config, "accounts", tuple(dict.fromkeys((*accounts, *file_ids))))
+    if config.organizations:
+        # Several organizations are each discovered in full: a static list has no place there.
+        for name, value in (
+            ("org", config.org),
+            ("accounts", config.accounts),
+            ("accounts_file", config.accounts_file),
+        ):
+            if value:
+                raise ConfigError(
+                    name,
+                    "cannot be combined with [[organizations]], which lists each organization's "
+                    "accounts (the ambient organization is an entry with no profile or "
+                    "management_role_arn)",
+                )
+        return
     if config.ous and not config.org:
         raise ConfigError("ous", "restricts organization discovery: also set org = true (--org)")
     if not (config.org or accounts or config.accounts_file is not None):
         raise ConfigError(
             "accounts",
-            "nothing to scan: set org = true (--org), accounts (--accounts) or accounts_file "
-            "(--accounts-file), or assume_role = false (--no-assume-role) for the ambient account",
+            "nothing to scan: set org = true (--org), accounts (--accounts), accounts_file "
+            "(--accounts-file) or [[organizations]], or assume_role = false (--no-assume-role) "
+            "for the ambient account",
         )
     if not config.org and not config.static_account_ids():
         raise ConfigError(
             "exclude_accounts", "excludes every account of accounts and accounts_file: none left"
         )
+
+
+#: A name of an ``[[organizations]]`` entry: it appears in messages, records and file-free keys.
+_ORGANIZATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+
+
+def _entry_str(entry: Any, key: str, where: str, *, secret: bool = False) -> str | None:
+    value = getattr(entry, key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key}", f"must be a string, not {type_name(value)}")
+    if not value and not secret:
+        raise ConfigError(f"{where}.{key}", "is empty")
+    return value
+
+
+def _organization_entry(item: object, where: str) -> OrganizationConfig:
+    """An entry as given: an OrganizationConfig, or a table (TOML, a stored run config)."""
+    if isinstance(item, OrganizationConfig):
+        return item
+    if not isinstance(item, dict):
+        raise ConfigError(
+            where, f"must be a table (an [[organizations]] entry), not {type_name(item)}"
+        )
+    for key in item:
+        if key not in ORGANIZATION_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(ORGANIZATION_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            shown = (
+                key
+                if isinstance(key, str) and re.fullmatch(r"[\x21-\x7e]{1,64}", key)
+                else show(key)
+            )
+            raise ConfigError(f"{where}.{shown}", f"unknown key of an organization{hint}")
+    if "name" not in item:
+        raise ConfigError(f"{where}.name", "is missing: every organization needs a name")
+    values = dict(item)
+    for key in ("ous", "exclude_accounts"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    return OrganizationConfig(**values)
+
+
+def _check_organizations(config: ScanConfig) -> None:
+    entries = _sequence(config.organizations, "organizations", "organization tables")
+    checked: list[OrganizationConfig] = []
+    names: dict[str, int] = {}
+    for i, item in enumerate(entries):
+        where = f"organizations[{i}]"
+        entry = _organization_entry(item, where)
+        name = entry.name
+        if not isinstance(name, str) or not _ORGANIZATION_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{where}.name",
+                f"{show(name)} must be 1-64 of A-Za-z0-9._- starting with a letter or digit",
+            )
+        if name in names:
+            raise ConfigError(
+                f"{where}.name", f"{name!r} is also the name of organizations[{names[name]}]"
+            )
+        names[name] = i
+        # From here on, the entry is named as the user wrote it.
+        where = f"organizations[{i}] ({name})"
+        _entry_str(entry, "profile", where)
+        arn = _entry_str(entry, "management_role_arn", where)
+        if arn is not None:
+            _check_role_arn(arn, f"{where}.management_role_arn", config.partition)
+        for key in ("management_external_id", "external_id"):
+            secret = _entry_str(entry, key, where, secret=True)
+            if secret is not None:
+                _check_external_id(secret, f"{where}.{key}")
+        if entry.management_external_id is not None and arn is None:
+            raise ConfigError(
+                f"{where}.management_external_id", "is for management_role_arn, which is not set"
+            )
+        role_name = _entry_str(entry, "role_name", where)
+        template = _entry_str(entry, "role_arn_template", where)
+        if role_name is not None and template is not None:
+            raise ConfigError(
+                f"{where}.role_arn_template",
+                "set role_name or role_arn_template, not both (one role per organization)",
+            )
+        if role_name is not None:
+            _check_role_name(role_name, f"{where}.role_name")
+        if template is not None:
+            _check_template(template, config.partition, f"{where}.role_arn_template")
+        ous = None if entry.ous is None else _ou_tuple(entry.ous, f"{where}.ous")
+        excluded = (
+            None
+            if entry.exclude_accounts is None
+            else _account_tuple(entry.exclude_accounts, f"{where}.exclude_accounts")
+        )
+        checked.append(replace(entry, ous=ous, exclude_accounts=excluded))
+    _set(config, "organizations", tuple(checked))
 
 
 def _check_role_arn(value: str, name: str, partition: str) -> re.Match[str]:
@@ -286,37 +406,54 @@ def _check_role_arn(value: str, name: str, partition: str) -> re.Match[str]:
     return match
 
 
-def _check_template(template: str, partition: str) -> None:
+def _check_template(template: str, partition: str, name: str = "role_arn_template") -> None:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ConfigError("role_arn_template", f"malformed placeholder: {exc}") from None
+        raise ConfigError(name, f"malformed placeholder: {exc}") from None
     names = set()
     for _, field_name, spec, conversion in parsed:
         if field_name is None:
             continue
         if field_name not in _TEMPLATE_FIELDS:
             raise ConfigError(
-                "role_arn_template",
+                name,
                 f"unknown placeholder {{{field_name}}}; use {{account_id}} and {{partition}}",
             )
         if spec or conversion:
-            raise ConfigError(
-                "role_arn_template", f"placeholder {{{field_name}}} takes no format or conversion"
-            )
+            raise ConfigError(name, f"placeholder {{{field_name}}} takes no format or conversion")
         names.add(field_name)
     if "account_id" not in names:
         raise ConfigError(
-            "role_arn_template",
+            name,
             "has no {account_id} placeholder, so every account would assume the same role",
         )
     # Render with a sentinel account: the ARN must be valid *and* put the id in the account field.
     sentinel = "000011112222"
     arn = template.format(account_id=sentinel, partition=partition)
-    match = _check_role_arn(arn, "role_arn_template", partition)
+    match = _check_role_arn(arn, name, partition)
     if match["account"] != sentinel:
+        raise ConfigError(name, "{account_id} must be the ARN's account field (iam::{account_id}:)")
+
+
+def _check_external_id(external_id: str, name: str) -> None:
+    """Length and alphabet only: the value itself is never quoted."""
+    if not 2 <= len(external_id) <= 1224:
+        raise ConfigError(name, f"must be 2 to 1224 characters long, not {len(external_id)}")
+    if not _EXTERNAL_ID.fullmatch(external_id):
         raise ConfigError(
-            "role_arn_template", "{account_id} must be the ARN's account field (iam::{account_id}:)"
+            name,
+            "contains a character STS refuses (allowed: A-Za-z0-9 and +=,.@:/_-); "
+            "the value is not shown",
+        )
+
+
+def _check_role_name(role_name: str, name: str) -> None:
+    if not _ROLE_NAME.fullmatch(role_name):
+        raise ConfigError(
+            name,
+            f"{show(role_name)} breaks IAM's rules (1-64 of A-Za-z0-9+=,.@_-); "
+            "for a role with a path, use role_arn_template",
         )
 
 
@@ -345,17 +482,7 @@ def _check_roles(config: ScanConfig) -> None:
                 f"{CHAINED_SESSION_MAX_SECONDS} (1 hour) by STS",
             )
     if external_id is not None:
-        # Length and alphabet only: the value itself is never quoted.
-        if not 2 <= len(external_id) <= 1224:
-            raise ConfigError(
-                "external_id", f"must be 2 to 1224 characters long, not {len(external_id)}"
-            )
-        if not _EXTERNAL_ID.fullmatch(external_id):
-            raise ConfigError(
-                "external_id",
-                "contains a character STS refuses (allowed: A-Za-z0-9 and +=,.@:/_-); "
-                "the value is not shown",
-            )
+        _check_external_id(external_id, "external_id")
 
     if not config.assume_role:
         return
@@ -363,18 +490,18 @@ def _check_roles(config: ScanConfig) -> None:
         raise ConfigError(
             "role_arn_template", "set role_name or role_arn_template, not both (one role per scan)"
         )
-    if role_name is None and template is None:
+    every_entry_has_a_role = bool(config.organizations) and all(
+        entry.role_name is not None or entry.role_arn_template is not None
+        for entry in config.organizations
+    )
+    if role_name is None and template is None and not every_entry_has_a_role:
         raise ConfigError(
             "role_name",
             "which role to assume in each account? Set role_name (--role-name) or "
             "role_arn_template (--role-arn-template), or assume_role = false (--no-assume-role)",
         )
-    if role_name is not None and not _ROLE_NAME.fullmatch(role_name):
-        raise ConfigError(
-            "role_name",
-            f"{show(role_name)} breaks IAM's rules (1-64 of A-Za-z0-9+=,.@_-); "
-            "for a role with a path, use role_arn_template",
-        )
+    if role_name is not None:
+        _check_role_name(role_name, "role_name")
     if template is not None:
         _check_template(template, config.partition)
 
@@ -495,3 +622,50 @@ def _check_output(config: ScanConfig) -> None:
             f"{show(run_id)} must be 1-128 of A-Za-z0-9._- starting with a letter or digit "
             "(it becomes part of file names)",
         )
+    _check_shard(config)
+
+
+#: "K/N": the K-th of N shares of a run's accounts (CloudQuery's spelling, 1-based).
+SHARD_PATTERN: Final = re.compile(r"(?P<index>[0-9]{1,6})/(?P<count>[0-9]{1,6})")
+#: The most shards a run may have (AWS Batch array jobs: 10,000 children).
+MAX_SHARDS: Final = 10_000
+#: A shard's files carry ``.shardKofN`` after the run id: the run id must leave room for it.
+MAX_SHARDED_RUN_ID: Final = 128 - len(".shard10000of10000")
+
+
+def parse_shard(text: str, field: str = "shard") -> tuple[int, int]:
+    """``"K/N"`` as (K, N), checked: 1 <= K <= N <= MAX_SHARDS."""
+    match = SHARD_PATTERN.fullmatch(text)
+    if match is None:
+        raise ConfigError(field, f"{show(text)} is not K/N (e.g. 2/4) or 'auto'")
+    index, count = int(match["index"]), int(match["count"])
+    if not 1 <= count <= MAX_SHARDS:
+        raise ConfigError(field, f"{text}: the number of shards must be 1 to {MAX_SHARDS}")
+    if not 1 <= index <= count:
+        raise ConfigError(field, f"{text}: the shard must be 1 to {count}")
+    return index, count
+
+
+def _check_shard(config: ScanConfig) -> None:
+    shard = _check_optional_str(config, "shard")
+    if shard is None:
+        return
+    if shard != "auto":
+        parse_shard(shard)
+    if config.run_id is None:
+        raise ConfigError(
+            "shard",
+            "needs run_id (--run-id): every shard of a run is started with the same run id, "
+            "so that they write one run",
+        )
+    if len(config.run_id) > MAX_SHARDED_RUN_ID:
+        raise ConfigError(
+            "run_id", f"a sharded run's id is at most {MAX_SHARDED_RUN_ID} characters"
+        )
+    if config.resume is not None:
+        raise ConfigError(
+            "shard",
+            "resumes by itself (a shard started again continues its own checkpoint): drop --resume",
+        )
+    if config.output is None or config.output == "-":
+        raise ConfigError("shard", "needs an output directory or s3:// prefix, not stdout")

@@ -17,6 +17,7 @@ from typing import Any, Final
 from .._exceptions import ConfigError
 from ._checks import REGION_KEYWORDS
 from ._model import CONFIG_KEYS, ScanConfig
+from ._organization import ORGANIZATION_KEYS
 from ._values import check_account_id, show, type_name
 
 # How each TOML key is read: what TOML type it takes, and how it becomes a ScanConfig value.
@@ -55,6 +56,7 @@ _STR_KEYS = frozenset(
         "compress",
         "run_id",
         "resume",
+        "shard",
         "sse",
         "sse_kms_key_id",
         "expected_bucket_owner",
@@ -62,7 +64,23 @@ _STR_KEYS = frozenset(
     }
 )
 _ACCOUNT_LIST_KEYS = frozenset({"accounts", "exclude_accounts"})
-_SPECIAL_KEYS = frozenset({"ous", "accounts_file", "regions"})
+_SPECIAL_KEYS = frozenset({"ous", "accounts_file", "regions", "organizations"})
+#: The string keys of an ``[[organizations]]`` table; its ``ous`` and ``exclude_accounts`` are
+#: lists, read as the top-level keys are.
+_ORGANIZATION_STR_KEYS = frozenset(
+    {
+        "name",
+        "profile",
+        "management_role_arn",
+        "management_external_id",
+        "role_name",
+        "role_arn_template",
+        "external_id",
+    }
+)
+assert _ORGANIZATION_STR_KEYS | {"ous", "exclude_accounts"} == ORGANIZATION_KEYS, (
+    "every [[organizations]] key needs a TOML reading rule"
+)
 assert CONFIG_KEYS == (
     _BOOL_KEYS | _INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _ACCOUNT_LIST_KEYS | _SPECIAL_KEYS
 ), "every ScanConfig field needs a TOML reading rule"
@@ -104,6 +122,8 @@ def _read_value(key: str, value: object, source: Path) -> object:
         return tuple(check_account_id(item, f"{key}[{i}]") for i, item in enumerate(value))
     if key == "ous":
         return _string_list(key, value, source, "OU ids")
+    if key == "organizations":
+        return _read_organizations(value, source)
     if key == "accounts_file":
         if not isinstance(value, str):
             raise _wrong_type(key, "a path string", value, source)
@@ -115,6 +135,41 @@ def _read_value(key: str, value: object, source: Path) -> object:
             return value
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return _string_list(key, value, source, "region names")
+
+
+def _read_organizations(value: object, source: Path) -> tuple[dict[str, Any], ...]:
+    """``[[organizations]]`` tables, their types checked; values are checked by ScanConfig."""
+    if not isinstance(value, list):
+        raise _wrong_type("organizations", "an array of tables ([[organizations]])", value, source)
+    entries = []
+    for i, table in enumerate(value):
+        where = f"organizations[{i}]"
+        if not isinstance(table, dict):
+            raise _wrong_type(where, "a table ([[organizations]])", table, source)
+        entry: dict[str, Any] = {}
+        for key, item in table.items():
+            if key not in ORGANIZATION_KEYS:
+                close = difflib.get_close_matches(key, sorted(ORGANIZATION_KEYS), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                shown = key if re.fullmatch(r"[\x21-\x7e]{1,64}", key) else show(key)
+                raise ConfigError(
+                    f"{where}.{shown}", f"unknown key of an organization in {source}{hint}"
+                )
+            if key in _ORGANIZATION_STR_KEYS:
+                if not isinstance(item, str):
+                    raise _wrong_type(f"{where}.{key}", "a string", item, source)
+                entry[key] = item
+            elif key == "ous":
+                entry[key] = _string_list(f"{where}.ous", item, source, "OU ids")
+            else:
+                if not isinstance(item, list):
+                    raise _wrong_type(f"{where}.{key}", "a list of account ids", item, source)
+                entry[key] = tuple(
+                    check_account_id(account, f"{where}.{key}[{n}]")
+                    for n, account in enumerate(item)
+                )
+        entries.append(entry)
+    return tuple(entries)
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -159,6 +214,7 @@ _ASSUME_ROLE_ONLY: Final = (
     "role_arn_template",
     "external_id",
     "hub_role_arn",
+    "organizations",
 )
 
 
@@ -184,8 +240,8 @@ def merge_values(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[
     """
     merged = dict(base)
     given = overrides.keys()
-    if given & {"org", "accounts", "accounts_file"}:
-        for key in ("org", "ous", "accounts", "accounts_file"):
+    if given & {"org", "accounts", "accounts_file", "organizations"}:
+        for key in ("org", "ous", "accounts", "accounts_file", "organizations"):
             merged.pop(key, None)
     if given & {"role_name", "role_arn_template"}:
         merged.pop("role_name", None)

@@ -10,11 +10,12 @@ Field names are the TOML keys, so an error names what the user wrote. Values tha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Final, Literal
 
 from ._checks import validate
+from ._organization import OrganizationConfig
 
 Compression = Literal["none", "gzip"]
 
@@ -24,7 +25,7 @@ class ScanConfig:
     # -- accounts ------------------------------------------------------------------------------
     #: Enumerate the organization (ListAccounts with the ambient credentials).
     org: bool = False
-    #: Restrict ``org`` to these OUs, recursively.
+    #: Restrict ``org`` (and, by default, every organization) to these OUs, recursively.
     ous: tuple[str, ...] = ()
     #: A static list of 12-digit account ids (instead of, or on top of, ``org``).
     accounts: tuple[str, ...] = ()
@@ -32,6 +33,9 @@ class ScanConfig:
     #: ids are appended to ``accounts`` (so the engine sees one list), a bad line fails early.
     accounts_file: Path | None = None
     exclude_accounts: tuple[str, ...] = ()
+    #: Several organizations in one run (``[[organizations]]`` tables), instead of ``org``: the
+    #: top-level role, external id, ous and exclude_accounts are each one's defaults.
+    organizations: tuple[OrganizationConfig, ...] = ()
     #: Also scan SUSPENDED / PENDING_CLOSURE accounts (their role usually cannot be assumed).
     include_inactive: bool = False
 
@@ -92,6 +96,10 @@ class ScanConfig:
     checkpoint_interval: float = 30.0
     #: On SIGINT/SIGTERM, how long calls in flight may take to finish before they are cut.
     stop_grace_seconds: float = 10.0
+    #: Scan one share of the run's accounts: "K/N" (K from 1 to N), or "auto" to take K and N
+    #: from a Kubernetes Indexed Job or an AWS Batch array job. Every shard of a run is given
+    #: the same ``run_id``; a shard started again resumes its own checkpoint.
+    shard: str | None = None
 
     # -- S3 output (only with an s3:// output) ---------------------------------------------------
     #: Server-side encryption of every object: "AES256" (SSE-S3) or "aws:kms" (SSE-KMS); None
@@ -114,6 +122,32 @@ class ScanConfig:
         minus ``exclude_accounts``: what a scan without ``org`` covers."""
         excluded = set(self.exclude_accounts)
         return tuple(a for a in self.accounts if a not in excluded)
+
+    def organization_settings(self) -> tuple[OrganizationConfig, ...]:
+        """Each organization of ``organizations`` with every member setting resolved: its own,
+        else the top-level one (a role given as a name or a template replaces both)."""
+        resolved = []
+        for entry in self.organizations:
+            own_role = entry.role_name is not None or entry.role_arn_template is not None
+            resolved.append(
+                replace(
+                    entry,
+                    role_name=entry.role_name if own_role else self.role_name,
+                    role_arn_template=(
+                        entry.role_arn_template if own_role else self.role_arn_template
+                    ),
+                    external_id=(
+                        entry.external_id if entry.external_id is not None else self.external_id
+                    ),
+                    ous=entry.ous if entry.ous is not None else self.ous,
+                    exclude_accounts=(
+                        entry.exclude_accounts
+                        if entry.exclude_accounts is not None
+                        else self.exclude_accounts
+                    ),
+                )
+            )
+        return tuple(resolved)
 
 
 #: The TOML keys a config file may set: every ScanConfig field, nothing else.

@@ -12,17 +12,20 @@ needs it is given it again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Final
 
 from .._exceptions import ConfigError
 from ._files import merge_values
 from ._model import CONFIG_KEYS, ScanConfig
+from ._organization import OrganizationConfig
 from ._values import show, type_name
 
 #: What is scanned (accounts, roles, regions) and how the output is written: fixed for a run.
 RUN_KEYS: Final = (
     "org",
+    "organizations",
     "ous",
     "accounts",
     "exclude_accounts",
@@ -59,9 +62,17 @@ PACE_KEYS: Final = (
     "stop_grace_seconds",
 )
 #: Not the run's but the session's: where the run is, which one, the ambient credentials'
-#: profile (a profile name is local to a machine), and the account list's file (its ids are
-#: part of ``accounts``).
-SESSION_KEYS: Final = ("output", "run_id", "resume", "dry_run", "profile", "accounts_file")
+#: profile (a profile name is local to a machine), the account list's file (its ids are
+#: part of ``accounts``), and which shard of the run this session scans.
+SESSION_KEYS: Final = (
+    "output",
+    "run_id",
+    "resume",
+    "dry_run",
+    "profile",
+    "accounts_file",
+    "shard",
+)
 STORED_KEYS: Final = frozenset(RUN_KEYS) | frozenset(PACE_KEYS)
 assert STORED_KEYS | frozenset(SESSION_KEYS) == CONFIG_KEYS, (
     "every ScanConfig field is either the run's, its pace, or the session's"
@@ -74,6 +85,22 @@ SECRET_SET: Final = "<set>"
 _SHOWN_ITEMS: Final = 3
 
 
+#: The secrets of an ``[[organizations]]`` entry, stored as :data:`SECRET_SET` when set.
+_ENTRY_SECRETS: Final = ("external_id", "management_external_id")
+
+
+def _stored_organization(entry: OrganizationConfig) -> dict[str, Any]:
+    stored: dict[str, Any] = {}
+    for item in dataclasses.fields(entry):
+        value = getattr(entry, item.name)
+        if item.name in _ENTRY_SECRETS:
+            value = None if value is None else SECRET_SET
+        elif isinstance(value, tuple):
+            value = list(value)
+        stored[item.name] = value
+    return stored
+
+
 def stored_config(config: ScanConfig) -> dict[str, Any]:
     """The run's configuration as the checkpoint keeps it (JSON values, no secret)."""
     stored: dict[str, Any] = {}
@@ -81,6 +108,8 @@ def stored_config(config: ScanConfig) -> dict[str, Any]:
         value = getattr(config, key)
         if key == "external_id":
             value = None if value is None else SECRET_SET
+        elif key == "organizations":
+            value = [_stored_organization(entry) for entry in value]
         elif isinstance(value, tuple):
             value = list(value)
         stored[key] = value
@@ -103,8 +132,39 @@ def config_values(stored: object) -> dict[str, Any]:
             if value is not None and value != SECRET_SET:
                 raise ConfigError("config.external_id", f"must be {SECRET_SET!r} or null")
             continue
+        if key == "organizations" and isinstance(value, list):
+            value = [
+                _entry_values(entry, f"config.organizations[{i}]") for i, entry in enumerate(value)
+            ]
         values[key] = tuple(value) if isinstance(value, list) else value
     return values
+
+
+def _entry_values(entry: object, where: str) -> object:
+    """A stored ``[[organizations]]`` entry without its secrets (ScanConfig checks the rest)."""
+    if not isinstance(entry, dict):
+        return entry
+    values = dict(entry)
+    for key in _ENTRY_SECRETS:
+        if key in values:
+            if values[key] is not None and values[key] != SECRET_SET:
+                raise ConfigError(f"{where}.{key}", f"must be {SECRET_SET!r} or null")
+            del values[key]
+    return values
+
+
+def _entry_secrets(stored: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(organization name, key) of every secret a stored configuration says was set."""
+    entries = stored.get("organizations")
+    if not isinstance(entries, list):
+        return set()
+    return {
+        (str(entry.get("name")), key)
+        for entry in entries
+        if isinstance(entry, dict)
+        for key in _ENTRY_SECRETS
+        if entry.get(key) == SECRET_SET
+    }
 
 
 def external_id_was_set(stored: Mapping[str, Any]) -> bool:
@@ -134,6 +194,14 @@ def resumed_config(stored: Mapping[str, Any], given: Mapping[str, Any], run: str
             "give it again (FLEETSCAN_EXTERNAL_ID, or --external-id)",
         )
     candidate = ScanConfig(**merged)
+    missing = sorted(_entry_secrets(stored) - _entry_secrets(stored_config(candidate)))
+    if missing:
+        name, key = missing[0]
+        raise ConfigError(
+            "organizations",
+            f"run {run} reached organization {name!r} with its {key}, which fleetscan does not "
+            "store: give the run's [[organizations]] again (--config)",
+        )
     check_resume(stored, candidate, run)
     return candidate
 
@@ -141,20 +209,7 @@ def resumed_config(stored: Mapping[str, Any], given: Mapping[str, Any], run: str
 def check_resume(stored: Mapping[str, Any], config: ScanConfig, run: str) -> None:
     """Refuse ``config`` for a resume of ``run`` if it scans something else than the run's
     stored configuration, naming every difference."""
-    original = run_config(stored)
-    differences = []
-    for key in RUN_KEYS:
-        if key == "external_id":
-            was, now = external_id_was_set(stored), config.external_id is not None
-            if was != now:
-                differences.append(
-                    f"external_id (the run was scanned {'with' if was else 'without'} one, this "
-                    f"resume {'gives none' if was else 'gives one'})"
-                )
-            continue
-        before, after = getattr(original, key), getattr(config, key)
-        if before != after:
-            differences.append(f"{key} ({_difference(key, before, after)})")
+    differences = run_differences(stored, config, "resume")
     if differences:
         raise ConfigError(
             "resume",
@@ -164,9 +219,36 @@ def check_resume(stored: Mapping[str, Any], config: ScanConfig, run: str) -> Non
         )
 
 
-def _difference(key: str, before: object, after: object) -> str:
+def run_differences(stored: Mapping[str, Any], config: ScanConfig, who: str) -> list[str]:
+    """Every setting of :data:`RUN_KEYS` in which ``config`` differs from a run's stored
+    configuration, said for people (``who`` is what is compared: "this resume", "this shard")."""
+    original = run_config(stored)
+    differences = []
+    for key in RUN_KEYS:
+        if key == "external_id":
+            was, now = external_id_was_set(stored), config.external_id is not None
+            if was != now:
+                differences.append(
+                    f"external_id (the run was scanned {'with' if was else 'without'} one, this "
+                    f"{who} {'gives none' if was else 'gives one'})"
+                )
+            continue
+        if key == "organizations":
+            # Compared as stored: of secrets, only whether they were set.
+            if (stored.get("organizations") or []) != stored_config(config)["organizations"]:
+                differences.append(
+                    f"organizations (the run's [[organizations]] differ from this {who}'s)"
+                )
+            continue
+        before, after = getattr(original, key), getattr(config, key)
+        if before != after:
+            differences.append(f"{key} ({_difference(key, before, after, who)})")
+    return differences
+
+
+def _difference(key: str, before: object, after: object, who: str) -> str:
     if key == "file_mode" and isinstance(before, int) and isinstance(after, int):
-        return f"the run's is {before:#o}, this resume's {after:#o}"
+        return f"the run's is {before:#o}, this {who}'s {after:#o}"
     if isinstance(before, tuple) and isinstance(after, tuple):
         added = [item for item in after if item not in before]
         dropped = [item for item in before if item not in after]
@@ -176,8 +258,8 @@ def _difference(key: str, before: object, after: object) -> str:
         if dropped:
             parts.append(f"drops {_items(dropped)}")
         if parts:
-            return "this resume " + " and ".join(parts)
-    return f"the run's is {_value(before)}, this resume's {_value(after)}"
+            return f"this {who} " + " and ".join(parts)
+    return f"the run's is {_value(before)}, this {who}'s {_value(after)}"
 
 
 def _items(items: list[Any]) -> str:

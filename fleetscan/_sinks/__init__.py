@@ -39,6 +39,7 @@ from ._read import (
     latest_run,
     read_manifest,
 )
+from ._runstore import RunStore
 from ._s3 import S3Options, S3Sink
 from ._stdout import StdoutSink
 
@@ -49,6 +50,7 @@ __all__ = [
     "Checkpoint",
     "LocalSink",
     "RunInfo",
+    "RunStore",
     "S3Options",
     "S3Sink",
     "Sink",
@@ -83,6 +85,7 @@ def open_sink(
     resume: Checkpoint | None = None,
     s3: S3Options | None = None,
     config: dict[str, Any] | None = None,
+    manifest_at: str | None = None,
 ) -> Sink:
     """The sink for ``--output DEST``: a local directory, ``s3://bucket/prefix/``, or ``-``.
 
@@ -90,7 +93,8 @@ def open_sink(
     that a scan never spends API calls on results it cannot keep; an S3 destination is checked
     by :meth:`S3Sink.start`, which needs the event loop. ``s3`` applies to S3 only. ``config``
     is the scan configuration a new run's checkpoint keeps (see
-    :func:`fleetscan._config.stored_config`), for its resumes.
+    :func:`fleetscan._config.stored_config`), for its resumes. ``manifest_at`` is where a
+    shard's manifest goes (relative to the destination) instead of the run's place.
     """
     if compress not in ("none", "gzip"):
         raise ConfigError("compress", f"must be 'none' or 'gzip', not {compress!r}")
@@ -116,6 +120,7 @@ def open_sink(
             options=s3,
             resume=resume,
             config=config,
+            manifest_at=manifest_at,
         )
     if _URL.match(destination):
         scheme = destination.split("://", 1)[0]
@@ -129,4 +134,5 @@ def open_sink(
         buffer_bytes=buffer_bytes,
         resume=resume,
         config=config,
+        manifest_at=manifest_at,
     )

@@ -12,14 +12,20 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from .._exceptions import ConfigError, FleetscanError
 from .._records import DATASETS, SCHEMA_VERSION, Dataset, Record, format_time
 
 Compression = Literal["none", "gzip"]
 
-MANIFEST_VERSION = 1
+#: 2 added the ``organizations`` section and the ``shards`` section of a run written by several
+#: shards; readers accept every version of MANIFEST_VERSIONS (a version-1 manifest is a
+#: version-2 one without those sections).
+MANIFEST_VERSION = 2
+MANIFEST_VERSIONS: Final[tuple[int, ...]] = (1, 2)
+#: Sections a run's summary carries that the manifest puts at its top level.
+MANIFEST_SECTIONS: Final[tuple[str, ...]] = ("organizations",)
 #: Records are gathered up to about this many bytes per dataset before a write: few, large
 #: writes keep the event loop free, and memory stays bounded whatever the record count.
 BUFFER_BYTES = 1 << 20
@@ -204,6 +210,7 @@ def build_manifest(
     summary: Mapping[str, Any],
     records: Mapping[Dataset, int],
     files: Iterable[FileEntry],
+    shards: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     order = {name: index for index, name in enumerate(DATASETS)}
     listed = sorted(files, key=lambda f: (order[f.dataset], f.path))
@@ -218,7 +225,8 @@ def build_manifest(
         "destination": destination,
         "compression": compression,
         "records": {name: records.get(name, 0) for name in DATASETS},
-        "summary": dict(summary),
+        "summary": {k: v for k, v in summary.items() if k not in MANIFEST_SECTIONS},
+        **{k: summary[k] for k in MANIFEST_SECTIONS if k in summary},
         "files": [
             {
                 "dataset": f.dataset,
@@ -229,4 +237,6 @@ def build_manifest(
             }
             for f in listed
         ],
+        # A run written by several shards: how it was split (see fleetscan._shards).
+        "shards": dict(shards) if shards is not None else None,
     }

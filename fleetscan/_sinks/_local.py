@@ -84,6 +84,8 @@ class LocalSink:
     With ``resume`` (a checkpoint loaded, and locked, by
     :func:`fleetscan._sinks.load_checkpoint`), the sink takes the checkpoint over and releases it
     when the run ends. ``config`` is the scan configuration a new run's checkpoint keeps.
+    ``manifest_at`` puts the manifest elsewhere than the run's place (a shard's manifest, which
+    readers must not take for a run's).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class LocalSink:
         buffer_bytes: int = BUFFER_BYTES,
         resume: Checkpoint | None = None,
         config: dict[str, Any] | None = None,
+        manifest_at: str | None = None,
     ) -> None:
         if resume is not None and resume.file is None:
             raise ValueError("a local resume needs its checkpoint loaded with its lock")
@@ -111,7 +114,7 @@ class LocalSink:
         self._files: list[FileEntry] = []
         self._closed = False
         self._manifest: dict[str, Any] | None = None
-        self._manifest_relpath = manifest_relpath(run)
+        self._manifest_relpath = manifest_at or manifest_relpath(run)
         self._checkpoint_relpath = checkpoint_relpath(run)
         #: Units whose records are written but not yet covered by a checkpoint line.
         self._pending_units: list[UnitKey] = []

@@ -26,7 +26,7 @@ import orjson
 from .._exceptions import DataError
 from .._records import DATASETS
 from .._validate import Mismatch, checker
-from ._common import MANIFEST_VERSION
+from ._common import MANIFEST_VERSIONS
 from ._s3io import CHUNK, S3Reader
 
 #: The longest line a record file may hold: a record is a few KiB at most (every text field is
@@ -55,13 +55,19 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
         manifest = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise DataError(where, None, f"not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise DataError(where, None, f"not a fleetscan manifest (version {MANIFEST_VERSION})")
+    version = manifest.get("manifest_version") if isinstance(manifest, dict) else None
+    if type(version) is not int or version not in MANIFEST_VERSIONS:
+        versions = " or ".join(map(str, MANIFEST_VERSIONS))
+        raise DataError(where, None, f"not a fleetscan manifest (version {versions})")
+    if version == 1:
+        # A version-1 manifest is a version-2 one of a run without shards.
+        manifest = {**manifest, "shards": None}
     try:
         checker("manifest")(manifest)
     except Mismatch as exc:
         raise DataError(where, None, f"breaks the manifest schema: {exc}") from None
-    return manifest
+    checked: dict[str, Any] = manifest
+    return checked
 
 
 def latest_run(dest: str | os.PathLike[str]) -> str | None:

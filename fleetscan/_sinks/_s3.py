@@ -217,6 +217,7 @@ class S3Sink:
         options: S3Options | None = None,
         resume: Checkpoint | None = None,
         config: dict[str, Any] | None = None,
+        manifest_at: str | None = None,
     ) -> None:
         options = options or S3Options()
         self._bucket, self._prefix = parse_s3_url(url)
@@ -243,7 +244,8 @@ class S3Sink:
         self._checksum_param = _CHECKSUM_PARAM[options.checksum_algorithm]
         self._streams = {name: _Stream(name) for name in DATASETS}
         self._files: list[FileEntry] = []
-        self._manifest_key = self._prefix + manifest_relpath(run)
+        #: A shard's manifest is not at the run's place (readers must not take it for a run's).
+        self._manifest_key = self._prefix + (manifest_at or manifest_relpath(run))
         self._manifest: dict[str, Any] | None = None
         self._closed = False
         self._client: Any = None

@@ -120,6 +120,13 @@ class S3Reader:
     def url(self, relpath: str) -> str:
         return self.dest + relpath
 
+    @property
+    def client(self) -> Any:
+        """The open S3 client (inside ``async with``), for writers built on this reader."""
+        if self._client is None:
+            raise RuntimeError("S3Reader used outside its async with block")
+        return self._client
+
     async def _call(self, operation: str, relpath: str, **params: Any) -> dict[str, Any]:
         method = getattr(self._client, _SNAKE[operation])
         params["Bucket"] = self.bucket
