@@ -662,15 +662,3 @@ def _parse_existing(data: bytes, where: str) -> dict[str, Any]:
         return _parse_manifest(data, where)
     except ValueError as exc:
         raise ConfigError("run_id", f"{exc}: the run's manifest was torn or changed") from None
-
-
-def describe_shards(manifest: Mapping[str, Any]) -> str:
-    """One line on a sharded run's manifest, for people: its shards and what is missing."""
-    section = manifest.get("shards")
-    if not isinstance(section, dict):
-        return ""
-    missing = section.get("missing") or []
-    text = f"{section.get('count')} shard(s)"
-    if missing:
-        text += f"; missing: {', '.join(str(m) for m in missing)}"
-    return text

@@ -31,7 +31,7 @@ ENGINE_STUB = """
 import json, os, sys, types
 import fleetscan._commands
 
-def scan_with_progress(config, *, quiet, log_format):
+def scan_with_progress(config, *, quiet, log_format, metrics_file=None):
     if os.environ.get("FAKE_INTERRUPT"):
         raise KeyboardInterrupt
     fields = {k: v for k, v in vars(config).items() if not k.startswith("_")}

@@ -17,9 +17,9 @@ the way its Kubernetes and AWS Batch definitions run them, through those roles.
   through the IAM API and asserted, and each permission policy is compared with the calls the
   scan made (as ``test_iam_policies`` does for ``configs/iam/``).
 - The containers run with this checkout's ``fleetscan`` as the image would run them
-  (:mod:`deploy_launch`), without ``--shard``: shards are being built separately, and today's
-  CLI refuses the flag. A shard-less scan of the whole organization is today's ground truth for
-  the run the shards will write together.
+  (:mod:`deploy_launch`), without ``--shard``: what is asserted here is which roles and calls a
+  scan of the whole organization goes through, and one process scans all of it.
+  ``test_deploy_image`` runs the same definitions as three shards.
 """
 
 from __future__ import annotations

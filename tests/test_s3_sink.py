@@ -235,13 +235,14 @@ async def test_multipart_multi_object_run_reads_back_equal_to_the_manifest(
 
 
 async def test_gzip_sha256_and_sse_kms_on_every_part(stack: Stack, proxy: FaultyS3Proxy) -> None:
-    # Random text compresses to about half: 12 MB of it makes a gzip object of two parts.
+    # Random text compresses to about half: 12 MB of it makes a gzip object of two parts. Each
+    # message is at most 500 characters, as the errors schema (and the readers' check) says.
     noisy: list[Record] = [
         ErrorRecord(
             SCHEMA_VERSION, RUN_ID, "2025-03-01T22:30:00.000Z", None, None, None,
-            "ListAccounts", "InternalServerError", None, os.urandom(2048).hex(), 8, True,
+            "ListAccounts", "InternalServerError", None, os.urandom(250).hex(), 8, True,
         )
-        for _ in range(2_900)
+        for _ in range(24_000)
     ]  # fmt: skip
     records = [*noisy, *fleet_rest()]
     key_id = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -572,3 +572,59 @@ def test_a_version_1_manifest_is_still_read(
     path.write_text(json.dumps({**document, "manifest_version": 1}))
     assert read_manifest(path)["run_id"] == "old"
     assert_matches_truth(stack.fleet, run_records(str(out), "old"))
+
+
+def _s3_keys(s3: Any, under: str) -> list[str]:
+    return [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix="lake/" + under
+        )
+        for item in page.get("Contents", [])
+    ]
+
+
+def test_on_s3_a_killed_shard_resumes_and_finalize_names_a_lost_one(
+    stack: Stack, stack_env: dict[str, str]
+) -> None:
+    s3 = s3_client(stack)
+    slow(stack)
+    argv = {k: shard_command(stack, DEST, "s3-kill", f"{k}/3") for k in (1, 2, 3)}
+    procs = {k: subprocess.Popen(argv[k], env=env(stack_env), stderr=subprocess.PIPE) for k in argv}
+
+    def entries() -> int:
+        return sum("/s3-kill.shard2of3/" in key for key in _s3_keys(s3, "checkpoints/"))
+
+    wait_for(lambda: entries() >= 1, procs[2])
+    procs[2].send_signal(signal.SIGKILL)
+    procs[2].communicate(timeout=60)
+    for k in (1, 3):
+        _, err = procs[k].communicate(timeout=300)
+        assert procs[k].returncode == 0, err.decode()
+    assert not _s3_keys(s3, "manifests/"), "no run manifest while a shard is unfinished"
+
+    again = subprocess.run(
+        argv[2], env=env(stack_env), capture_output=True, timeout=300, check=False
+    )
+    assert again.returncode == 0, again.stderr.decode()
+    (key,) = _s3_keys(s3, "manifests/")
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert manifest["status"] == "complete"
+    assert manifest["shards"]["written_by"] == "shard 2/3"
+    assert_matches_truth(stack.fleet, run_records(DEST, "s3-kill"))
+    listed = {"lake/" + f["path"] for f in manifest["files"]}
+    data = {k for d in ("recovery_points/", "gateways/", "errors/") for k in _s3_keys(s3, d)}
+    assert data == listed, "nothing of the killed session is left outside the manifest"
+
+    # Another run that loses shard 2 for good: finalize writes it partial, naming the share.
+    run_shards(stack, stack_env, DEST, "s3-lost", ["1/3", "3/3"])
+    done = run_cli(stack_env, "finalize", "--output", DEST, "--run-id", "s3-lost")
+    assert done.returncode == 3, done.stderr.decode()
+    (key,) = [k for k in _s3_keys(s3, "manifests/") if k.endswith("/s3-lost.json")]
+    partial = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert (partial["status"], partial["shards"]["missing"]) == ("partial", ["2/3"])
+    plan_key = "lake/" + plan_relpath("s3-lost")
+    plan = json.loads(s3.get_object(Bucket=BUCKET, Key=plan_key)["Body"].read())
+    kept = {a["id"] for a in plan["accounts"] if a["shard"] != 2}
+    assert_matches_truth(stack.fleet, run_records(DEST, "s3-lost"), accounts=kept)
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
