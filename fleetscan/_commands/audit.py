@@ -521,7 +521,7 @@ def print_summary(
     suffix = f" (exit code {code})" if code is not None else ""
     console.print(f"[bold {colour}]{verdict(result)}[/]{suffix}")
     for note in notes or []:
-        console.print(note, markup=False)
+        console.print(note, markup=False, soft_wrap=True)  # one greppable line each
     if report_dir is not None:
         console.print(
             f"reports: {report_dir}/findings.ndjson, report.md, report.html, junit.xml",
