@@ -229,7 +229,7 @@ def _audit_event(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return dict(event)
 
 
-def test_s3_complete_then_partial_judges_the_partial_run(cli_run: CliRun) -> None:
+def test_s3_complete_then_partial_judges_the_partial_run(cli_run: CliRun, tmp_path: Path) -> None:
     """The user's report: a complete run, then a newer partial one; the audit must judge the
     newer one (its gaps unknown), and say which run it judged when told to use an older one."""
     env, stack = cli_run.env, cli_run.stack
@@ -272,9 +272,17 @@ def test_s3_complete_then_partial_judges_the_partial_run(cli_run: CliRun) -> Non
         (skipped,) = older["newer_runs_not_judged"]
         assert (skipped["run_id"], skipped["status"]) == (newest["run_id"], "partial")
         assert extra[0] in skipped["reason"]
-    text = _fleetscan("audit", "--input", dest, "--max-age", "2000h", "--run", complete, env=env)
+    reports = tmp_path / "reports"
+    text = _fleetscan(
+        "audit", "--input", dest, "--max-age", "2000h", "--run", complete, "--report-dir", reports,
+        env=env,
+    )  # fmt: skip
     assert f"newer run {newest['run_id']} (partial" in text.stderr
     assert f"evidence: run {complete} (complete), scanned" in text.stderr
+    markdown = (reports / "report.md").read_text(encoding="utf-8")
+    assert f"| newer run {newest['run_id']} | not judged (partial, started " in markdown
+    assert "| evidence age | " in markdown
+    assert f"newer run {newest['run_id']}" in (reports / "report.html").read_text(encoding="utf-8")
 
 
 def test_only_an_old_complete_run_is_unknown_evidence_too_old(

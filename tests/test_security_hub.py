@@ -9,6 +9,7 @@ cannot change an answer.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -369,5 +370,52 @@ def test_security_hub_not_enabled_is_one_problem_and_exit_6(
     assert event["security_hub"]["imported"] == len(asff_items) - len(ids)
     assert text.returncode == 6
     assert "Traceback" not in text.stderr
-    assert f"Security Hub problem: {account_id} {region}: DescribeHub" in text.stderr
-    assert "not enabled" in text.stderr
+    (line,) = [
+        line
+        for line in text.stderr.splitlines()
+        if line.startswith(f"Security Hub problem: {account_id} {region}: DescribeHub")
+    ]
+    assert "not enabled" in line
+    assert line.endswith(f"({len(ids)} findings not imported)")
+
+
+def test_an_emptied_region_is_archived_only_when_the_run_reached_everything(
+    hub: Hub, asff_items: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """A place the run read and found no volume in: fleetscan's old findings there are archived
+    (its last volume is gone); but not after an interrupted run, which may never have got there."""
+    places = _places(asff_items)
+    _enable_everywhere(hub, places)
+    suspended = {a.id for a in hub.fleet.accounts if not a.active}
+    members = sorted({a for a, _ in places} - suspended)
+    account_id, region = next((a, r) for a in members for r in REGIONS if (a, r) not in places)
+    client = _member_hub(hub, account_id, region)
+    client.enable_security_hub()
+    template = next(i for i in asff_items if i["AwsAccountId"] == account_id)
+    arn = f"arn:aws:storagegateway:{region}:{account_id}:gateway/sgw-0EMPTY00"
+    old = _planted(template, f"{arn}/volume/vol-0EMPTY00", arn) | {
+        "Region": region,
+        "ProductArn": f"arn:aws:securityhub:{region}:{account_id}:product/{account_id}/default",
+    }
+    client.batch_import_findings(Findings=[old])
+
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(hub.output, interrupted)
+    (manifest,) = interrupted.glob("manifests/dt=*/*.json")
+    manifest.write_bytes(
+        orjson.dumps(orjson.loads(manifest.read_bytes()) | {"status": "interrupted"})
+    )
+    proc = _fleetscan(
+        "audit", "--input", interrupted, "--max-age", "12h", "--security-hub",
+        "--log-format", "json",
+        env=hub.env,
+    )  # fmt: skip
+    (event,) = [orjson.loads(line) for line in proc.stderr.splitlines()]
+    assert event["run_status"] == "interrupted"
+    assert event["security_hub"]["archived"] == 0
+    assert _stored(hub, account_id, region)[old["Id"]]["RecordState"] == "ACTIVE"
+
+    code, event = _import(hub, "12h")
+    assert code == 4, event
+    assert event["security_hub"]["archived"] == 1
+    assert _stored(hub, account_id, region)[old["Id"]]["RecordState"] == "ARCHIVED"

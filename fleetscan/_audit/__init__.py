@@ -2,7 +2,8 @@
 
 policy (objectives and overrides) -> evaluation (a run's datasets, read back through its
 manifest, judged volume by volume) -> reports (findings.ndjson, report.md, report.html,
-junit.xml). The terminal summary and the exit code belong to the command
+junit.xml; ASFF for AWS Security Hub in ``_asff``, imported into each member account by
+``_securityhub``). The terminal summary and the exit code belong to the command
 (``fleetscan._commands.audit``).
 """
 

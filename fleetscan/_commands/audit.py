@@ -341,7 +341,7 @@ def run_request(request: AuditRequest) -> int:
                 f"{p.error_code}: {p.message} ({p.findings} findings not imported)"
                 for p in imported.problems
             ]
-            if imported.problems:
+            if imported.not_imported:
                 code = EXIT_NOT_IMPORTED
     if request.metrics_file is not None:
         from .._metrics import audit_metrics, write_metrics
@@ -385,12 +385,16 @@ def _import(request: AuditRequest, result: AuditResult, items: list[dict[str, An
     blind_gateways = frozenset(
         str(f.gateway_arn) for f in result.unknown if f.kind == "gateway" and f.gateway_arn
     )
+    # Places the run read and found nothing in: their old findings are archived. Only when the
+    # run reached every unit, and not in an account it could not enter.
+    account_wide = {f.account_id for f in result.unknown if f.kind == "unit" and not f.region}
     regions = manifest_config.get("regions")
     scanned = frozenset(
         (str(account_id), str(region))
         for account_id in result.accounts
-        if account_id is not None
+        if account_id is not None and account_id not in account_wide
         for region in (regions if isinstance(regions, list) else [])
+        if result.run_status in ("complete", "partial")
     )
     return anyio.run(
         lambda: import_findings(
@@ -517,7 +521,7 @@ def print_summary(
     suffix = f" (exit code {code})" if code is not None else ""
     console.print(f"[bold {colour}]{verdict(result)}[/]{suffix}")
     for note in notes or []:
-        console.print(note, markup=False)
+        console.print(note, markup=False, soft_wrap=True)  # one greppable line each
     if report_dir is not None:
         console.print(
             f"reports: {report_dir}/findings.ndjson, report.md, report.html, junit.xml",
