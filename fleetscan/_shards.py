@@ -571,6 +571,38 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def _with_organizations(
+    summary: dict[str, Any], manifests: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """``summary`` with the shards' ``organizations`` sections as one run's (the manifest lifts
+    it to its top level): each organization's counts added up over the shards that scanned a
+    share of it; failed if a shard found it failed; its records null if any shard's are."""
+    merged: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for manifest in manifests:
+        section = manifest.get("organizations")
+        for entry in section if isinstance(section, list) else ():
+            key = (entry.get("name"), entry.get("id"))
+            current = merged.get(key)
+            if current is None:
+                records = entry.get("records")
+                merged[key] = {**entry, "records": dict(records) if records else records}
+                continue
+            for name, value in entry.items():
+                if _count(value) and _count(current.get(name)):
+                    current[name] += value
+            if entry.get("status") == "failed":
+                current["status"] = "failed"
+            records, into = entry.get("records"), current.get("records")
+            if records is None or into is None:
+                current["records"] = None
+            else:
+                for dataset, count in records.items():
+                    into[dataset] = into.get(dataset, 0) + count
+    if not merged:
+        return summary
+    return {**summary, "organizations": list(merged.values())}
+
+
 def _count(value: object) -> bool:
     return type(value) is int
 
@@ -643,7 +675,10 @@ async def write_run_manifest(
         status=status,
         destination=store.root,
         compression="gzip" if compress == "gzip" else "none",
-        summary=merge_summaries([o.manifest["summary"] for o in finished if o.manifest]),
+        summary=_with_organizations(
+            merge_summaries([o.manifest["summary"] for o in finished if o.manifest]),
+            [o.manifest for o in finished if o.manifest],
+        ),
         records=records,
         files=files,
         shards=section,

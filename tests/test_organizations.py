@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from ground_truth import assert_matches_truth, run_records
@@ -690,3 +691,69 @@ def test_a_tampered_stored_organizations_setting_is_refused_naming_it(
         run_config(stored)
     assert caught.value.field == field
     assert "a-real-secret" not in str(caught.value)
+
+
+async def _sharded(stack: Stack, output: Path, count: int) -> list[fleetscan.ScanResult]:
+    """Every shard of one run of ``stack``'s organizations, all at once in this process."""
+    results: list[fleetscan.ScanResult] = []
+
+    async def shard(index: int) -> None:
+        config = _config(stack, output, shard=f"{index}/{count}", run_id="orgs-sharded")
+        results.append(await fleetscan.run_scan(config))
+
+    async with anyio.create_task_group() as tg:
+        for index in range(1, count + 1):
+            tg.start_soon(shard, index)
+    return results
+
+
+async def test_shards_of_two_organizations_make_one_run_equal_to_both(
+    two: Stack, tmp_path: Path
+) -> None:
+    # The plan keeps each account's organization: every shard reaches its share of the second
+    # organization through that organization's own member role, with no listing of its own.
+    output = tmp_path / "out"
+    results = await _sharded(two, output, 3)
+    assert sorted(r.status for r in results) == ["complete"] * 3
+    fleet = two.fleet
+    assert verify_run(fleet, str(output), "orgs-sharded", regions=REGIONS).exact
+    rows = run_records(str(output), "orgs-sharded")
+    assert_matches_truth(fleet, rows)
+    _assert_organization_ids(two, rows)
+    manifest = _manifest(output, "orgs-sharded")
+    assert manifest["status"] == "complete"
+    # One entry per organization, its counts added up over the shards that scanned it.
+    truth = fleet.ground_truth(regions=REGIONS)
+    section = {entry["name"]: entry for entry in manifest["organizations"]}
+    assert set(section) == {"first", "second"}
+    expected = Counter(r["organization_id"] for r in rows["recovery_points"])
+    for entry, organization in zip(
+        (section["first"], section["second"]), fleet.organizations, strict=True
+    ):
+        assert (entry["id"], entry["status"]) == (organization.id, "listed")
+        assert entry["accounts"] == len(truth.organizations[organization.id])
+        assert entry["units_done"] == entry["accounts"] * len(REGIONS)
+        assert entry["records"]["recovery_points"] == expected[organization.id]
+
+
+async def test_shards_with_one_organization_denied_make_one_partial_run_naming_it(
+    second_denied: Stack, tmp_path: Path
+) -> None:
+    stack = second_denied
+    output = tmp_path / "out"
+    results = await _sharded(stack, output, 2)
+    assert {r.status for r in results} <= {"complete", "partial"}
+    fleet = stack.fleet
+    first, _ = fleet.organizations
+    assert verify_run(
+        fleet, str(output), "orgs-sharded", regions=REGIONS, organizations={first.id}
+    ).exact
+    rows = run_records(str(output), "orgs-sharded")
+    # One error record for the organization, written once (by shard 1), not once per shard.
+    (error,) = [e for e in rows["errors"] if e["account_id"] is None]
+    assert error["message"].startswith("organization 'second': ")
+    manifest = _manifest(output, "orgs-sharded")
+    assert manifest["status"] == "partial"
+    section = {entry["name"]: entry for entry in manifest["organizations"]}
+    assert section["second"]["status"] == "failed"
+    assert section["first"]["status"] == "listed"
