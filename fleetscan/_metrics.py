@@ -7,7 +7,8 @@ atomic_file`). Scan metrics are read from the run's manifest and audit metrics f
 result, so each number is the one the run or the report states.
 
 Labels are bounded whatever the fleet's size: operation (the scan's few API operations), dataset
-(3), gateway type (5), status (3 or 4), change (8), and for the audit organization and OU
+(3), gateway type (5), status (3 or 4), change (8), organization (the run's ``[[organizations]]``
+entries), and for the audit organization and OU
 (each OU path that holds a scanned account, which AWS caps at 1,000 OUs per organization) —
 never an account, a gateway or a volume.
 """
@@ -140,7 +141,45 @@ def scan_metrics(manifest: Mapping[str, Any]) -> list[Metric]:
     for gateway_type, count in sorted(_counts(summary.get("gateways_by_type")).items()):
         gateways.add_metric([gateway_type], count)
     metrics.append(gateways)
+    metrics.extend(_organization_metrics(manifest))
     return metrics
+
+
+def _organization_metrics(manifest: Mapping[str, Any]) -> list[Metric]:
+    """Per organization of a run of several (the manifest's ``organizations`` section): its
+    status, units and records, labelled by its ``[[organizations]]`` name (else its id)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    section = manifest.get("organizations")
+    entries = [e for e in section if isinstance(e, dict)] if isinstance(section, list) else []
+    if not entries:
+        return []
+    listed = GaugeMetricFamily(
+        "fleetscan_scan_organization_listed",
+        "1 when the organization's accounts could be listed, 0 when it failed (an error record "
+        "names it)",
+        labels=["organization"],
+    )
+    units = GaugeMetricFamily(
+        "fleetscan_scan_organization_units",
+        "(account, region) units of the organization in the last run",
+        labels=["organization", "state"],
+    )
+    records = CounterMetricFamily(
+        "fleetscan_scan_organization_records",
+        "records the last run wrote for the organization's accounts (absent after a resume)",
+        labels=["organization", "dataset"],
+    )
+    for entry in entries:
+        name = str(entry.get("name") or entry.get("id") or "")
+        listed.add_metric([name], 1.0 if entry.get("status") == "listed" else 0.0)
+        for state in ("planned", "done", "failed"):
+            units.add_metric([name, state], _number(entry.get(f"units_{state}")))
+        written = entry.get("records")
+        if isinstance(written, dict):
+            for dataset in DATASETS:
+                records.add_metric([name, dataset], _number(written.get(dataset)))
+    return [listed, units, records]
 
 
 def audit_metrics(result: AuditResult) -> list[Metric]:

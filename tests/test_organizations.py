@@ -757,3 +757,34 @@ async def test_shards_with_one_organization_denied_make_one_partial_run_naming_i
     section = {entry["name"]: entry for entry in manifest["organizations"]}
     assert section["second"]["status"] == "failed"
     assert section["first"]["status"] == "listed"
+
+
+async def test_the_scan_metrics_count_each_organization_as_its_manifest_does(
+    second_denied: Stack, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fleetscan._metrics import scan_metrics, write_metrics
+
+    output = tmp_path / "out"
+    result = await fleetscan.run_scan(_config(second_denied, output))
+    manifest = _manifest(output, result.run_id)
+    path = tmp_path / "fleetscan.prom"
+    write_metrics(path, scan_metrics(manifest))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(path.read_text())
+        for s in family.samples
+    }
+    section = {entry["name"]: entry for entry in manifest["organizations"]}
+    listed = "fleetscan_scan_organization_listed"
+    assert samples[(listed, (("organization", "first"),))] == 1
+    assert samples[(listed, (("organization", "second"),))] == 0
+    units = "fleetscan_scan_organization_units"
+    for state in ("planned", "done", "failed"):
+        key = (units, (("organization", "first"), ("state", state)))
+        assert samples[key] == section["first"][f"units_{state}"]
+    records = "fleetscan_scan_organization_records_total"
+    for dataset in ("recovery_points", "gateways", "errors"):
+        key = (records, (("dataset", dataset), ("organization", "first")))
+        assert samples[key] == section["first"]["records"][dataset]
