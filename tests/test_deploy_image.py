@@ -70,7 +70,9 @@ def test_the_stand_in_for_the_container_is_read_only_but_for_its_volumes() -> No
     """What the other tests' verdicts rest on: run_as_image's root filesystem refuses writes, its
     volumes take them, and the process is the image's user."""
     launch = Launch(argv=(), env={}, user=None, read_only_root=True, writable=("/tmp",))
-    probe = ROOT / ".read-only-probe"
+    # On the root itself: a clone may sit below a writable volume (/tmp), where the refusal
+    # would be a permission one.
+    probe = Path("/") / ".fleetscan-read-only-probe"
     with scratch_dir(owner=image().user) as workdir:
         script = f"id -u; id -g; touch {workdir}/written; touch {probe} 2>&1 || true"
         proc = run_as_image(

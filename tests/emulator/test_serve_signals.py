@@ -101,5 +101,12 @@ def test_a_signal_at_a_random_moment_stops_it(
     process.send_signal(sig)
     seconds = _exit_seconds(process, sent)
     print(f"trial {trial}: {sig.name} -> exit {process.returncode} in {seconds:.2f} s")
-    # Stopped by its handler (0), or before it was installed, by Python's defaults.
-    assert process.returncode in (0, 130, -signal.SIGINT, -signal.SIGTERM)
+    # Stopped by its handler (0), or before it was installed, by Python's defaults; a SIGINT
+    # that lands while the interpreter itself starts (importing site, before any fleetscan code)
+    # is CPython's "Fatal Python error: init_import_site", exit 1: nothing to do about it here.
+    assert process.stderr is not None
+    stderr = process.stderr.read().decode(errors="replace")
+    interpreter_start = process.returncode == 1 and "Fatal Python error: init_import_site" in stderr
+    assert process.returncode in (0, 130, -signal.SIGINT, -signal.SIGTERM) or interpreter_start, (
+        stderr[-2000:]
+    )
