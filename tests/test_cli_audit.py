@@ -8,11 +8,9 @@ stale ones over 26 h), so the scan's timing cannot change an answer.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ from typing import Any
 import boto3
 import orjson
 import pytest
+from fleetscan_cli import run_cli as _fleetscan
 
 from fleetscan._records import parse_time
 from fleetscan._sinks import find_manifest, latest_run, read_manifest
@@ -32,20 +31,6 @@ from fleetscan.emulator._faults import FaultRule, Faults
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2")
 HOUR = 3600
 BUCKET = "fleetscan-audit"
-
-
-def _fleetscan(
-    *args: str | Path, env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
-    return subprocess.run(
-        [sys.executable, "-m", "fleetscan", *map(str, args)],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @dataclass

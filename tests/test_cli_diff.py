@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from typing import Any
 import boto3
 import orjson
 import pytest
+from fleetscan_cli import run_cli as _fleetscan
 from ground_truth import assert_matches_truth, run_records
 
 from fleetscan._records import parse_time
@@ -45,18 +43,6 @@ HOUR = 3600
 #: How far apart the pinned volume's age must be from every other volume's, so that an objective
 #: set between its ages at run 1 and run 2 separates it from them (each scan takes seconds).
 SEPARATION = 30.0
-
-
-def _fleetscan(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
-    return subprocess.run(
-        [sys.executable, "-m", "fleetscan", *map(str, args)],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @dataclass

@@ -4,9 +4,7 @@ are counted), and read back with prometheus_client's own parser, as Prometheus w
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from fleetscan_cli import run_cli as _fleetscan
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetscan._records import parse_time
@@ -21,18 +20,6 @@ from fleetscan._sinks import find_manifest, latest_run, read_manifest
 from fleetscan.emulator import FaultRule, Faults, FleetSpec, Stack, start_stack
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2")
-
-
-def _fleetscan(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
-    return subprocess.run(
-        [sys.executable, "-m", "fleetscan", *map(str, args)],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def _samples(path: Path) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -119,9 +106,13 @@ def test_scan_metrics_equal_the_manifest(scanned: Scanned) -> None:
     assert sum(throttles.values()) == summary["throttles"] > 0
     assert _by(samples["fleetscan_scan_records_total"], "dataset") == manifest["records"]
     assert _by(samples["fleetscan_scan_gateways"], "type") == summary["gateways_by_type"]
+    # The run's one organization (--org) is counted as the manifest's organizations section does.
+    (organization,) = manifest["organizations"]
+    listed = samples["fleetscan_scan_organization_listed"]
+    assert listed == {(("organization", organization["id"]),): 1.0}
     # No volume, gateway or account is ever a label.
     labels = {name for series in samples.values() for key in series for name, _ in key}
-    assert labels <= {"status", "state", "operation", "dataset", "type"}
+    assert labels <= {"status", "state", "operation", "dataset", "type", "organization"}
     assert oct(scanned.metrics.stat().st_mode & 0o777) == "0o644"  # node_exporter reads it
     assert [p.name for p in scanned.metrics.parent.iterdir() if p.name.startswith(".")] == []
 

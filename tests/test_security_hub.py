@@ -8,10 +8,7 @@ cannot change an answer.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,26 +20,13 @@ import botocore.session
 import orjson
 import pytest
 from botocore.validate import ParamValidator
+from fleetscan_cli import run_cli as _fleetscan
 
 from fleetscan._credentials import SECURITY_HUB_ACTIONS
 from fleetscan.emulator import Fleet, FleetSpec, Stack, start_stack
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2")
 SEVERITIES = ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-
-
-def _fleetscan(
-    *args: str | Path, env: dict[str, str], timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
-    return subprocess.run(
-        [sys.executable, "-m", "fleetscan", *map(str, args)],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @dataclass
