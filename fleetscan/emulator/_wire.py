@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.parse
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,16 +90,18 @@ class Call:
 Handler = Callable[[Call], bytes]
 
 
-class Protocol:
+class Protocol(ABC):
     """How one protocol frames answers and errors."""
 
     content_type = "application/x-amz-json-1.1"
 
+    @abstractmethod
     def error_body(self, error: ApiError, request_id: str) -> bytes:
-        raise NotImplementedError
+        """Each protocol or service answers this its own way."""
 
+    @abstractmethod
     def parse(self, raw: bytes) -> Payload:
-        raise NotImplementedError
+        """Each protocol or service answers this its own way."""
 
 
 class JsonProtocol(Protocol):
@@ -204,7 +207,7 @@ _JSON_AUTH: dict[str, tuple[int, str]] = {
 }
 
 
-class Service:
+class Service(ABC):
     """One emulated service: its credential-scope name, protocol, handlers, and the errors it
     answers for bad credentials and injected faults. The defaults are AWS JSON 1.1's."""
 
@@ -223,14 +226,17 @@ class Service:
     def unknown_operation(self, operation: str) -> ApiError:
         return ApiError(400, CORAL + "UnknownOperationException", None)
 
+    @abstractmethod
     def throttled(self) -> ApiError:
-        raise NotImplementedError
+        """Each protocol or service answers this its own way."""
 
+    @abstractmethod
     def internal_error(self, status: int) -> ApiError:
-        raise NotImplementedError
+        """Each protocol or service answers this its own way."""
 
+    @abstractmethod
     def access_denied(self, call: Call) -> ApiError:
-        raise NotImplementedError
+        """Each protocol or service answers this its own way."""
 
 
 def iso_time(moment: dt.datetime) -> str:
