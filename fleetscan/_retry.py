@@ -290,3 +290,17 @@ async def retry_call(
             ):
                 raise RetryFailed(operation, failure, attempt) from exc
         await anyio.sleep(backoff.delay(attempt))
+
+
+class CallFailed(Exception):
+    """A call that failed for good: not retryable, out of attempts, or out of retry budget."""
+
+    def __init__(self, operation: str, failure: Failure, attempts: int) -> None:
+        super().__init__(f"{operation}: {failure.error_code}: {failure.message}")
+        self.operation = operation
+        self.failure = failure
+        self.attempts = attempts
+
+
+class Stopped(Exception):
+    """The scan was asked to stop (a signal): no new call starts, the unit is abandoned."""

@@ -30,8 +30,8 @@ from ._config import (
 from ._discovery import AccountTarget
 from ._exceptions import ConfigError, FleetscanError
 from ._records import DATASETS
-from ._retry import Failure
-from ._scan import CallFailed, Engine, ScanStats, UnitBatch, new_run_id
+from ._retry import CallFailed, Failure
+from ._scan import Engine, ScanStats, UnitBatch, new_run_id
 from ._shards import (
     FINISHED,
     FailedOrganization,

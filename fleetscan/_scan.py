@@ -30,7 +30,6 @@ from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
-from botocore.exceptions import BotoCoreError
 
 from ._aws import (
     AmbientCredentials,
@@ -42,15 +41,14 @@ from ._aws import (
 )
 from ._backpressure import RecordBudget, Reservation
 from ._config import OrganizationConfig, ScanConfig, storage_gateway_regions
-from ._credentials import MANAGEMENT_SESSION_POLICY, AssumedRoleCredentials, RoleAssumer
+from ._credentials import AssumedRoleCredentials
 from ._discovery import (
     HOME_REGIONS,
     AccountTarget,
-    discover_accounts,
     enabled_regions,
 )
-from ._exceptions import DiscoveryError, FleetscanError
 from ._ratelimit import AdaptiveBucket, RateLimiter
+from ._reach import Reached, Reacher
 from ._records import (
     GATEWAY_TEXT_LIMITS,
     SCHEMA_VERSION,
@@ -70,9 +68,10 @@ from ._retry import (
     EXPIRED_CODES,
     MAX_MESSAGE_CHARS,
     Backoff,
-    Failure,
+    CallFailed,
     MalformedResponse,
     RetryBudget,
+    Stopped,
     classify,
 )
 from ._storagegateway import StorageGatewayClient
@@ -92,20 +91,6 @@ GATEWAY_STATE_ERRORS = frozenset({"InvalidGatewayRequestException"})
 #: its attempts: enough for keys that expire again while the call waits out other faults,
 #: and a bound for an STS that hands out keys already expired.
 MAX_REFRESHES_PER_CALL = 5
-
-
-class CallFailed(Exception):
-    """A call that failed for good: not retryable, out of attempts, or out of retry budget."""
-
-    def __init__(self, operation: str, failure: Failure, attempts: int) -> None:
-        super().__init__(f"{operation}: {failure.error_code}: {failure.message}")
-        self.operation = operation
-        self.failure = failure
-        self.attempts = attempts
-
-
-class Stopped(Exception):
-    """The scan was asked to stop (a signal): no new call starts, the unit is abandoned."""
 
 
 #: A unit of resumption: (account_id, region, gateway_arn). "*" means "all of them": a gateway's
@@ -206,24 +191,6 @@ def role_arn_for(
     if roles.role_arn_template:
         return roles.role_arn_template.format(partition=config.partition, account_id=account_id)
     return f"arn:{config.partition}:iam::{account_id}:role/{roles.role_name}"
-
-
-@dataclass(slots=True)
-class Reached:
-    """One organization (or the static list) as discovery reached it: its accounts, the
-    credentials its members' roles are assumed from, and the assumer that does it."""
-
-    entry: OrganizationConfig | None
-    accounts: list[AccountTarget]
-    base: FrozenCredentialSource
-    assumer: RoleAssumer
-    #: As listed (None: a static list, or answers without ARNs).
-    organization_id: str | None
-
-    @property
-    def key(self) -> str | None:
-        """What the manifest counts it under: its entry's name, else its ``o-…`` id."""
-        return self.entry.name if self.entry is not None else self.organization_id
 
 
 class Engine:
@@ -530,7 +497,8 @@ class Engine:
             ambient = AmbientCredentials(self.config.profile)
             try:
                 if self._given_accounts is not None:
-                    reached = self._adopt(self._given_groups(self._given_accounts, ambient))
+                    reacher = self._reacher(clients)
+                    reached = self._adopt(reacher.given(self._given_accounts, ambient))
                     failed = list(self._given_failures)
                 else:
                     reached, failed = await self.discover(clients, ambient)
@@ -558,60 +526,21 @@ class Engine:
     async def discover(
         self, clients: AwsClients, ambient: FrozenCredentialSource
     ) -> tuple[list[Reached], list[tuple[OrganizationConfig, CallFailed]]]:
-        """Every organization's accounts (or the static list's), each organization listed with
-        the credentials that reach it, all at once; and the organizations that failed.
-
-        One organization failing (its management role denied, its listing throttled for good)
-        leaves the others to be scanned; only when every one fails does discovery fail
-        (:class:`DiscoveryError`, nothing to scan). An account reached by two entries is scanned
-        once, for the first entry.
-        """
+        """Every organization's accounts, reached as :meth:`Reacher.reach_all` says, taken as
+        the accounts this engine scans; and the organizations that failed."""
         self._clients = clients
-        entries: tuple[OrganizationConfig | None, ...] = self.config.organization_settings() or (
-            None,
-        )
-        results: list[Reached | tuple[OrganizationConfig, CallFailed] | None] = [None] * len(
-            entries
-        )
-
-        async def reach(index: int, entry: OrganizationConfig | None) -> None:
-            try:
-                results[index] = await self._reach(entry, ambient)
-            except Stopped:
-                return  # noticed below, once every organization's task has ended
-            except CallFailed as exc:
-                if entry is None:
-                    raise DiscoveryError(f"cannot list the accounts to scan: {exc}") from None
-                results[index] = (entry, exc)
-            except (DiscoveryError, BotoCoreError, FleetscanError) as exc:
-                if entry is None:
-                    raise
-                failure = classify(MalformedResponse(str(exc)))
-                if not isinstance(exc, DiscoveryError):
-                    failure = Failure("CredentialsError", str(exc)[:MAX_MESSAGE_CHARS], False)
-                results[index] = (entry, CallFailed("ListAccounts", failure, 1))
-
-        if len(entries) == 1:
-            await reach(0, entries[0])
-        else:
-            async with anyio.create_task_group() as tg:
-                for index, entry in enumerate(entries):
-                    tg.start_soon(reach, index, entry)
-        if self._stopping:
-            raise Stopped
-        reached = [r for r in results if isinstance(r, Reached)]
-        failed = [r for r in results if isinstance(r, tuple)]
-        if not reached:
-            if len(failed) == 1:
-                entry, exc = failed[0]
-                raise DiscoveryError(
-                    f"cannot list the accounts of organization {entry.name!r}: {exc}"
-                )
-            raise DiscoveryError(
-                "no organization could be listed: "
-                + "; ".join(f"{entry.name!r}: {exc}" for entry, exc in failed)
-            )
+        reached, failed = await self._reacher(clients).reach_all(ambient)
         return self._adopt(reached), failed
+
+    def _reacher(self, clients: AwsClients) -> Reacher:
+        return Reacher(
+            self.config,
+            clients,
+            self._plain_call,
+            home=self._home,
+            static_accounts=self.static_accounts,
+            stopping=lambda: self._stopping,
+        )
 
     def _adopt(self, reached: list[Reached]) -> list[Reached]:
         """Take ``reached`` as the accounts this engine scans (each once, for the first group
@@ -632,86 +561,15 @@ class Engine:
         self.organization_counts = {group.key: Counter() for group in reached if group.key}
         return reached
 
-    def _given_groups(
-        self, accounts: list[AccountTarget], ambient: FrozenCredentialSource
-    ) -> list[Reached]:
-        """A shard's share of its run's plan, grouped as discovery reached it (by the
-        ``[[organizations]]`` entry that listed each account), with no Organizations call."""
-        entries = {entry.name: entry for entry in self.config.organization_settings()}
-        groups: dict[str | None, Reached] = {}
-        for account in accounts:
-            name = account.organization_name
-            group = groups.get(name)
-            if group is None:
-                entry = entries.get(name) if name is not None else None
-                if name is not None and entry is None:
-                    raise DiscoveryError(
-                        f"the run's plan places account {account.id} in organization {name!r}, "
-                        "which this configuration does not have"
-                    )
-                base = ambient
-                if entry is not None and entry.profile is not None:
-                    base = AmbientCredentials(entry.profile)
-                external_id = self.config.external_id if entry is None else entry.external_id
-                group = groups[name] = Reached(
-                    entry=entry,
-                    accounts=[],
-                    base=base,
-                    assumer=self._assumer(base, external_id, self.config.hub_role_arn),
-                    organization_id=account.organization_id,
-                )
-            group.accounts.append(account)
-        return list(groups.values())
-
     def organization_key(self, account_id: str | None) -> str | None:
         """The organization a discovered account is counted under in the manifest: the name of
         the ``[[organizations]]`` entry that reached it, else its ``o-…`` id (None: a static
         list's account, or none)."""
         return self._key_of.get(account_id) if account_id else None
 
-    async def _reach(
-        self, entry: OrganizationConfig | None, ambient: FrozenCredentialSource
-    ) -> Reached:
-        """One organization's accounts, listed as its entry says to reach it."""
-        config = self.config
-        base = ambient
-        if entry is not None and entry.profile is not None:
-            base = AmbientCredentials(entry.profile)
-        lister: FrozenCredentialSource = base
-        if entry is not None and entry.management_role_arn is not None:
-            lister = self._assumer(base, entry.management_external_id, None).credentials_for(
-                entry.management_role_arn, MANAGEMENT_SESSION_POLICY
-            )
-        with acting_as(lister):
-            accounts = await discover_accounts(
-                config, self._clients, self._plain_call, self.static_accounts, entry
-            )
-        external_id = config.external_id if entry is None else entry.external_id
-        return Reached(
-            entry=entry,
-            accounts=accounts,
-            base=base,
-            assumer=self._assumer(base, external_id, config.hub_role_arn),
-            organization_id=next((a.organization_id for a in accounts if a.organization_id), None),
-        )
-
     def organization_of(self, account_id: str) -> str | None:
         """The ``o-…`` id of a discovered account's organization (None: a static list's)."""
         return self._organization_of.get(account_id)
-
-    def _assumer(
-        self, caller: FrozenCredentialSource, external_id: str | None, hub_role_arn: str | None
-    ) -> RoleAssumer:
-        return RoleAssumer(
-            self._clients,
-            ambient=caller,
-            sts_region=self._home,
-            session_name=self.config.role_session_name,
-            duration_seconds=self.config.role_duration_seconds,
-            external_id=external_id,
-            hub_role_arn=hub_role_arn,
-            call=self._plain_call,
-        )
 
     async def _organization_failed(self, entry: OrganizationConfig, exc: CallFailed) -> None:
         """An organization that could not be listed: one error record naming it, and a failed

@@ -1314,7 +1314,8 @@ async def test_an_operation_out_of_retry_budget_leaves_the_others_theirs(hostile
     """STS timing out at the start of a loaded soak spent the one run-wide budget, and then 352
     units failed for want of a retry. Each operation (each endpoint) has its own now."""
     from fleetscan._aws import AwsClients, acting_as
-    from fleetscan._scan import CallFailed, Engine
+    from fleetscan._retry import CallFailed
+    from fleetscan._scan import Engine
 
     arn = hostile.gateway_arn(0xC00)
     failed_once: list[str] = []

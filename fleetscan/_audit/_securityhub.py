@@ -153,7 +153,8 @@ async def import_findings(
     from .._aws import AmbientCredentials, AwsClients, acting_as
     from .._credentials import SECURITY_HUB_SESSION_POLICY, RoleAssumer
     from .._discovery import HOME_REGIONS
-    from .._scan import CallFailed, Engine
+    from .._retry import CallFailed
+    from .._scan import Engine
 
     importer = _Importer(
         config,
@@ -302,7 +303,7 @@ class _Importer:
     async def _import(self, client: Any, chunk: list[dict[str, Any]], place: _Place) -> set[str]:
         """One batch; the findings refused for a transient reason are sent again, up to the
         scan's ``max_attempts``. The ids imported; what could not be is a problem."""
-        from .._scan import CallFailed
+        from .._retry import CallFailed
 
         def problem(operation: str, code: str, message: str, findings: int) -> None:
             self.result.problems.append(
