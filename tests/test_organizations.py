@@ -101,6 +101,30 @@ def _config(stack: Stack, output: Path, **overrides: Any) -> fleetscan.ScanConfi
     return fleetscan.ScanConfig(**values)
 
 
+def _config_file(stack: Stack, tmp_path: Path, settings: str = "") -> Path:
+    """A config file of the two organizations, as a user writes one (the second reached through
+    its management role), with ``settings`` (TOML lines) at the top level."""
+    second = stack.organizations[1]
+    config = tmp_path / "scan.toml"
+    config.write_text(
+        f"""
+role_name = "{stack.role_name}"
+regions = {list(REGIONS)!r}
+{settings}
+[[organizations]]
+name = "first"
+
+[[organizations]]
+name = "second"
+management_role_arn = "{second.management_role_arn}"
+management_external_id = "{second.management_external_id}"
+role_name = "{second.member_role_name}"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
 def _manifest(output: Path, run_id: str) -> dict[str, Any]:
     (path,) = output.glob(f"manifests/dt=*/{run_id}.json")
     return read_manifest(path)
@@ -263,24 +287,7 @@ async def test_a_static_account_list_has_no_organization(two: Stack, tmp_path: P
 
 
 def test_the_cli_scans_two_organizations_from_a_config_file(two: Stack, tmp_path: Path) -> None:
-    second = two.organizations[1]
-    config = tmp_path / "scan.toml"
-    config.write_text(
-        f"""
-role_name = "{two.role_name}"
-regions = {list(REGIONS)!r}
-
-[[organizations]]
-name = "first"
-
-[[organizations]]
-name = "second"
-management_role_arn = "{second.management_role_arn}"
-management_external_id = "{second.management_external_id}"
-role_name = "{second.member_role_name}"
-""",
-        encoding="utf-8",
-    )
+    config = _config_file(two, tmp_path)
     output = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | two.env()
     done = subprocess.run(
@@ -588,26 +595,7 @@ def test_an_interrupted_run_of_two_organizations_resumes_to_exactly_both(
     killable: Stack, tmp_path: Path
 ) -> None:
     stack = killable
-    second = stack.organizations[1]
-    config = tmp_path / "scan.toml"
-    config.write_text(
-        f"""
-role_name = "{stack.role_name}"
-regions = {list(REGIONS)!r}
-concurrency = 4
-checkpoint_interval = 0.05
-
-[[organizations]]
-name = "first"
-
-[[organizations]]
-name = "second"
-management_role_arn = "{second.management_role_arn}"
-management_external_id = "{second.management_external_id}"
-role_name = "{second.member_role_name}"
-""",
-        encoding="utf-8",
-    )
+    config = _config_file(stack, tmp_path, "concurrency = 4\ncheckpoint_interval = 0.05\n")
     output = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | stack.env()
     base = [sys.executable, "-m", "fleetscan", "scan", "--output", str(output), "--quiet"]

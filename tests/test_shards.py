@@ -201,25 +201,21 @@ def race_finalize(dest: str, run_id: str, writers: int) -> list[dict[str, Any]]:
     return results
 
 
+def _finalize(
+    out: Path, run_id: str, stack_env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    """``fleetscan finalize --output OUT --run-id RUN_ID``, as a user runs it."""
+    argv = [sys.executable, "-m", "fleetscan", "finalize", "--output", str(out), "--run-id", run_id]
+    return subprocess.run(argv, env=env(stack_env), capture_output=True, timeout=120, check=False)
+
+
 def test_finalize_a_run_that_lost_a_shard_says_partial_and_names_it(
     stack: Stack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     run_shards(stack, stack_env, out, "r-lost", ["1/3", "3/3"])
     assert not list(out.glob("manifests/dt=*/*.json"))
-    finalize = [
-        sys.executable,
-        "-m",
-        "fleetscan",
-        "finalize",
-        "--output",
-        str(out),
-        "--run-id",
-        "r-lost",
-    ]
-    done = subprocess.run(
-        finalize, env=env(stack_env), capture_output=True, timeout=120, check=False
-    )
+    done = _finalize(out, "r-lost", stack_env)
     assert done.returncode == 3, done.stderr.decode()
     assert "partial" in done.stderr.decode()
     assert "2/3" in done.stderr.decode()
@@ -231,9 +227,7 @@ def test_finalize_a_run_that_lost_a_shard_says_partial_and_names_it(
     kept = {a["id"] for a in plan["accounts"] if a["shard"] != 2}
     assert_matches_truth(stack.fleet, run_records(str(out), "r-lost"), accounts=kept)
     # Idempotent: again, the same manifest, and the same answer.
-    twice = subprocess.run(
-        finalize, env=env(stack_env), capture_output=True, timeout=120, check=False
-    )
+    twice = _finalize(out, "r-lost", stack_env)
     assert twice.returncode == 3
     assert check_run_output(out, "r-lost")[0] == manifest
     # The lost shard coming back later is refused: the run is final, and its files would not be.
@@ -251,19 +245,7 @@ def test_finalize_a_run_that_lost_a_shard_says_partial_and_names_it(
 def test_finalize_refuses_a_run_that_is_not_sharded(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    finalize = [
-        sys.executable,
-        "-m",
-        "fleetscan",
-        "finalize",
-        "--output",
-        str(tmp_path),
-        "--run-id",
-        "nope",
-    ]
-    done = subprocess.run(
-        finalize, env=env(stack_env), capture_output=True, timeout=120, check=False
-    )
+    done = _finalize(tmp_path, "nope", stack_env)
     assert done.returncode == 2
     assert "no shard plan" in done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
