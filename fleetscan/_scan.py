@@ -246,7 +246,6 @@ class Engine:
         self.accounts: list[AccountTarget] = []
         #: (entry name, ``o-…`` id) of each organization listed; the manifest counts per one.
         self.organizations: list[tuple[str | None, str | None]] = []
-        self._organization_of: dict[str, str | None] = {}
         self._key_of: dict[str, str | None] = {}
         #: Units per organization (by :meth:`organization_key`) of this session: the manifest
         #: reports them.
@@ -404,7 +403,7 @@ class Engine:
         self,
         exc: CallFailed,
         *,
-        account_id: str | None,
+        account: AccountTarget | None,
         region: str | None,
         gateway_arn: str | None = None,
     ) -> ErrorRecord:
@@ -414,7 +413,7 @@ class Engine:
             schema_version=SCHEMA_VERSION,
             run_id=self.run_id,
             at=format_time(dt.datetime.now(dt.UTC)),
-            account_id=account_id,
+            account_id=account.id if account is not None else None,
             region=region,
             gateway_arn=gateway_arn,
             operation=exc.operation,
@@ -423,7 +422,7 @@ class Engine:
             message=f.message,
             attempts=exc.attempts,
             retryable=f.retryable,
-            organization_id=self._organization_of.get(account_id) if account_id else None,
+            organization_id=account.organization_id if account is not None else None,
         )
 
     def _malformed(
@@ -438,7 +437,7 @@ class Engine:
         than AWS documents): named in an error record, never silently dropped."""
         return self._error(
             CallFailed(operation, classify(MalformedResponse(problem)), 1),
-            account_id=account.id,
+            account=account,
             region=region,
             gateway_arn=gateway_arn,
         )
@@ -545,7 +544,6 @@ class Engine:
             group.accounts = [a for a in group.accounts if a.id not in seen]
             seen.update(a.id for a in group.accounts)
             self.accounts.extend(group.accounts)
-        self._organization_of = {a.id: a.organization_id for a in self.accounts}
         self._key_of = {a.id: group.key for group in reached for a in group.accounts}
         self.stats.accounts = len(self.accounts)
         self.organizations = [
@@ -562,10 +560,6 @@ class Engine:
         list's account, or none)."""
         return self._key_of.get(account_id) if account_id else None
 
-    def organization_of(self, account_id: str) -> str | None:
-        """The ``o-…`` id of a discovered account's organization (None: a static list's)."""
-        return self._organization_of.get(account_id)
-
     async def _organization_failed(self, entry: OrganizationConfig, exc: CallFailed) -> None:
         """An organization that could not be listed: one error record naming it, and a failed
         unit, so the run is partial. A resumed run lists it again; failing again, it stays
@@ -581,7 +575,7 @@ class Engine:
         message = f"organization {entry.name!r}: {failure.message}"[:MAX_MESSAGE_CHARS]
         error = self._error(
             CallFailed(exc.operation, replace(failure, message=message), exc.attempts),
-            account_id=None,
+            account=None,
             region=None,
         )
         await self._send_batch(key, [error])
@@ -606,7 +600,7 @@ class Engine:
                 except CallFailed as exc:
                     self.stats.accounts_failed += 1
                     self._count_units(account, planned=1, failed=1, accounts_failed=1)
-                    error = self._error(exc, account_id=account.id, region=None)
+                    error = self._error(exc, account=account, region=None)
                     await self._send_batch(
                         (account.id, ALL, ALL), [error, *self._account_problems(account)]
                     )
@@ -677,7 +671,7 @@ class Engine:
                         )
                     except CallFailed as exc:
                         failed = True
-                        batch.append(self._error(exc, account_id=account.id, region=region))
+                        batch.append(self._error(exc, account=account, region=region))
                         break
                     except Stopped:
                         break  # noticed below, once the gateway tasks have ended
@@ -732,7 +726,7 @@ class Engine:
                                     ),
                                     1,
                                 ),
-                                account_id=account.id,
+                                account=account,
                                 region=region,
                             )
                         )
@@ -804,7 +798,7 @@ class Engine:
             except Stopped:
                 return  # nothing of it is sent: a resumed run scans this gateway again
             except CallFailed as exc:
-                error = self._error(exc, account_id=account.id, region=region, gateway_arn=arn)
+                error = self._error(exc, account=account, region=region, gateway_arn=arn)
                 if exc.failure.error_code not in GATEWAY_STATE_ERRORS:
                     self._unit_failures[(account.id, region)] += 1
                 code = exc.failure.gateway_error_code or exc.failure.error_code
