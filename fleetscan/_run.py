@@ -410,6 +410,11 @@ async def _run_shard(
                 "added to it; scan it in a new run",
             )
         started_before = await store.exists(_checkpoint_of(config.output, shard_run))
+    share = plan.share(shard)
+    failures = _failures(config, plan) if shard.index == 1 else ()
+    # The whole run's plan (every account of every shard) is not kept while this shard scans
+    # its share: a shard's memory follows its own accounts only.
+    del plan
     checkpoint = (
         await load_checkpoint(config.output, shard_id, profile=config.profile)
         if started_before
@@ -423,8 +428,8 @@ async def _run_shard(
         on_stats=on_stats,
         handle_signals=handle_signals,
         records_run_id=run_id,
-        accounts=plan.share(shard),
-        failed_organizations=_failures(config, plan) if shard.index == 1 else (),
+        accounts=share,
+        failed_organizations=failures,
         manifest_at=shard_manifest_relpath(run_id, shard),
     )
     run_manifest = None

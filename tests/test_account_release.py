@@ -8,14 +8,18 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 import fleetscan
+import fleetscan._run
+import fleetscan._shards
 from fleetscan._credentials import MEMBER_SESSION_POLICY, AssumedRoleCredentials, RoleAssumer
 from fleetscan._scan import ALL, Engine, UnitBatch
+from fleetscan._shards import ShardPlan
 
 
 @pytest.fixture
@@ -85,3 +89,43 @@ async def test_each_accounts_credentials_are_freed_once_its_units_end(
     assert sorted(freed_at_end) == sorted(scanned)
     # ...and not all at the end: accounts' credentials were freed as the scan went on.
     assert freed_when_made[-1] > 0
+
+
+async def test_a_shard_does_not_keep_the_runs_plan_while_it_scans(
+    stack: Any,
+    stack_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_cycle_collector: None,
+) -> None:
+    """The plan lists every account of every shard: a shard scanning its share must not hold
+    it, or each of N shard processes holds the whole run's accounts."""
+    plans: list[weakref.ref[ShardPlan]] = []
+    real_write_plan = fleetscan._shards.write_plan
+
+    async def watched_write_plan(store: Any, run_id: str, document: bytes) -> ShardPlan:
+        plan = await real_write_plan(store, run_id, document)
+        plans.append(weakref.ref(plan))
+        return plan
+
+    alive_while_scanning: list[list[bool]] = []
+    real_run = Engine.run
+
+    async def watched_run(self: Engine, send: Any) -> None:
+        alive_while_scanning.append([plan() is not None for plan in plans])
+        await real_run(self, send)
+
+    monkeypatch.setattr(fleetscan._run, "write_plan", watched_write_plan)
+    monkeypatch.setattr(Engine, "run", watched_run)
+    config = fleetscan.ScanConfig(
+        org=True,
+        role_name=stack.role_name,
+        regions=stack.fleet.spec.regions,
+        output=str(tmp_path),
+        run_id="sharded",
+        shard="1/2",
+    )
+    result = await fleetscan.run_scan(config)
+    assert result.status == "complete"
+    assert result.stats.accounts > 0
+    assert alive_while_scanning == [[False]]
