@@ -210,6 +210,9 @@ async def run_scan(
         if checkpoint is not None:
             checkpoint.release()
         raise
+    # The latest run's calls per account, to start the heaviest accounts first: the
+    # destination's run history, which sharded runs balance by too.
+    history = await call_history(config.output) if config.output != "-" else None
     return await _write_run(
         config,
         RunInfo(run_id=run_id, started_at=started, version=_version()),
@@ -217,6 +220,7 @@ async def run_scan(
         stdout=stdout,
         on_stats=on_stats,
         handle_signals=handle_signals,
+        calls=history[1] if history else None,
     )
 
 
@@ -238,6 +242,7 @@ async def _write_run(
     accounts: list[AccountTarget] | None = None,
     failed_organizations: tuple[tuple[OrganizationConfig, CallFailed], ...] = (),
     manifest_at: str | None = None,
+    calls: Mapping[str, int] | None = None,
 ) -> ScanResult:
     """Scan into a sink for ``run``: the body of :func:`run_scan`, shared with shards.
 
@@ -253,6 +258,7 @@ async def _write_run(
             done_units=frozenset(checkpoint.units) if checkpoint else frozenset(),
             accounts=accounts,
             failed_organizations=failed_organizations,
+            calls=calls,
         )
         sink = open_sink(
             config.output or "-",
@@ -426,6 +432,7 @@ async def _run_shard(
         accounts=plan.share(shard),
         failed_organizations=_failures(config, plan) if shard.index == 1 else (),
         manifest_at=shard_manifest_relpath(run_id, shard),
+        calls=plan.weights,
     )
     run_manifest = None
     if result.status in FINISHED:

@@ -33,7 +33,7 @@ import heapq
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -41,7 +41,7 @@ import orjson
 from ._config import ScanConfig, parse_shard, run_config, run_differences
 from ._config._checks import MAX_SHARDS
 from ._config._values import ACCOUNT_ID, show
-from ._discovery import AccountTarget
+from ._discovery import AccountTarget, account_weights
 from ._exceptions import ConfigError, FleetscanError
 from ._records import DATASETS, Dataset, format_time
 from ._sinks import RunInfo, alist_runs, aread_manifest, manifest_relpath
@@ -206,6 +206,9 @@ class ShardPlan:
     #: why: shard 1 writes their error records, so the run is partial and says which.
     failed_organizations: tuple[FailedOrganization, ...] = ()
 
+    #: Each account's weight (its expected calls), as the plan balanced it.
+    weights: Mapping[str, int] = field(default_factory=dict)
+
     def share(self, shard: Shard) -> list[AccountTarget]:
         return [account for account, index in self.accounts if index == shard.index]
 
@@ -226,15 +229,13 @@ def make_plan(
 ) -> bytes:
     """The plan document: ``accounts`` split into ``count`` shares of about equal work.
 
-    Each account weighs its ``calls`` from an earlier run, or the mean of the known ones (1 with
-    no history at all). Heaviest first onto the lightest share (then the one with fewest
-    accounts, then the lowest index); equal weights are ordered by a hash of the account id, so
-    the same input always gives the same split.
+    Each account weighs what :func:`account_weights` says. Heaviest first onto the lightest
+    share (then the one with fewest accounts, then the lowest index); equal weights are ordered
+    by a hash of the account id, so the same input always gives the same split.
     """
-    known = [calls[a.id] for a in accounts if a.id in calls]
-    default = max(1, round(sum(known) / len(known))) if known else 1
+    weights = account_weights(accounts, calls)
     weighted = sorted(
-        ((max(1, calls.get(a.id, default)), a) for a in accounts),
+        ((weights[a.id], a) for a in accounts),
         key=lambda item: (-item[0], hashlib.sha256(item[1].id.encode()).hexdigest()),
     )
     shares = [(0, 0, index) for index in range(1, count + 1)]  # (work, accounts, index)
@@ -314,20 +315,24 @@ def _plan(data: bytes, run_id: str) -> ShardPlan:
         raise _Invalid("has accounts that are not a list")
     seen: set[str] = set()
     placed: list[tuple[AccountTarget, int]] = []
+    weights: dict[str, int] = {}
     for number, entry in enumerate(accounts, start=1):
         try:
-            account, index = _planned_account(entry, count)
+            account, index, weight = _planned_account(entry, count)
         except _Invalid as exc:
             raise _Invalid(f"account {number} {exc}") from None
         if account.id in seen:
             raise _Invalid(f"lists account {account.id} twice")
         seen.add(account.id)
         placed.append((account, index))
+        weights[account.id] = weight
     failed = document["failed_organizations"]
     if not isinstance(failed, list):
         raise _Invalid("has failed_organizations that are not a list")
     organizations = tuple(_failed_organization(entry) for entry in failed)
-    return ShardPlan(run_id, started, count, balanced_by, config, tuple(placed), organizations)
+    return ShardPlan(
+        run_id, started, count, balanced_by, config, tuple(placed), organizations, weights
+    )
 
 
 def _failed_organization(entry: object) -> FailedOrganization:
@@ -346,7 +351,7 @@ def _failed_organization(entry: object) -> FailedOrganization:
     )
 
 
-def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int]:
+def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int, int]:
     if not isinstance(entry, dict) or set(entry) != _ACCOUNT_FIELDS:
         raise _Invalid(f"must be an object with {', '.join(sorted(_ACCOUNT_FIELDS))}")
     account_id = entry["id"]
@@ -375,7 +380,7 @@ def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int]:
         organization_name=_optional_text(entry["organization_name"], "organization_name"),
         problems=tuple((_text(o, "problems"), _text(p, "problems")) for o, p in problems),
     )
-    return account, index
+    return account, index, weight
 
 
 def _object(data: bytes) -> dict[str, Any]:
