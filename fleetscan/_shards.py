@@ -44,7 +44,7 @@ from ._config._values import ACCOUNT_ID, show
 from ._discovery import AccountTarget, account_weights
 from ._exceptions import ConfigError, FleetscanError
 from ._records import DATASETS, Dataset, format_time
-from ._sinks import RunInfo, alist_runs, aread_manifest, manifest_relpath
+from ._sinks import RunInfo, manifest_relpath
 from ._sinks._common import FileEntry, build_manifest
 from ._sinks._read import _parse_manifest
 from ._sinks._runstore import RunStore
@@ -415,28 +415,44 @@ def _time(value: object) -> dt.datetime:
     raise _Invalid(f"has started_at {show(value)}, not an RFC 3339 time")
 
 
-async def call_history(destination: str) -> tuple[str, dict[str, int]] | None:
-    """The calls per account of the latest finished run under ``destination`` that recorded
-    them, and its id; None when there is none (or it cannot be read: the plan then falls back
-    to the hash of account ids, which is slower to balance but never wrong)."""
+#: Manifests read, newest first, to find the latest finished run's calls per account: a failed
+#: or interrupted newest run is passed over, but a destination of years of runs is not read whole.
+HISTORY_READS = 5
+
+
+async def call_history(store: RunStore) -> tuple[str, dict[str, int]] | None:
+    """The calls per account of the latest finished run under ``store`` that recorded them,
+    and its id; None when there is none (or it cannot be read: a plan then falls back to the
+    hash of account ids, a scan to discovery's order, which is slower but never wrong).
+
+    Runs are ordered by their manifests' names (start date, then run id), so this lists the
+    manifests and reads at most :data:`HISTORY_READS` of them.
+    """
     try:
-        runs = await alist_runs(destination)
-        for run in reversed(runs):
-            if run.get("status") not in FINISHED:
-                continue
-            manifest = await aread_manifest(destination, str(run["run_id"]))
-            listed = manifest.get("summary", {}).get("accounts_scanned")
-            calls = {
-                entry["id"]: entry["calls"]
-                for entry in (listed if isinstance(listed, list) else ())
-                if isinstance(entry, dict)
-                and isinstance(entry.get("id"), str)
-                and type(entry.get("calls")) is int
-            }
-            if calls:
-                return str(run["run_id"]), calls
-    except (FleetscanError, ValueError, OSError, AttributeError, KeyError):
+        newest = sorted(await store.manifests(), reverse=True)[:HISTORY_READS]
+    except (FleetscanError, OSError):
         return None
+    for relpath in newest:
+        try:
+            data = await store.read(relpath)
+            if data is None:
+                continue  # deleted since the listing
+            manifest = _parse_manifest(data, store.where(relpath))
+        except (FleetscanError, ValueError, OSError):
+            continue  # torn, edited or unreadable: an older run may still tell
+        if manifest.get("status") not in FINISHED:
+            continue
+        summary = manifest.get("summary")
+        listed = summary.get("accounts_scanned") if isinstance(summary, dict) else None
+        calls = {
+            entry["id"]: entry["calls"]
+            for entry in (listed if isinstance(listed, list) else ())
+            if isinstance(entry, dict)
+            and isinstance(entry.get("id"), str)
+            and type(entry.get("calls")) is int
+        }
+        if calls:
+            return str(manifest["run_id"]), calls
     return None
 
 

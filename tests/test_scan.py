@@ -142,6 +142,10 @@ def test_a_scan_starts_the_accounts_that_took_most_calls_last_time_first(
     }
     heaviest_first = sorted(discovery_order, key=lambda account: -calls[account])
     assert heaviest_first != discovery_order, "the fleet must not already be in that order"
+    # A newer manifest that is torn is passed over: the run before it still says the order.
+    torn = tmp_path / "manifests" / "dt=2099-12-31" / "20991231T000000Z-torn00.json"
+    torn.parent.mkdir()
+    torn.write_bytes(b'{"manifest_version": 2, "status": "compl')
 
     counters.reset()
     second = fleetscan_run(_config(stack, tmp_path, concurrency=1))
