@@ -163,11 +163,11 @@ async def test_requests_are_the_requests_aiobotocore_sends(
 
 def test_a_tampered_request_does_not_verify() -> None:
     """The verifier above can fail: a changed body or target breaks the signature."""
-    from fleetscan._sigv4 import JsonPostSigner, amz_date
+    from fleetscan._sigv4 import PostSigner, amz_date
 
     url = "http://127.0.0.1:8080"
     target = "StorageGateway_20130630.ListGateways"
-    signer = JsonPostSigner(
+    signer = PostSigner(
         url=url + "/",
         service="storagegateway",
         region=REGION,
