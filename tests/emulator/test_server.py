@@ -664,16 +664,15 @@ async def _answers(url: str, fleet: Fleet) -> dict[tuple[str, ...], bytes]:
     answers: dict[tuple[str, ...], bytes] = {}
     for account in fleet.accounts:
         for region in fleet.spec.regions:
-            key = ("ListGateways", account.id, region)
             headers = signed_headers(account.id, region, "ListGateways")
-            status, _, answers[key] = await raw_post(url, headers)
+            status, _, answers[("ListGateways", account.id, region)] = await raw_post(url, headers)
             assert status == 200
     for gateway in fleet.iter_gateways():
         if gateway.is_cached:
-            key = ("ListVolumeRecoveryPoints", gateway.arn)
-            headers = signed_headers(gateway.account_id, gateway.region, key[0])
+            operation = "ListVolumeRecoveryPoints"
+            headers = signed_headers(gateway.account_id, gateway.region, operation)
             body = orjson.dumps({"GatewayARN": gateway.arn})
-            _, _, answers[key] = await raw_post(url, headers, body)
+            _, _, answers[(operation, gateway.arn)] = await raw_post(url, headers, body)
     return answers
 
 
