@@ -27,8 +27,9 @@ import asyncio
 import time
 from collections import deque
 
-#: asyncio's event loop clock (``loop.time()`` is ``time.monotonic()``), read directly: every call
-#: of a scan asks its bucket, and anyio's ``current_time()`` looks the backend up every time.
+#: The buckets' clock, read directly: every call of a scan asks its bucket, and anyio's
+#: ``current_time()`` looks the backend up every time. (asyncio's ``loop.time()`` is this clock;
+#: uvloop's is not quite: timers are set as delays from it.)
 _clock = time.monotonic
 
 #: The rate (requests/s) a run without a ceiling starts at: what fleetscan used as a fixed rate
@@ -105,7 +106,7 @@ class AdaptiveBucket:
         waiter: asyncio.Future[float] = loop.create_future()
         self._waiters.append(waiter)
         if self._timer is None:
-            self._timer = loop.call_at(self.next_slot(now), self._release, loop)
+            self._schedule(loop, now)
         return await waiter
 
     def take(self, now: float) -> bool:
@@ -123,11 +124,15 @@ class AdaptiveBucket:
         self._update(now)
         return max(now, max(self._tat, now) - (self.burst - 1) / self.rate)
 
-    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _schedule(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        # A delay, not loop.call_at: uvloop's loop.time() is not this module's clock.
+        due = self.next_slot(now)
+        self._timer = loop.call_later(due - now, self._release, loop, due)
+
+    def _release(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         """The timer of the first waiter's slot: let out every waiter whose slot has come."""
-        due = self._timer.when() if self._timer is not None else 0.0
         self._timer = None
-        # The loop may run a timer a hair early (its clock resolution): it is due.
+        # A loop may run a timer a hair early (its clock's resolution): it is due.
         now = max(_clock(), due)
         waiters = self._waiters
         while waiters:
@@ -138,7 +143,7 @@ class AdaptiveBucket:
                 waiters.popleft()
                 head.set_result(now)
             else:
-                self._timer = loop.call_at(self.next_slot(now), self._release, loop)
+                self._schedule(loop, now)
                 break
 
     def on_throttle(self, admitted_at: float) -> None:
