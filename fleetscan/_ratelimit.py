@@ -146,18 +146,25 @@ class AdaptiveBucket:
         self._timer = loop.call_later(due - now, self._release, loop, due)
 
     def _release(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
-        """The timer of the first waiter's slot: let out every waiter whose slot has come."""
+        """The timer of the first waiter's slot: let out every waiter whose slot has come.
+
+        The first slot is taken as of ``due``, the time it was set for, however late a busy
+        loop ran the timer: timing it from when the timer ran added each wake-up's delay to the
+        next slot, and a strict bucket (burst 1) at 20/s ran 7 % slow on a loaded machine.
+        """
         self._timer = None
-        # A loop may run a timer a hair early (its clock's resolution): it is due.
+        # A loop may also run a timer a hair early (its clock's resolution): it is due.
         now = max(_clock(), due)
+        at = due
         waiters = self._waiters
         while waiters:
             head = waiters[0]
             if head.done():  # its caller was cancelled while waiting
                 waiters.popleft()
-            elif self.take(now):
+            elif self.take(at):
                 waiters.popleft()
-                head.set_result(now)
+                head.set_result(at)
+                at = now
             else:
                 self._schedule(loop, now)
                 break

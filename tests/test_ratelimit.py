@@ -9,6 +9,7 @@ own schedule.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 
@@ -255,6 +256,26 @@ async def test_callers_wait_in_line_and_a_cut_paces_the_calls_already_waiting() 
     assert all(b - a >= 1 / rate - 1e-9 for a, b in itertools.pairwise(times))
     # And each was granted after the cut: its throttle would be news.
     assert min(times) >= bucket._slowed_at
+
+
+async def test_a_late_timer_does_not_push_the_slots_after_it(clock: Clock) -> None:
+    """A busy loop runs a bucket's timer late: the slot is still the one it was set for, and
+    the next one an interval after it, not an interval after the late wake-up (each wake-up's
+    delay was added to the schedule: a strict bucket ran 7 % slow on a loaded machine)."""
+    bucket = AdaptiveBucket(rate=10, burst=1, ceiling=10)
+    assert bucket.take(clock.now)
+    loop = asyncio.get_running_loop()
+    waiters: list[asyncio.Future[float]] = [loop.create_future() for _ in range(2)]
+    bucket._waiters.extend(waiters)
+    due = bucket.next_slot(clock.now)
+    assert due == pytest.approx(clock.now + 0.1)
+    clock.now = due + 0.04  # the loop ran the timer 40 ms late
+    bucket._release(loop, due)
+    assert waiters[0].result() == due
+    assert not waiters[1].done()
+    assert bucket.next_slot(clock.now) == pytest.approx(due + 0.1)
+    assert bucket._timer is not None
+    bucket._timer.cancel()
 
 
 async def test_a_caller_cancelled_while_waiting_leaves_the_line() -> None:
