@@ -149,8 +149,8 @@ class AdaptiveBucket:
         """The timer of the first waiter's slot: let out every waiter whose slot has come.
 
         The first slot is taken as of ``due``, the time it was set for, however late a busy
-        loop ran the timer: timing it from when the timer ran added each wake-up's delay to the
-        next slot, and a strict bucket (burst 1) at 20/s ran 7 % slow on a loaded machine.
+        loop ran the timer: timed from when the timer ran, each wake-up's delay would be added
+        to the schedule of a strict bucket (burst 1), which has no burst to absorb it.
         """
         self._timer = None
         # A loop may also run a timer a hair early (its clock's resolution): it is due.

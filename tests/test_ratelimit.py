@@ -260,8 +260,8 @@ async def test_callers_wait_in_line_and_a_cut_paces_the_calls_already_waiting() 
 
 async def test_a_late_timer_does_not_push_the_slots_after_it(clock: Clock) -> None:
     """A busy loop runs a bucket's timer late: the slot is still the one it was set for, and
-    the next one an interval after it, not an interval after the late wake-up (each wake-up's
-    delay was added to the schedule: a strict bucket ran 7 % slow on a loaded machine)."""
+    the next one an interval after it, not an interval after the late wake-up (a strict bucket
+    has no burst to absorb the delays, which would add up)."""
     bucket = AdaptiveBucket(rate=10, burst=1, ceiling=10)
     assert bucket.take(clock.now)
     loop = asyncio.get_running_loop()
