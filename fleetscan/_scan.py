@@ -48,7 +48,7 @@ from ._discovery import (
     account_weights,
     enabled_regions,
 )
-from ._ratelimit import AdaptiveBucket, RateLimiter
+from ._ratelimit import START_RATE, AdaptiveBucket, RateLimiter
 from ._reach import Reached, Reacher
 from ._records import (
     GATEWAY_TEXT_LIMITS,
@@ -239,7 +239,7 @@ class Engine:
         self.record_budget = RecordBudget(RECORD_BUDGET)
         #: Gateway tasks per (account, region): what its bucket admits in a second. More would
         #: only wait for tokens, each holding a task and its gateway.
-        self._gateways_per_unit = max(2, config.burst + math.ceil(config.rate))
+        self._gateways_per_unit = max(2, config.burst + math.ceil(config.rate or START_RATE))
         self._limiter = RateLimiter(config.rate, config.burst)
         self._backoff = Backoff()
         #: A retry budget per operation, i.e. per service endpoint: STS timing out must not
