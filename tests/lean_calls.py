@@ -1,0 +1,71 @@
+"""What the lean-client tests share (``test_storagegateway.py``, ``test_sts.py``): fixed keys to
+act as, clients pointed at one scripted endpoint, and botocore's signer as the judge of a
+request that arrived."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+from hostile_gateway import Request
+
+from fleetscan._aws import AwsClients
+
+
+class Keys:
+    """Fixed keys, as the credential source a task acts as."""
+
+    def __init__(self, credentials: ReadOnlyCredentials) -> None:
+        self.credentials = credentials
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        return self.credentials
+
+    def expire(self, stale: ReadOnlyCredentials | None) -> None:
+        """Fixed keys: nothing to refresh."""
+
+
+@asynccontextmanager
+async def clients_at(
+    endpoint_variable: str, url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[AwsClients]:
+    """AwsClients whose ``endpoint_variable`` (``AWS_ENDPOINT_URL_STS``...) is ``url``, with no
+    AWS setting of the developer's."""
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv(endpoint_variable, url)
+    async with AwsClients(
+        profile=None, max_pool_connections=4, connect_timeout=5, read_timeout=5
+    ) as running:
+        yield running
+
+
+def signature_verifies(
+    request: Request, url: str, keys: ReadOnlyCredentials, service: str, region: str
+) -> bool:
+    """Whether botocore's signer, given the headers that arrived, computes the same signature."""
+    authorization = request.headers["Authorization"]
+    signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+    headers = {name: value for name, value in request.headers.items() if name.lower() in signed}
+    when = dt.datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    rebuilt = AWSRequest(method=request.method, url=url + request.path, data=request.body)
+    for name, value in headers.items():
+        rebuilt.headers[name] = value
+    with pytest.MonkeyPatch.context() as clock:  # sign the second the request was signed
+        clock.setattr("botocore.auth.get_current_datetime", lambda: when)
+        SigV4Auth(keys, service, region).add_auth(rebuilt)
+    return bool(rebuilt.headers["Authorization"] == authorization)
+
+
+def lowered(headers: dict[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
