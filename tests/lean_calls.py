@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
-from hostile_gateway import Request
+from hostile_gateway import Answer, HostileGateway, Request
 
-from fleetscan._aws import AwsClients
+from fleetscan._aws import AwsClients, acting_as
+from fleetscan._retry import classify
 
 
 class Keys:
@@ -69,3 +71,39 @@ def signature_verifies(
 
 def lowered(headers: dict[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
+
+
+async def outcomes(
+    server: HostileGateway,
+    answer: Answer,
+    keys: ReadOnlyCredentials,
+    calls: Sequence[Callable[[], Awaitable[Any]]],
+) -> list[tuple[Any, Request]]:
+    """(outcome, request) of each call in turn, acting as ``keys``, each answered ``answer``:
+    the outcome is the answer or the exception raised."""
+    results = []
+    with acting_as(Keys(keys)):
+        for call in calls:
+            server.reset(lambda request: answer)
+            try:
+                outcome: Any = await call()
+            except Exception as exc:  # the outcome under comparison
+                outcome = exc
+            (request,) = server.requests
+            results.append((outcome, request))
+    return results
+
+
+def assert_same_failure(theirs: Exception, ours: object) -> None:
+    """fleetscan classifies both alike; a service's error is also the same exception class with
+    the same message (a malformed answer may fail inside another parser's code)."""
+    assert isinstance(ours, Exception), ours
+    their_failure, our_failure = classify(theirs), classify(ours)
+    assert our_failure.error_code == their_failure.error_code
+    assert our_failure.retryable == their_failure.retryable
+    assert our_failure.throttled == their_failure.throttled
+    assert our_failure.gateway_error_code == their_failure.gateway_error_code
+    assert our_failure.http_status == their_failure.http_status
+    if their_failure.error_code != "MalformedResponse":
+        assert type(ours) is type(theirs)
+        assert our_failure.message == their_failure.message

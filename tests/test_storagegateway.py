@@ -9,6 +9,7 @@ same class that fleetscan classifies the same way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,10 @@ from typing import Any
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 from hostile_gateway import Answer, HostileGateway, Request, json_answer
-from lean_calls import Keys, clients_at, lowered
+from lean_calls import assert_same_failure, clients_at, lowered, outcomes
 from lean_calls import signature_verifies as verifies
 
-from fleetscan._aws import AwsClients, acting_as
-from fleetscan._retry import classify
+from fleetscan._aws import AwsClients
 
 REGION = "eu-west-1"
 ARN = "arn:aws:storagegateway:eu-west-1:111122223333:gateway/sgw-12A3456B"
@@ -65,17 +65,13 @@ async def both(
     method = "list_gateways" if operation == "ListGateways" else "list_volume_recovery_points"
     botocore_client = await clients.client("storagegateway", REGION)
     ours = await clients.storage_gateway(REGION)
-    outcomes = []
-    with acting_as(Keys(keys)):
-        for client in (botocore_client, ours):
-            gateway.reset(lambda request: answer)
-            try:
-                outcome: Any = await getattr(client, method)(**params)
-            except Exception as exc:  # the outcome under comparison
-                outcome = exc
-            (request,) = gateway.requests
-            outcomes.append((outcome, request))
-    return outcomes[0], outcomes[1]
+    theirs_, ours_ = await outcomes(
+        gateway,
+        answer,
+        keys,
+        [functools.partial(getattr(c, method), **params) for c in (botocore_client, ours)],
+    )
+    return theirs_, ours_
 
 
 def signature_verifies(request: Request, url: str, keys: ReadOnlyCredentials) -> bool:
@@ -216,14 +212,4 @@ async def test_answers_read_as_aiobotocore_reads_them(
         # botocore keeps the members its model knows; the scan reads nothing else.
         assert {key: ours[key] for key in theirs} == theirs
         return
-    assert isinstance(ours, Exception), ours
-    their_failure, our_failure = classify(theirs), classify(ours)
-    assert our_failure.error_code == their_failure.error_code
-    assert our_failure.retryable == their_failure.retryable
-    assert our_failure.throttled == their_failure.throttled
-    assert our_failure.gateway_error_code == their_failure.gateway_error_code
-    assert our_failure.http_status == their_failure.http_status
-    if their_failure.error_code != "MalformedResponse":
-        # A service's error: the same exception class, message and details.
-        assert type(ours) is type(theirs)
-        assert our_failure.message == their_failure.message
+    assert_same_failure(theirs, ours)

@@ -10,6 +10,7 @@ credentials, or an exception of the same class that fleetscan classifies the sam
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,11 @@ from typing import Any
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 from hostile_gateway import Answer, HostileGateway, Request
-from lean_calls import Keys, clients_at, lowered
+from lean_calls import assert_same_failure, clients_at, lowered, outcomes
 from lean_calls import signature_verifies as verifies
 
-from fleetscan._aws import AwsClients, acting_as
+from fleetscan._aws import AwsClients
 from fleetscan._credentials import MEMBER_SESSION_POLICY
-from fleetscan._retry import classify
 
 REGION = "us-east-1"
 KEYS = ReadOnlyCredentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None)
@@ -93,17 +93,13 @@ async def both(
     """(outcome, request) through aiobotocore, then through fleetscan's client."""
     botocore_client = await clients.client("sts", REGION)
     ours = await clients.sts(REGION)
-    outcomes = []
-    with acting_as(Keys(keys)):
-        for client in (botocore_client, ours):
-            sts.reset(lambda request: answer)
-            try:
-                outcome: Any = await client.assume_role(**PARAMS)
-            except Exception as exc:  # the outcome under comparison
-                outcome = exc
-            (request,) = sts.requests
-            outcomes.append((outcome, request))
-    return outcomes[0], outcomes[1]
+    theirs_, ours_ = await outcomes(
+        sts,
+        answer,
+        keys,
+        [functools.partial(c.assume_role, **PARAMS) for c in (botocore_client, ours)],
+    )
+    return theirs_, ours_
 
 
 def signature_verifies(request: Request, url: str, keys: ReadOnlyCredentials) -> bool:
@@ -173,12 +169,4 @@ async def test_answers_read_as_aiobotocore_reads_them(
         # gives back what botocore gives, through botocore's own parser.
         assert ours == theirs
         return
-    assert isinstance(ours, Exception), ours
-    their_failure, our_failure = classify(theirs), classify(ours)
-    assert our_failure.error_code == their_failure.error_code
-    assert our_failure.retryable == their_failure.retryable
-    assert our_failure.throttled == their_failure.throttled
-    assert our_failure.http_status == their_failure.http_status
-    if their_failure.error_code != "MalformedResponse":
-        assert type(ours) is type(theirs)
-        assert our_failure.message == their_failure.message
+    assert_same_failure(theirs, ours)
