@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -281,3 +281,15 @@ async def enabled_regions(clients: Any, call: Call, partition: str) -> tuple[str
 
 def _snake(operation: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
+
+
+def account_weights(accounts: Sequence[AccountTarget], calls: Mapping[str, int]) -> dict[str, int]:
+    """Each account's expected work: its ``calls`` in an earlier run, or the mean of the known
+    ones for an account new since (1 with no history at all).
+
+    Shares are balanced by it, and a scan starts its heaviest accounts first: the run ends with
+    its largest rate-limited unit, so that unit should start as early as it can.
+    """
+    known = [calls[a.id] for a in accounts if a.id in calls]
+    default = max(1, round(sum(known) / len(known))) if known else 1
+    return {a.id: max(1, calls.get(a.id, default)) for a in accounts}

@@ -195,7 +195,12 @@ async def run_scan(
             config, stdout=stdout, on_stats=on_stats, handle_signals=handle_signals
         )
     checkpoint = (
-        await load_checkpoint(config.output, config.resume, profile=config.profile)
+        await load_checkpoint(
+            config.output,
+            config.resume,
+            profile=config.profile,
+            expected_bucket_owner=config.expected_bucket_owner,
+        )
         if config.resume
         else None
     )
@@ -217,7 +222,29 @@ async def run_scan(
         stdout=stdout,
         on_stats=on_stats,
         handle_signals=handle_signals,
+        calls=await _calls_of_latest_run(config),
     )
+
+
+async def _calls_of_latest_run(config: ScanConfig) -> dict[str, int] | None:
+    """The calls per account of the latest finished run under the destination, by which the
+    scan starts its heaviest accounts first (a sharded run's plan has them already)."""
+    assert config.output is not None
+    if config.output == "-":
+        return None
+    store = RunStore(
+        config.output,
+        profile=config.profile,
+        file_mode=config.file_mode,
+        options=S3Options.from_config(config),
+        create=False,
+    )
+    try:
+        async with store:
+            history = await call_history(store)
+    except FleetscanError:  # no destination yet, so no history; the sink says what else is wrong
+        return None
+    return history[1] if history else None
 
 
 def _version() -> str:
@@ -238,6 +265,7 @@ async def _write_run(
     accounts: list[AccountTarget] | None = None,
     failed_organizations: tuple[tuple[OrganizationConfig, CallFailed], ...] = (),
     manifest_at: str | None = None,
+    calls: Mapping[str, int] | None = None,
 ) -> ScanResult:
     """Scan into a sink for ``run``: the body of :func:`run_scan`, shared with shards.
 
@@ -253,6 +281,7 @@ async def _write_run(
             done_units=frozenset(checkpoint.units) if checkpoint else frozenset(),
             accounts=accounts,
             failed_organizations=failed_organizations,
+            calls=calls,
         )
         sink = open_sink(
             config.output or "-",
@@ -416,7 +445,12 @@ async def _run_shard(
     # its share: a shard's memory follows its own accounts only.
     del plan
     checkpoint = (
-        await load_checkpoint(config.output, shard_id, profile=config.profile)
+        await load_checkpoint(
+            config.output,
+            shard_id,
+            profile=config.profile,
+            expected_bucket_owner=config.expected_bucket_owner,
+        )
         if started_before
         else None
     )
@@ -431,6 +465,7 @@ async def _run_shard(
         accounts=share,
         failed_organizations=failures,
         manifest_at=shard_manifest_relpath(run_id, shard),
+        calls=plan.weights,
     )
     run_manifest = None
     if result.status in FINISHED:
@@ -474,7 +509,7 @@ async def _make_plan(config: ScanConfig, store: RunStore, shard: Shard) -> Shard
     assert config.run_id is not None
     assert config.output is not None
     accounts, failed = await discover(config)
-    history = await call_history(config.output)
+    history = await call_history(store)
     document = make_plan(
         run_id=config.run_id,
         started_at=dt.datetime.now(dt.UTC),
@@ -549,9 +584,13 @@ async def resume_config(given: Mapping[str, Any]) -> tuple[ScanConfig, bool]:
         raise ConfigError("resume", "needs the output directory the run was written to")
     if not isinstance(resume, str):
         raise ConfigError("resume", "must be a run id or 'latest'")
-    profile = given.get("profile")
+    profile, owner = given.get("profile"), given.get("expected_bucket_owner")
     header = await load_checkpoint(
-        output, resume, profile=profile if isinstance(profile, str) else None, lock=False
+        output,
+        resume,
+        profile=profile if isinstance(profile, str) else None,
+        lock=False,
+        expected_bucket_owner=owner if isinstance(owner, str) else None,
     )
     # The run found now, by its id: "latest" must not name another run by the time it starts.
     pinned = {**given, "resume": header.run_id}

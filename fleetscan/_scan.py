@@ -23,7 +23,7 @@ import functools
 import math
 import secrets
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,9 +45,10 @@ from ._credentials import AssumedRoleCredentials
 from ._discovery import (
     HOME_REGIONS,
     AccountTarget,
+    account_weights,
     enabled_regions,
 )
-from ._ratelimit import AdaptiveBucket, RateLimiter
+from ._ratelimit import START_RATE, AdaptiveBucket, RateLimiter
 from ._reach import Reached, Reacher
 from ._records import (
     GATEWAY_TEXT_LIMITS,
@@ -205,8 +206,11 @@ class Engine:
         done_units: frozenset[UnitKey] = frozenset(),
         accounts: list[AccountTarget] | None = None,
         failed_organizations: tuple[tuple[OrganizationConfig, CallFailed], ...] = (),
+        calls: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config
+        #: API calls per account in an earlier run (see :meth:`_in_order`); None: none known.
+        self._history = calls
         #: The accounts to scan, already discovered (a shard's share of its run's plan); None:
         #: discover them.
         self._given_accounts = accounts
@@ -235,7 +239,7 @@ class Engine:
         self.record_budget = RecordBudget(RECORD_BUDGET)
         #: Gateway tasks per (account, region): what its bucket admits in a second. More would
         #: only wait for tokens, each holding a task and its gateway.
-        self._gateways_per_unit = max(2, config.burst + math.ceil(config.rate))
+        self._gateways_per_unit = max(2, config.burst + math.ceil(config.rate or START_RATE))
         self._limiter = RateLimiter(config.rate, config.burst)
         self._backoff = Backoff()
         #: A retry budget per operation, i.e. per service endpoint: STS timing out must not
@@ -508,17 +512,30 @@ class Engine:
             for entry, problem in failed:
                 await self._organization_failed(entry, problem)
             async with anyio.create_task_group() as tg:
-                for group in reached:
-                    for account in group.accounts:
-                        if (account.id, ALL, ALL) in self.done_units:
-                            self.stats.units_skipped += 1
-                            continue
-                        await self._account_slots.acquire()
-                        if self._stopping:
-                            self._account_slots.release()
-                            break
-                        tg.start_soon(self._account, account, group)
+                for account, group in self._in_order(reached):
+                    if (account.id, ALL, ALL) in self.done_units:
+                        self.stats.units_skipped += 1
+                        continue
+                    await self._account_slots.acquire()
+                    if self._stopping:
+                        self._account_slots.release()
+                        break
+                    tg.start_soon(self._account, account, group)
             self.stats.open_clients = clients.open_clients
+
+    def _in_order(self, reached: list[Reached]) -> list[tuple[AccountTarget, Reached]]:
+        """Every account to scan, with the group that reached it, heaviest first.
+
+        A scan ends when its slowest (account, region) unit ends, and that unit's calls are
+        paced by the service's rate limit, whatever the concurrency: the sooner it starts, the
+        sooner the scan can end. Its account is known by the calls it took in the latest run
+        (the plan's weights, for a shard); without history, discovery's order stands.
+        """
+        order = [(account, group) for group in reached for account in group.accounts]
+        if self._history:
+            weights = account_weights([account for account, _ in order], self._history)
+            order.sort(key=lambda item: -weights[item[0].id])  # stable: ties keep their order
+        return order
 
     async def discover(
         self, clients: AwsClients, ambient: FrozenCredentialSource

@@ -33,7 +33,7 @@ import heapq
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -41,10 +41,10 @@ import orjson
 from ._config import ScanConfig, parse_shard, run_config, run_differences
 from ._config._checks import MAX_SHARDS
 from ._config._values import ACCOUNT_ID, show
-from ._discovery import AccountTarget
+from ._discovery import AccountTarget, account_weights
 from ._exceptions import ConfigError, FleetscanError
 from ._records import DATASETS, Dataset, format_time
-from ._sinks import RunInfo, alist_runs, aread_manifest, manifest_relpath
+from ._sinks import RunInfo, manifest_relpath
 from ._sinks._common import FileEntry, build_manifest
 from ._sinks._read import _parse_manifest
 from ._sinks._runstore import RunStore
@@ -206,6 +206,9 @@ class ShardPlan:
     #: why: shard 1 writes their error records, so the run is partial and says which.
     failed_organizations: tuple[FailedOrganization, ...] = ()
 
+    #: Each account's weight (its expected calls), as the plan balanced it.
+    weights: Mapping[str, int] = field(default_factory=dict)
+
     def share(self, shard: Shard) -> list[AccountTarget]:
         return [account for account, index in self.accounts if index == shard.index]
 
@@ -226,15 +229,13 @@ def make_plan(
 ) -> bytes:
     """The plan document: ``accounts`` split into ``count`` shares of about equal work.
 
-    Each account weighs its ``calls`` from an earlier run, or the mean of the known ones (1 with
-    no history at all). Heaviest first onto the lightest share (then the one with fewest
-    accounts, then the lowest index); equal weights are ordered by a hash of the account id, so
-    the same input always gives the same split.
+    Each account weighs what :func:`account_weights` says. Heaviest first onto the lightest
+    share (then the one with fewest accounts, then the lowest index); equal weights are ordered
+    by a hash of the account id, so the same input always gives the same split.
     """
-    known = [calls[a.id] for a in accounts if a.id in calls]
-    default = max(1, round(sum(known) / len(known))) if known else 1
+    weights = account_weights(accounts, calls)
     weighted = sorted(
-        ((max(1, calls.get(a.id, default)), a) for a in accounts),
+        ((weights[a.id], a) for a in accounts),
         key=lambda item: (-item[0], hashlib.sha256(item[1].id.encode()).hexdigest()),
     )
     shares = [(0, 0, index) for index in range(1, count + 1)]  # (work, accounts, index)
@@ -314,20 +315,24 @@ def _plan(data: bytes, run_id: str) -> ShardPlan:
         raise _Invalid("has accounts that are not a list")
     seen: set[str] = set()
     placed: list[tuple[AccountTarget, int]] = []
+    weights: dict[str, int] = {}
     for number, entry in enumerate(accounts, start=1):
         try:
-            account, index = _planned_account(entry, count)
+            account, index, weight = _planned_account(entry, count)
         except _Invalid as exc:
             raise _Invalid(f"account {number} {exc}") from None
         if account.id in seen:
             raise _Invalid(f"lists account {account.id} twice")
         seen.add(account.id)
         placed.append((account, index))
+        weights[account.id] = weight
     failed = document["failed_organizations"]
     if not isinstance(failed, list):
         raise _Invalid("has failed_organizations that are not a list")
     organizations = tuple(_failed_organization(entry) for entry in failed)
-    return ShardPlan(run_id, started, count, balanced_by, config, tuple(placed), organizations)
+    return ShardPlan(
+        run_id, started, count, balanced_by, config, tuple(placed), organizations, weights
+    )
 
 
 def _failed_organization(entry: object) -> FailedOrganization:
@@ -346,7 +351,7 @@ def _failed_organization(entry: object) -> FailedOrganization:
     )
 
 
-def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int]:
+def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int, int]:
     if not isinstance(entry, dict) or set(entry) != _ACCOUNT_FIELDS:
         raise _Invalid(f"must be an object with {', '.join(sorted(_ACCOUNT_FIELDS))}")
     account_id = entry["id"]
@@ -375,7 +380,7 @@ def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int]:
         organization_name=_optional_text(entry["organization_name"], "organization_name"),
         problems=tuple((_text(o, "problems"), _text(p, "problems")) for o, p in problems),
     )
-    return account, index
+    return account, index, weight
 
 
 def _object(data: bytes) -> dict[str, Any]:
@@ -410,28 +415,44 @@ def _time(value: object) -> dt.datetime:
     raise _Invalid(f"has started_at {show(value)}, not an RFC 3339 time")
 
 
-async def call_history(destination: str) -> tuple[str, dict[str, int]] | None:
-    """The calls per account of the latest finished run under ``destination`` that recorded
-    them, and its id; None when there is none (or it cannot be read: the plan then falls back
-    to the hash of account ids, which is slower to balance but never wrong)."""
+#: Manifests read, newest first, to find the latest finished run's calls per account: a failed
+#: or interrupted newest run is passed over, but a destination of years of runs is not read whole.
+HISTORY_READS = 5
+
+
+async def call_history(store: RunStore) -> tuple[str, dict[str, int]] | None:
+    """The calls per account of the latest finished run under ``store`` that recorded them,
+    and its id; None when there is none (or it cannot be read: a plan then falls back to the
+    hash of account ids, a scan to discovery's order, which is slower but never wrong).
+
+    Runs are ordered by their manifests' names (start date, then run id), so this lists the
+    manifests and reads at most :data:`HISTORY_READS` of them.
+    """
     try:
-        runs = await alist_runs(destination)
-        for run in reversed(runs):
-            if run.get("status") not in FINISHED:
-                continue
-            manifest = await aread_manifest(destination, str(run["run_id"]))
-            listed = manifest.get("summary", {}).get("accounts_scanned")
-            calls = {
-                entry["id"]: entry["calls"]
-                for entry in (listed if isinstance(listed, list) else ())
-                if isinstance(entry, dict)
-                and isinstance(entry.get("id"), str)
-                and type(entry.get("calls")) is int
-            }
-            if calls:
-                return str(run["run_id"]), calls
-    except (FleetscanError, ValueError, OSError, AttributeError, KeyError):
+        newest = sorted(await store.manifests(), reverse=True)[:HISTORY_READS]
+    except (FleetscanError, OSError):
         return None
+    for relpath in newest:
+        try:
+            data = await store.read(relpath)
+            if data is None:
+                continue  # deleted since the listing
+            manifest = _parse_manifest(data, store.where(relpath))
+        except (FleetscanError, ValueError, OSError):
+            continue  # torn, edited or unreadable: an older run may still tell
+        if manifest.get("status") not in FINISHED:
+            continue
+        summary = manifest.get("summary")
+        listed = summary.get("accounts_scanned") if isinstance(summary, dict) else None
+        calls = {
+            entry["id"]: entry["calls"]
+            for entry in (listed if isinstance(listed, list) else ())
+            if isinstance(entry, dict)
+            and isinstance(entry.get("id"), str)
+            and type(entry.get("calls")) is int
+        }
+        if calls:
+            return str(manifest["run_id"]), calls
     return None
 
 

@@ -573,6 +573,38 @@ async def test_cli_scan_whose_upload_fails_for_good_exits_1_with_a_failed_manife
     assert open_uploads(stack) == []
 
 
+async def test_every_read_of_the_bucket_carries_the_expected_owner(
+    stack: Stack, stack_env: dict[str, str], proxy: FaultyS3Proxy
+) -> None:
+    """A scan told who owns its bucket reads nothing from a bucket someone else owns: not the
+    earlier runs it orders its accounts by, not the checkpoint it resumes, not a shard's plan."""
+    proxy.faults = [Fault("PutObject", 1, "error", times=None, key_contains="recovery_points/")]
+    env = stack_env | {"AWS_ENDPOINT_URL_S3": proxy.url}
+    owner = stack.management_account_id
+    flags = ["--output", DEST, "--quiet", "--max-attempts", "2", "--expected-bucket-owner", owner]
+    first = await anyio.to_thread.run_sync(lambda: _fleetscan(*_scan_args(stack, *flags), env=env))
+    assert first.returncode == 1, first.stderr.decode()  # failed: resumable
+    proxy.faults = []
+    resumed = await anyio.to_thread.run_sync(
+        lambda: _fleetscan(*_scan_args(stack, *flags, "--resume", "latest"), env=env)
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    again = await anyio.to_thread.run_sync(lambda: _fleetscan(*_scan_args(stack, *flags), env=env))
+    assert again.returncode == 0, again.stderr.decode()
+    shard = await anyio.to_thread.run_sync(
+        lambda: _fleetscan(
+            *_scan_args(stack, *flags, "--shard", "1/1", "--run-id", "sharded"), env=env
+        )
+    )
+    assert shard.returncode == 0, shard.stderr.decode()
+
+    reads = [seen for seen in proxy.seen if seen.operation in ("GetObject", "ListObjectsV2")]
+    read_keys = " ".join(seen.key for seen in reads)
+    for read in ("checkpoints/", "manifests/", "shards/"):
+        assert read in read_keys
+    assert {seen.headers.get("x-amz-expected-bucket-owner") for seen in proxy.seen} == {owner}
+
+
 async def test_run_scan_to_s3_fails_cleanly_when_the_bucket_refuses(
     stack: Stack, stack_env: dict[str, str], proxy: FaultyS3Proxy
 ) -> None:

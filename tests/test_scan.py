@@ -126,6 +126,35 @@ def test_fault_free_scan_equals_ground_truth_with_minimum_calls(
         assert row["account_name"] == names[row["account_id"]]
 
 
+def test_a_scan_starts_the_accounts_that_took_most_calls_last_time_first(
+    stack: Any, stack_env: None, tmp_path: Path
+) -> None:
+    """The run ends with its slowest rate-limited unit: its account must start first.
+
+    One call in flight at a time makes the server see the accounts in the order the scan starts
+    them (each account's first ListGateways queues behind the one before)."""
+    counters = stack.emulator.counters
+    first = fleetscan_run(_config(stack, tmp_path, concurrency=1))
+    discovery_order = counters.first_called("ListGateways")
+    calls = {
+        a["id"]: a["calls"]
+        for a in read_manifest(_manifest_path(tmp_path))["summary"]["accounts_scanned"]
+    }
+    heaviest_first = sorted(discovery_order, key=lambda account: -calls[account])
+    assert heaviest_first != discovery_order, "the fleet must not already be in that order"
+    # A newer manifest that is torn is passed over: the run before it still says the order.
+    torn = tmp_path / "manifests" / "dt=2099-12-31" / "20991231T000000Z-torn00.json"
+    torn.parent.mkdir()
+    torn.write_bytes(b'{"manifest_version": 2, "status": "compl')
+
+    counters.reset()
+    second = fleetscan_run(_config(stack, tmp_path, concurrency=1))
+
+    assert counters.first_called("ListGateways") == heaviest_first
+    assert first.status == second.status == "complete"
+    _assert_matches_truth(stack.fleet, tmp_path, second)
+
+
 def test_scan_under_faults_still_equals_ground_truth(
     stack: Any, stack_env: None, tmp_path: Path
 ) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import anyio
 import orjson
 from rich.console import Console
 from rich.live import Live
@@ -24,6 +23,7 @@ from .._exceptions import ConfigError, FleetscanError
 from .._run import ScanResult, plan_scan, run_scan
 from .._scan import ScanStats
 from .._sinks import manifest_location
+from ._loop import run_async
 
 _console = Console(stderr=True, highlight=False)
 
@@ -174,13 +174,12 @@ def scan_with_progress(
     """``fleetscan scan``: run, show progress and a summary, return the exit code; with
     ``metrics_file``, the run's metrics too (whenever the run has a manifest)."""
     if config.dry_run:
-        return print_plan(anyio.run(plan_scan, config, backend="asyncio"), log_format)
+        return print_plan(run_async(lambda: plan_scan(config)), log_format)
     display = Display(enabled=not quiet and log_format == "text" and sys.stderr.isatty())
     try:
         with display:
-            result = anyio.run(
-                lambda: run_scan(config, on_stats=display.update, handle_signals=True),
-                backend="asyncio",
+            result = run_async(
+                lambda: run_scan(config, on_stats=display.update, handle_signals=True)
             )
     except KeyboardInterrupt:  # before the signal handlers were in place
         say("interrupted before the scan started", log_format)

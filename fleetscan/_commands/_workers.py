@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-import anyio
-
 from .._config import ScanConfig
 from .._exceptions import ConfigError
+from ._loop import run_async
 
 EXIT_USAGE = 2
 EXIT_FATAL = 1
@@ -128,7 +127,7 @@ def _outcome(
     from .._runs import aread_manifest
     from .._sinks import manifest_location
 
-    manifest = anyio.run(aread_manifest, output, run_id, backend="asyncio")
+    manifest = run_async(lambda: aread_manifest(output, run_id))
     summary = manifest.get("summary", {})
     if not quiet:
         say(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import CONFIG_KEYS, ScanConfig
 from .._exceptions import ConfigError, DataError
 from ._args import add_scan_options, scan_config
+from ._loop import run_async
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -263,7 +264,6 @@ def run(args: argparse.Namespace) -> int:
 
 def run_request(request: AuditRequest) -> int:
     """Scan first if asked, audit, write the reports, print the summary; the exit code."""
-    import anyio
 
     from .._audit import audit_to_dir, check_source
     from .._audit._reports import prepare_report_dir
@@ -300,7 +300,7 @@ def run_request(request: AuditRequest) -> int:
     source = check_source(source)
     found: list[Finding] = []
     try:
-        result = anyio.run(
+        result = run_async(
             lambda: audit_to_dir(
                 source,
                 request.policy,
@@ -310,7 +310,6 @@ def run_request(request: AuditRequest) -> int:
                 max_scan_age=request.max_scan_age,
                 on_finding=found.append if asff_path is not None or request.security_hub else None,
             ),
-            backend="asyncio",
         )
     except DataError:
         raise  # a damaged run: one line naming the file and line, exit 1
@@ -355,7 +354,6 @@ def run_request(request: AuditRequest) -> int:
 def _import(request: AuditRequest, result: AuditResult, items: list[dict[str, Any]]) -> Any:
     """Import into Security Hub with the scan's configuration, or one made from the run's
     manifest (its role and partition) when auditing a run already written."""
-    import anyio
 
     from .._audit._securityhub import import_findings
 
@@ -396,7 +394,7 @@ def _import(request: AuditRequest, result: AuditResult, items: list[dict[str, An
         for region in (regions if isinstance(regions, list) else [])
         if result.run_status in ("complete", "partial")
     )
-    return anyio.run(
+    return run_async(
         lambda: import_findings(
             items,
             config,
@@ -405,7 +403,6 @@ def _import(request: AuditRequest, result: AuditResult, items: list[dict[str, An
             blind_gateways=blind_gateways,
             scanned=scanned - blind_units,
         ),
-        backend="asyncio",
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._args import positive_int
+from ._loop import run_async
 
 
 def add_parser(subparsers: Any) -> None:
@@ -179,13 +180,12 @@ def _later(fleet: Any, output: str) -> str:
 
 def _diff_summary(output: str, first: str) -> None:
     """What ``fleetscan diff`` says of the two runs: the stuck volumes, caught a day early."""
-    import anyio
 
     from .._audit import Policy, diff_runs
     from .diff import print_summary
 
     policy = Policy.single(DEMO_MAX_AGE)
-    result = anyio.run(lambda: diff_runs(output, policy, from_run=first), backend="asyncio")
+    result = run_async(lambda: diff_runs(output, policy, from_run=first))
     print_summary(result, 0)
 
 
@@ -207,7 +207,6 @@ DEMO_MAX_AGE = "24h"
 
 def _audit_summary(output: str) -> None:
     """End the demo with what compliance teams want: ``fleetscan audit`` of the run just made."""
-    import anyio
 
     from .._audit import Policy, audit
     from .._sinks import latest_run
@@ -217,9 +216,7 @@ def _audit_summary(output: str) -> None:
     run_id = latest_run(output)
     if run_id is None:
         return
-    result = anyio.run(
-        lambda: audit(output, Policy.single(DEMO_MAX_AGE), run_id=run_id), backend="asyncio"
-    )
+    result = run_async(lambda: audit(output, Policy.single(DEMO_MAX_AGE), run_id=run_id))
     print_summary(result, None, None)
     say(
         f"reports: fleetscan audit --input {output} --max-age {DEMO_MAX_AGE} "

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError
 from ._args import comma_list
+from ._loop import run_async
 
 if TYPE_CHECKING:
     from .._audit._diff import Change, RunDiff
@@ -113,7 +114,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check every input first (exit 2 naming it), then compare and print."""
-    import anyio
 
     from .._audit import Policy, check_source, load_policy
     from .._audit._diff import CHANGE_KINDS, diff_runs
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     source = check_source(args.input)
     with _ndjson(args.output) as out:
         try:
-            result = anyio.run(
+            result = run_async(
                 lambda: diff_runs(
                     source,
                     policy,
@@ -134,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
                     to_run=args.to_run,
                     on_change=lambda change: _write(out, change),
                 ),
-                backend="asyncio",
             )
         except (ValueError, OSError) as exc:
             raise ConfigError("--input", f"cannot compare runs under {source}: {exc}") from None

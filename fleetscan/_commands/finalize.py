@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Any
 
+from ._loop import run_async
+
 _EPILOG = """\
 exit codes: 0 the run is complete, 3 partial (a shard missing or unfinished: named), 1 fatal,
 2 bad input (not a sharded run, a torn or changed plan or shard manifest).
@@ -41,14 +43,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import anyio
 
     from .._run import EXIT_PARTIAL, finalize_run
     from .._sinks import manifest_location
 
-    manifest = anyio.run(
-        lambda: finalize_run(args.output, args.run_id, profile=args.profile), backend="asyncio"
-    )
+    manifest = run_async(lambda: finalize_run(args.output, args.run_id, profile=args.profile))
     section = manifest.get("shards") or {}
     missing = section.get("missing") or []
     line = (

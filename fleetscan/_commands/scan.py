@@ -15,6 +15,7 @@ from typing import Any
 from .._config import ScanConfig
 from .._exceptions import ConfigError
 from ._args import add_scan_options, scan_values
+from ._loop import run_async
 
 _SCAN_EPILOG = """\
 A TOML file (--config) can set every option; a flag given on the command line replaces the
@@ -92,12 +93,11 @@ def _metrics_file(args: argparse.Namespace) -> Path | None:
 def _resume(given: dict[str, Any], args: argparse.Namespace) -> int:
     """``--resume``: the run's own configuration, with what was given on top (the checkpoint
     must be read first, so the engine is imported before the input is fully checked)."""
-    import anyio
 
     run = importlib.import_module("fleetscan._run")
     progress = importlib.import_module("fleetscan._commands._progress")
     metrics_file = _metrics_file(args)
-    config, kept = anyio.run(run.resume_config, given, backend="asyncio")
+    config, kept = run_async(lambda: run.resume_config(given))
     if not kept:
         progress.say(
             f"the run to resume ({config.resume}) was started by a fleetscan that did not keep "

@@ -469,13 +469,19 @@ def stray_files(tree: Tree, run: RunInfo, keep: Iterable[FileEntry]) -> list[str
 
 
 async def load_checkpoint(
-    destination: str, run_id: str, *, profile: str | None = None, lock: bool = True
+    destination: str,
+    run_id: str,
+    *,
+    profile: str | None = None,
+    lock: bool = True,
+    expected_bucket_owner: str | None = None,
 ) -> Checkpoint:
     """The checkpoint of ``run_id`` (or of the newest unfinished run, for ``latest``) under a
     local directory or ``s3://bucket/prefix/`` (read with ``profile``'s credentials).
 
     A run is finished, and cannot be resumed, once its manifest says ``complete`` or
-    ``partial``; a ``failed`` or ``interrupted`` one (or none at all) can be. A local checkpoint
+    ``partial``; a ``failed`` or ``interrupted`` one (or none at all) can be. On S3, every read
+    carries ``expected_bucket_owner`` when given. A local checkpoint
     is returned locked (see :meth:`Checkpoint.release`): refused while another process writes
     that run. ``lock=False`` reads only what a resume starts from, the run and its stored
     configuration, and takes no lock (on S3, only the header entry is read).
@@ -483,7 +489,13 @@ async def load_checkpoint(
     if destination == "-":
         raise ConfigError("resume", "a run written to stdout keeps no checkpoint")
     if destination.startswith("s3://"):
-        return await _load_s3_checkpoint(destination, run_id, profile, header_only=not lock)
+        return await _load_s3_checkpoint(
+            destination,
+            run_id,
+            profile,
+            header_only=not lock,
+            expected_bucket_owner=expected_bucket_owner,
+        )
     return await anyio.to_thread.run_sync(_load_local_checkpoint, destination, run_id, lock)
 
 
@@ -561,10 +573,17 @@ def _says_finished(manifest: bytes) -> bool:
 
 
 async def _load_s3_checkpoint(
-    destination: str, run_id: str, profile: str | None, *, header_only: bool
+    destination: str,
+    run_id: str,
+    profile: str | None,
+    *,
+    header_only: bool,
+    expected_bucket_owner: str | None,
 ) -> Checkpoint:
     """List the checkpoint entries under the prefix, pick the run, read its entries in order."""
-    async with S3Reader(destination, profile=profile) as reader:
+    async with S3Reader(
+        destination, profile=profile, expected_bucket_owner=expected_bucket_owner
+    ) as reader:
         runs: dict[tuple[str, str], dict[int, str]] = {}
         async for relpath in reader.keys("checkpoints/"):
             match = _S3_ENTRY.fullmatch(relpath)

@@ -195,7 +195,7 @@ class _RecordFile:
 
 # -- async readers: a local directory or s3://bucket/prefix/ ---------------------------------
 
-_MANIFEST_KEY = re.compile(r"manifests/dt=[0-9]{4}-[0-9]{2}-[0-9]{2}/(?P<run_id>[^/]+)\.json")
+MANIFEST_KEY = re.compile(r"manifests/dt=[0-9]{4}-[0-9]{2}-[0-9]{2}/(?P<run_id>[^/]+)\.json")
 # The run ids fleetscan makes (20261127T205709Z-3f9a1c) name their start date: the manifest's key.
 _RUN_DATE = re.compile(r"(?P<y>[0-9]{4})(?P<m>[0-9]{2})(?P<d>[0-9]{2})T[0-9]{6}Z-")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -218,7 +218,7 @@ class _S3RunReader(S3Reader):
     async def manifest_keys(self) -> AsyncIterator[tuple[str, str]]:
         """(run id, relpath) of every manifest under the destination, from a listing."""
         async for relpath in self.keys("manifests/"):
-            match = _MANIFEST_KEY.fullmatch(relpath)
+            match = MANIFEST_KEY.fullmatch(relpath)
             if match is not None:
                 yield match["run_id"], relpath
 

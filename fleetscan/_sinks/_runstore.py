@@ -22,6 +22,7 @@ import anyio.to_thread
 from .._exceptions import ConfigError, FleetscanError, SinkError
 from .._localfs import Tree, write_all
 from .._retry import RetryFailed, retry_call
+from ._read import MANIFEST_KEY
 from ._s3 import S3_TRANSIENT_CODES, S3Options
 from ._s3io import S3Reader, describe_failure
 
@@ -56,7 +57,11 @@ class RunStore:
 
     async def __aenter__(self) -> Self:
         if self._s3:
-            reader = S3Reader(self.destination, profile=self._profile)
+            reader = S3Reader(
+                self.destination,
+                profile=self._profile,
+                expected_bucket_owner=self._options.expected_bucket_owner,
+            )
             self._reader = await reader.__aenter__()
         else:
             mode = self._file_mode | ((self._file_mode & 0o444) >> 2) | 0o700
@@ -114,6 +119,25 @@ class RunStore:
                 return None
 
         return await anyio.to_thread.run_sync(read)
+
+    async def manifests(self) -> list[str]:
+        """The relpath of every run manifest (``manifests/dt=…/<run id>.json``), by name only:
+        from a listing (``s3:ListBucket``), none of them read."""
+        if self._reader is not None:
+            keys = [key async for key in self._reader.keys("manifests/")]
+        else:
+            tree = self._tree
+            assert tree is not None
+
+            def listed() -> list[str]:
+                return [
+                    f"manifests/{day}/{name}"
+                    for day in tree.names("manifests")
+                    for name in tree.names(f"manifests/{day}")
+                ]
+
+            keys = await anyio.to_thread.run_sync(listed)
+        return [key for key in keys if MANIFEST_KEY.fullmatch(key)]
 
     async def exists(self, relpath: str) -> bool:
         if self._reader is not None:

@@ -88,11 +88,19 @@ class S3Reader:
     """The objects under one ``s3://bucket/prefix/``, read with fleetscan's retries."""
 
     def __init__(
-        self, dest: str, *, profile: str | None = None, call_timeout: float = CALL_TIMEOUT
+        self,
+        dest: str,
+        *,
+        profile: str | None = None,
+        call_timeout: float = CALL_TIMEOUT,
+        expected_bucket_owner: str | None = None,
     ) -> None:
         self.bucket, self.prefix = parse_s3_url(dest, "dest")
         self.dest = f"s3://{self.bucket}/{self.prefix}"
         self._profile = profile
+        #: Sent with every call when set: a scan told which account owns its bucket reads
+        #: nothing (plans, checkpoints, earlier runs) from a bucket someone else owns.
+        self._expected_owner = expected_bucket_owner
         self._call_timeout = call_timeout
         self._backoff = Backoff()
         self._stack = contextlib.AsyncExitStack()
@@ -130,6 +138,8 @@ class S3Reader:
     async def _call(self, operation: str, relpath: str, **params: Any) -> dict[str, Any]:
         method = getattr(self._client, _SNAKE[operation])
         params["Bucket"] = self.bucket
+        if self._expected_owner is not None:
+            params["ExpectedBucketOwner"] = self._expected_owner
 
         async def call() -> dict[str, Any]:
             answer: dict[str, Any] = await method(**params)

@@ -100,6 +100,17 @@ class Counters:
             and (service is None or OPERATION_SERVICE.get(op) == service)
         )
 
+    def first_called(self, operation: str) -> list[str]:
+        """The accounts that made ``operation`` calls, in the order of their first one.
+
+        Read from the order the counters' keys were first set (dicts keep it), so the hot path
+        pays nothing for it: a scanner's claim about which accounts it starts first is
+        checkable from here.
+        """
+        with self._lock:
+            keys = list(self._calls)
+        return list(dict.fromkeys(account for op, account, _ in keys if op == operation))
+
     @property
     def throttles(self) -> int:
         with self._lock:
