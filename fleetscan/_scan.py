@@ -535,6 +535,7 @@ class Engine:
         if self._history:
             weights = account_weights([account for account, _ in order], self._history)
             order.sort(key=lambda item: -weights[item[0].id])  # stable: ties keep their order
+            self._history = None  # every account's calls: not kept once the order is made
         return order
 
     async def discover(
