@@ -1,5 +1,6 @@
-"""CPU per Storage Gateway call: an aiobotocore client, fleetscan's StorageGatewayClient, and the
-floor (a bare aiohttp POST with headers computed once: see :mod:`benchmarks._bound`).
+"""CPU per call: an aiobotocore client against fleetscan's lean clients (ListGateways through
+StorageGatewayClient, AssumeRole through AssumeRoleClient), and the floor (a bare aiohttp POST
+with headers computed once: see :mod:`benchmarks._bound`).
 
 Why it is measured: the listing phase of a scan is bound by the CPU each call costs, and
 ``fleetscan/_storagegateway.py`` exists to cut it. Both clients run in this process, built by the
@@ -12,6 +13,7 @@ flight; the figure is the median round, and the ratio comes from the same run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import statistics
@@ -19,6 +21,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
+
+from fleetscan._credentials import MEMBER_SESSION_POLICY
+from fleetscan.emulator import DEFAULT_ROLE_NAME, Fleet
 
 from ._bound import floor_cpu_ms_per_call
 from .bench_scan import Emulator, Network, Shape, _workdir
@@ -62,14 +67,33 @@ async def _cpu_ms_per_call(call: Callable[[], Awaitable[Any]]) -> float:
 async def _measure(rounds: int) -> dict[str, Any]:
     from fleetscan._aws import AmbientCredentials, AwsClients, acting_as
 
-    per_call: dict[str, list[float]] = {"aiobotocore": [], "fleetscan": []}
+    per_call: dict[str, list[float]] = {
+        "aiobotocore": [],
+        "fleetscan": [],
+        "assume_role_aiobotocore": [],
+        "assume_role_fleetscan": [],
+    }
+    member = Fleet(Shape(accounts=20).spec()).accounts[0].id
+    role = {
+        "RoleArn": f"arn:aws:iam::{member}:role/{DEFAULT_ROLE_NAME}",
+        "RoleSessionName": "fleetscan-bench",
+        "DurationSeconds": 3600,
+        "Policy": MEMBER_SESSION_POLICY,
+    }
     async with AwsClients(
         profile=None, max_pool_connections=IN_FLIGHT, connect_timeout=10, read_timeout=30
     ) as clients:
         with acting_as(AmbientCredentials(None)):
             botocore_client = await clients.client("storagegateway", "us-east-1")
             ours = await clients.storage_gateway("us-east-1")
-            calls = {"aiobotocore": botocore_client.list_gateways, "fleetscan": ours.list_gateways}
+            botocore_sts = await clients.client("sts", "us-east-1")
+            our_sts = await clients.sts("us-east-1")
+            calls = {
+                "aiobotocore": botocore_client.list_gateways,
+                "fleetscan": ours.list_gateways,
+                "assume_role_aiobotocore": functools.partial(botocore_sts.assume_role, **role),
+                "assume_role_fleetscan": functools.partial(our_sts.assume_role, **role),
+            }
             for call in calls.values():  # warm: connections open, credentials resolved
                 await call()
             for _ in range(rounds):
@@ -84,6 +108,9 @@ async def _measure(rounds: int) -> dict[str, Any]:
         "rounds": rounds,
         "cpu_ms_per_call": medians,
         "ratio": round(medians["aiobotocore"] / medians["fleetscan"], 2),
+        "assume_role_ratio": round(
+            medians["assume_role_aiobotocore"] / medians["assume_role_fleetscan"], 2
+        ),
         "fleetscan_over_floor": round(medians["fleetscan"] / medians["floor"], 2),
         "runs_cpu_ms_per_call": {k: [round(v, 3) for v in vs] for k, vs in per_call.items()},
     }
@@ -123,5 +150,10 @@ def main(quick: bool = False) -> dict[str, Any]:
         f"StorageGatewayClient {medians['fleetscan']:.3f} ms; ratio {result['ratio']:.2f}x; "
         f"floor (bare aiohttp POST) {medians['floor']:.3f} ms: fleetscan's client "
         f"{result['fleetscan_over_floor']:.2f}x the floor"
+    )
+    print(
+        f"    AssumeRole: aiobotocore client {medians['assume_role_aiobotocore']:.3f} ms; "
+        f"fleetscan's AssumeRoleClient {medians['assume_role_fleetscan']:.3f} ms; ratio "
+        f"{result['assume_role_ratio']:.2f}x"
     )
     return result

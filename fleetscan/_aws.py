@@ -17,9 +17,9 @@ Standard SDK configuration is honoured because clients come from an ordinary aio
 off (``total_max_attempts=1``): fleetscan retries itself, per (account, region) and with a budget,
 and botocore would not retry the InternalServerError that Storage Gateway sends with HTTP 400.
 
-The scan's own Storage Gateway calls (nine in ten of its calls) go through
-:class:`~._storagegateway.StorageGatewayClient`, built on the region's client: same endpoint,
-same HTTP session, same exceptions, without botocore's per-request pipeline.
+The scan's own Storage Gateway calls (nine in ten of its calls) and its AssumeRole calls go
+through lean clients (:mod:`._lean`), built on the region's client: same endpoint, same HTTP
+session, same exceptions, without botocore's per-request pipeline.
 
 Every request of every client (the S3 sink's and readers' too) is bounded in time and size where
 all of them pass, in the HTTP session (:class:`BoundedHTTPSession`): a total deadline per
@@ -55,6 +55,7 @@ from botocore.utils import determine_content_length
 from ._exceptions import FleetscanError
 from ._retry import CallTimeout, ResponseTooLarge
 from ._storagegateway import StorageGatewayClient
+from ._sts import AssumeRoleClient
 
 #: Default total deadline of one attempt of an AWS call, in seconds (``call_timeout``).
 CALL_TIMEOUT = 60.0
@@ -383,6 +384,7 @@ class AwsClients:
         )
         self._clients: dict[tuple[str, str], Any] = {}
         self._storage_gateways: dict[str, StorageGatewayClient] = {}
+        self._assumers: dict[str, AssumeRoleClient] = {}
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> AwsClients:
@@ -392,6 +394,7 @@ class AwsClients:
     async def __aexit__(self, *exc: object) -> None:
         self._clients.clear()
         self._storage_gateways.clear()
+        self._assumers.clear()
         try:
             await self._stack.__aexit__(None, None, None)
         finally:
@@ -419,6 +422,16 @@ class AwsClients:
                 region,
                 # The client's User-Agent is already built: this only reads it back.
                 StorageGatewayClient(client, current_credentials, _fix_user_agent(client)),
+            )
+        return fast
+
+    async def sts(self, region: str) -> AssumeRoleClient:
+        """The scan's AssumeRole calls through ``region``'s STS endpoint (see :mod:`._sts`)."""
+        fast = self._assumers.get(region)
+        if fast is None:
+            client = await self.client("sts", region)
+            fast = self._assumers.setdefault(
+                region, AssumeRoleClient(client, current_credentials, _fix_user_agent(client))
             )
         return fast
 

@@ -172,7 +172,7 @@ class RoleAssumer:
             params["ExternalId"] = external_id
 
         async def fetch() -> dict[str, Any]:
-            sts = await self._clients.client("sts", self._sts_region)
+            sts = await self._clients.sts(self._sts_region)
             with acting_as(caller):
                 return await self._call(lambda: sts.assume_role(**params), "AssumeRole")
 

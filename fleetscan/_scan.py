@@ -250,7 +250,6 @@ class Engine:
         self.accounts: list[AccountTarget] = []
         #: (entry name, ``o-…`` id) of each organization listed; the manifest counts per one.
         self.organizations: list[tuple[str | None, str | None]] = []
-        self._organization_of: dict[str, str | None] = {}
         self._key_of: dict[str, str | None] = {}
         #: Units per organization (by :meth:`organization_key`) of this session: the manifest
         #: reports them.
@@ -259,7 +258,6 @@ class Engine:
         self.failed_organizations: list[str] = []
         #: API calls made for each account (its AssumeRole, regions, gateways, recovery points).
         self.account_calls: Counter[str] = Counter()
-        self._credentials: list[AssumedRoleCredentials] = []
         #: Gateway failures per unit that were not about the gateway's own state.
         self._unit_failures: Counter[tuple[str, str]] = Counter()
 
@@ -409,7 +407,7 @@ class Engine:
         self,
         exc: CallFailed,
         *,
-        account_id: str | None,
+        account: AccountTarget | None,
         region: str | None,
         gateway_arn: str | None = None,
     ) -> ErrorRecord:
@@ -419,7 +417,7 @@ class Engine:
             schema_version=SCHEMA_VERSION,
             run_id=self.run_id,
             at=format_time(dt.datetime.now(dt.UTC)),
-            account_id=account_id,
+            account_id=account.id if account is not None else None,
             region=region,
             gateway_arn=gateway_arn,
             operation=exc.operation,
@@ -428,7 +426,7 @@ class Engine:
             message=f.message,
             attempts=exc.attempts,
             retryable=f.retryable,
-            organization_id=self._organization_of.get(account_id) if account_id else None,
+            organization_id=account.organization_id if account is not None else None,
         )
 
     def _malformed(
@@ -443,7 +441,7 @@ class Engine:
         than AWS documents): named in an error record, never silently dropped."""
         return self._error(
             CallFailed(operation, classify(MalformedResponse(problem)), 1),
-            account_id=account.id,
+            account=account,
             region=region,
             gateway_arn=gateway_arn,
         )
@@ -520,10 +518,6 @@ class Engine:
                         self._account_slots.release()
                         break
                     tg.start_soon(self._account, account, group)
-            # The first AssumeRole of each account is not a refresh.
-            self.stats.credential_refreshes = sum(
-                max(0, c.refreshes - 1) for c in self._credentials
-            )
             self.stats.open_clients = clients.open_clients
 
     def _in_order(self, reached: list[Reached]) -> list[tuple[AccountTarget, Reached]]:
@@ -567,7 +561,6 @@ class Engine:
             group.accounts = [a for a in group.accounts if a.id not in seen]
             seen.update(a.id for a in group.accounts)
             self.accounts.extend(group.accounts)
-        self._organization_of = {a.id: a.organization_id for a in self.accounts}
         self._key_of = {a.id: group.key for group in reached for a in group.accounts}
         self.stats.accounts = len(self.accounts)
         self.organizations = [
@@ -584,10 +577,6 @@ class Engine:
         list's account, or none)."""
         return self._key_of.get(account_id) if account_id else None
 
-    def organization_of(self, account_id: str) -> str | None:
-        """The ``o-…`` id of a discovered account's organization (None: a static list's)."""
-        return self._organization_of.get(account_id)
-
     async def _organization_failed(self, entry: OrganizationConfig, exc: CallFailed) -> None:
         """An organization that could not be listed: one error record naming it, and a failed
         unit, so the run is partial. A resumed run lists it again; failing again, it stays
@@ -603,7 +592,7 @@ class Engine:
         message = f"organization {entry.name!r}: {failure.message}"[:MAX_MESSAGE_CHARS]
         error = self._error(
             CallFailed(exc.operation, replace(failure, message=message), exc.attempts),
-            account_id=None,
+            account=None,
             region=None,
         )
         await self._send_batch(key, [error])
@@ -611,12 +600,15 @@ class Engine:
     async def _account(self, account: AccountTarget, group: Reached) -> None:
         _ACCOUNT.set(account.id)
         preparing = True
+        # Held by this task alone (and the contexts of its units' tasks), so the keys, the
+        # lock and the AssumeRole closure are freed as soon as the account's last unit ends:
+        # at 10,000 accounts, keeping them all to the end grew the scan's peak memory.
+        assumed: AssumedRoleCredentials | None = None
         try:
             credentials: FrozenCredentialSource = group.base
             if self.config.assume_role:
                 role_arn = role_arn_for(self.config, account.id, group.entry)
                 assumed = group.assumer.credentials_for(role_arn)
-                self._credentials.append(assumed)
                 credentials = assumed
             with acting_as(credentials):
                 try:
@@ -625,7 +617,7 @@ class Engine:
                 except CallFailed as exc:
                     self.stats.accounts_failed += 1
                     self._count_units(account, planned=1, failed=1, accounts_failed=1)
-                    error = self._error(exc, account_id=account.id, region=None)
+                    error = self._error(exc, account=account, region=None)
                     await self._send_batch(
                         (account.id, ALL, ALL), [error, *self._account_problems(account)]
                     )
@@ -651,6 +643,9 @@ class Engine:
         finally:
             if preparing:
                 self._account_slots.release()
+            if assumed is not None:
+                # The first AssumeRole of the account is not a refresh.
+                self.stats.credential_refreshes += max(0, assumed.refreshes - 1)
 
     def _account_problems(self, account: AccountTarget) -> list[Record]:
         """What Organizations said of the account that could not be kept (its own unit fails)."""
@@ -693,7 +688,7 @@ class Engine:
                         )
                     except CallFailed as exc:
                         failed = True
-                        batch.append(self._error(exc, account_id=account.id, region=region))
+                        batch.append(self._error(exc, account=account, region=region))
                         break
                     except Stopped:
                         break  # noticed below, once the gateway tasks have ended
@@ -748,7 +743,7 @@ class Engine:
                                     ),
                                     1,
                                 ),
-                                account_id=account.id,
+                                account=account,
                                 region=region,
                             )
                         )
@@ -820,7 +815,7 @@ class Engine:
             except Stopped:
                 return  # nothing of it is sent: a resumed run scans this gateway again
             except CallFailed as exc:
-                error = self._error(exc, account_id=account.id, region=region, gateway_arn=arn)
+                error = self._error(exc, account=account, region=region, gateway_arn=arn)
                 if exc.failure.error_code not in GATEWAY_STATE_ERRORS:
                     self._unit_failures[(account.id, region)] += 1
                 code = exc.failure.gateway_error_code or exc.failure.error_code

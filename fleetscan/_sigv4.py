@@ -1,4 +1,4 @@
-"""SigV4 for the one request shape a scan sends by the thousand: a JSON POST to a fixed endpoint.
+"""SigV4 for the one request shape a scan sends by the thousand: a POST to a fixed endpoint.
 
 Why not botocore's signer: it works on any request, so for every call it re-derives what never
 changes for a (service, region, endpoint): the canonical path, query and host, the signed header
@@ -6,7 +6,8 @@ list, and the four-HMAC signing key. That generality is a third of the CPU an ai
 Storage Gateway call costs here (cProfile, 3,000 ListGateways calls). This signer takes those
 parts from botocore once, when it is built (so odd endpoints, ports and paths canonicalise exactly
 as botocore's do), and per request only hashes the body, builds the four changing headers and
-computes one HMAC. ``tests/test_sigv4.py`` checks its signatures against botocore's.
+computes one HMAC. ``tests/test_sigv4.py`` checks its signatures against botocore's, for JSON
+calls (Storage Gateway, with ``X-Amz-Target``) and form-encoded query calls (STS).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def amz_date(now: float | None = None) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
 
-class JsonPostSigner:
-    """Signs ``POST <url>`` requests with a JSON body for one service in one region."""
+class PostSigner:
+    """Signs ``POST <url>`` requests of one content type for one service in one region."""
 
     __slots__ = ("_prefix", "_region", "_service")
 
@@ -60,24 +61,25 @@ class JsonPostSigner:
         self._prefix = f"POST\n{path}\n{query}\ncontent-type:{content_type}\nhost:{host}\n"
 
     def headers(
-        self, credentials: ReadOnlyCredentials, target: str, body: bytes, *, date: str
+        self, credentials: ReadOnlyCredentials, target: str | None, body: bytes, *, date: str
     ) -> dict[str, str]:
         """The headers that sign this request: X-Amz-Date, the token if any, Authorization.
 
-        The request must also carry ``Content-Type`` (as given to the signer) and
-        ``X-Amz-Target: target``; both are signed, as botocore signs them.
+        The request must also carry ``Content-Type`` (as given to the signer) and, unless
+        ``target`` is None (a query call), ``X-Amz-Target: target``; both are signed, as
+        botocore signs them.
         """
         day = date[:8]
         token = credentials.token
+        canonical_headers = f"x-amz-date:{date}\n"
+        signed = "content-type;host;x-amz-date"
         if token:
             token = " ".join(token.split())
-            canonical_headers = (
-                f"x-amz-date:{date}\nx-amz-security-token:{token}\nx-amz-target:{target}\n"
-            )
-            signed = "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
-        else:
-            canonical_headers = f"x-amz-date:{date}\nx-amz-target:{target}\n"
-            signed = "content-type;host;x-amz-date;x-amz-target"
+            canonical_headers += f"x-amz-security-token:{token}\n"
+            signed += ";x-amz-security-token"
+        if target is not None:
+            canonical_headers += f"x-amz-target:{target}\n"
+            signed += ";x-amz-target"
         canonical_request = (
             f"{self._prefix}{canonical_headers}\n{signed}\n{hashlib.sha256(body).hexdigest()}"
         )

@@ -1,9 +1,10 @@
-"""fleetscan's JSON-POST signer signs exactly as botocore's SigV4 signer does.
+"""fleetscan's POST signer signs exactly as botocore's SigV4 signer does.
 
 botocore is the reference: for the same request, keys and second, both must produce the same
 signed headers, byte for byte, whatever the endpoint looks like (ports, default ports, IPv6,
-paths, upper-case hosts), the keys (with and without a session token) and the body. The one
-thing replaced is botocore's clock, so both sign the same second.
+paths, upper-case hosts), the keys (with and without a session token), the body, and the kind of
+call (a JSON call naming its operation in ``X-Amz-Target``, a form-encoded query call without
+it). The one thing replaced is botocore's clock, so both sign the same second.
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from botocore.credentials import ReadOnlyCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetscan._sigv4 import JsonPostSigner, amz_date
+from fleetscan._sigv4 import PostSigner, amz_date
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
+FORM = "application/x-www-form-urlencoded; charset=utf-8"
+#: (service, content type, X-Amz-Target or None) of each kind of call the scan signs.
+CALLS = [
+    ("storagegateway", CONTENT_TYPE, "StorageGateway_20130630.ListGateways"),
+    ("storagegateway", CONTENT_TYPE, "StorageGateway_20130630.ListVolumeRecoveryPoints"),
+    ("sts", FORM, None),
+]
 
 ENDPOINTS = [
     "https://storagegateway.us-east-1.amazonaws.com/",
@@ -43,20 +51,19 @@ def botocore_headers(
     url: str,
     credentials: ReadOnlyCredentials,
     region: str,
-    target: str,
+    call: tuple[str, str, str | None],
     body: bytes,
     date: str,
 ) -> dict[str, str]:
     """The headers botocore's SigV4Auth adds to this request, signed at ``date``."""
+    service, content_type, target = call
     when = dt.datetime.strptime(date, "%Y%m%dT%H%M%SZ")
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: when)
-    request = AWSRequest(
-        method="POST",
-        url=url,
-        data=body,
-        headers={"X-Amz-Target": target, "Content-Type": CONTENT_TYPE, "User-Agent": "test"},
-    )
-    SigV4Auth(credentials, "storagegateway", region).add_auth(request)
+    headers = {"Content-Type": content_type, "User-Agent": "test"}
+    if target is not None:
+        headers["X-Amz-Target"] = target
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    SigV4Auth(credentials, service, region).add_auth(request)
     wanted = ("X-Amz-Date", "X-Amz-Security-Token", "Authorization")
     return {name: str(request.headers[name]) for name in wanted if name in request.headers}
 
@@ -68,7 +75,7 @@ def botocore_headers(
     access_key=st.text(string.ascii_uppercase + string.digits, min_size=16, max_size=20),
     secret_key=st.text(string.ascii_letters + string.digits + "+/", min_size=1, max_size=40),
     token=st.none() | st.text(TOKEN_CHARS, min_size=1, max_size=60).filter(str.strip),
-    operation=st.sampled_from(["ListGateways", "ListVolumeRecoveryPoints"]),
+    call=st.sampled_from(CALLS),
     body=st.binary(max_size=300),
     when=st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2099, 12, 31)),
 )
@@ -78,24 +85,22 @@ def test_signatures_equal_botocores(
     access_key: str,
     secret_key: str,
     token: str | None,
-    operation: str,
+    call: tuple[str, str, str | None],
     body: bytes,
     when: dt.datetime,
 ) -> None:
     credentials = ReadOnlyCredentials(access_key, secret_key, token)
-    target = f"StorageGateway_20130630.{operation}"
+    service, content_type, target = call
     date = when.strftime("%Y%m%dT%H%M%SZ")
-    signer = JsonPostSigner(
-        url=url, service="storagegateway", region=region, content_type=CONTENT_TYPE
-    )
+    signer = PostSigner(url=url, service=service, region=region, content_type=content_type)
     ours = signer.headers(credentials, target, body, date=date)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        assert ours == botocore_headers(monkeypatch, url, credentials, region, target, body, date)
+        assert ours == botocore_headers(monkeypatch, url, credentials, region, call, body, date)
 
 
 def test_the_signing_key_cache_follows_the_secret_and_the_day() -> None:
     """The key is cached per (secret, day): a rotated secret or a new day signs differently."""
-    signer = JsonPostSigner(
+    signer = PostSigner(
         url="https://storagegateway.us-east-1.amazonaws.com/",
         service="storagegateway",
         region="us-east-1",

@@ -351,7 +351,12 @@ def serve(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.
             host=args.host,
             port=args.port,
             moto_port=args.moto_port,
+            prepare=True,
         ) as stack:
+            # Everything built so far (the fleet, its rendered answers, moto) lives as long as
+            # the process: left out of every cycle collection from here on, which would
+            # otherwise walk it again and again while a scan's requests churn young objects.
+            gc.freeze()
             if stop.received is None:
                 for line in export_lines(stack):
                     print(line, file=out)

@@ -19,6 +19,7 @@ NAMESPACE = "http://ec2.amazonaws.com/doc/2016-11-15/"
 _FILTERS = ("region-name", "endpoint", "opt-in-status")
 _KNOWN = frozenset(STORAGE_GATEWAY_REGIONS)
 _OPT_IN = frozenset(OPT_IN_REGIONS)
+_RESULTS_LIMIT = 4096
 
 
 def _invalid(message: str) -> ApiError:
@@ -82,6 +83,13 @@ class Ec2(Service):
         super().__init__()
         self.fleet = fleet
         self.handlers = {"DescribeRegions": self._describe_regions}
+        #: Rendered region lists by what decides them (the account's opted-in regions, and the
+        #: call's AllRegions, RegionName.N and filters): a scan asks every account the same
+        #: question, and the accounts share a handful of opted-in sets.
+        self._results: dict[
+            tuple[frozenset[str], bool, tuple[str, ...], tuple[tuple[str, frozenset[str]], ...]],
+            str,
+        ] = {}
 
     # -- errors -------------------------------------------------------------------------------
 
@@ -129,6 +137,27 @@ class Ec2(Service):
             raise _invalid(f"Invalid region names: {', '.join(unknown)}")
         filters = _filters(params)
         opted_in = self._opted_in(call.account_id)
+        key = (
+            opted_in,
+            all_regions,
+            tuple(names),
+            tuple((name, frozenset(values)) for name, values in filters),
+        )
+        result = self._results.get(key)
+        if result is None:
+            result = self._region_info(opted_in, all_regions, names, filters)
+            if len(self._results) >= _RESULTS_LIMIT:
+                self._results.clear()
+            self._results[key] = result
+        return self.protocol.answer("DescribeRegions", result, call.request_id)
+
+    @staticmethod
+    def _region_info(
+        opted_in: frozenset[str],
+        all_regions: bool,
+        names: list[str],
+        filters: list[tuple[str, set[str]]],
+    ) -> str:
         items = []
         for region in STORAGE_GATEWAY_REGIONS:
             if region not in _OPT_IN:
@@ -149,5 +178,4 @@ class Ec2(Service):
                 f"<item><regionName>{region}</regionName><regionEndpoint>{endpoint}"
                 f"</regionEndpoint><optInStatus>{status}</optInStatus></item>"
             )
-        result = "<regionInfo>" + "".join(items) + "</regionInfo>"
-        return self.protocol.answer("DescribeRegions", result, call.request_id)
+        return "<regionInfo>" + "".join(items) + "</regionInfo>"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from ._fleet import Account, Fleet, Organization
-from ._wire import ApiError, Call, JsonProtocol, Payload, Service
+from ._wire import ApiError, Call, JsonProtocol, Payload, Service, dumps_kept
 
 TARGET_PREFIX = "AWSOrganizationsV20161128"
 #: Every Organizations List* call returns at most 20 items a page.
@@ -119,6 +119,13 @@ class Organizations(Service):
     def access_denied(self, call: Call) -> ApiError:
         return _ACCESS_DENIED
 
+    def prepare(self) -> None:
+        """Render every organization's answers now rather than on its first call (at 10,000
+        accounts, about 0.2 s that the first ListAccounts page would otherwise wait)."""
+        for organization in self.fleet.organizations:
+            if organization.id not in self._views:
+                self._views[organization.id] = self._render(organization)
+
     # -- the organization -----------------------------------------------------------------------
 
     def _organization(self, call: Call, *, listing: bool) -> tuple[Organization, _OrganizationView]:
@@ -134,26 +141,26 @@ class Organizations(Service):
 
     def _render(self, organization: Organization) -> _OrganizationView:
         accounts = self.fleet.organization_accounts(organization)
-        view = _OrganizationView([orjson.dumps(_account_info(organization, a)) for a in accounts])
+        view = _OrganizationView([dumps_kept(_account_info(organization, a)) for a in accounts])
         parents = [organization.root_id, *(ou.id for ou in organization.ous)]
         for parent in parents:
             under = [a for a in accounts if a.ou_id == parent]
             ous = [ou for ou in organization.ous if ou.parent_id == parent]
             view.accounts_under[parent] = [
-                orjson.dumps(_account_info(organization, a)) for a in under
+                dumps_kept(_account_info(organization, a)) for a in under
             ]
             view.ous_under[parent] = [
-                orjson.dumps({"Id": ou.id, "Arn": organization.ou_arn(ou.id), "Name": ou.name})
+                dumps_kept({"Id": ou.id, "Arn": organization.ou_arn(ou.id), "Name": ou.name})
                 for ou in ous
             ]
             view.account_children[parent] = [
-                orjson.dumps({"Id": a.id, "Type": "ACCOUNT"}) for a in under
+                dumps_kept({"Id": a.id, "Type": "ACCOUNT"}) for a in under
             ]
             view.ou_children[parent] = [
-                orjson.dumps({"Id": ou.id, "Type": "ORGANIZATIONAL_UNIT"}) for ou in ous
+                dumps_kept({"Id": ou.id, "Type": "ORGANIZATIONAL_UNIT"}) for ou in ous
             ]
         view.root = [
-            orjson.dumps(
+            dumps_kept(
                 {
                     "Id": organization.root_id,
                     "Arn": organization.root_arn(),
@@ -163,7 +170,7 @@ class Organizations(Service):
             )
         ]
         management = organization.management
-        view.description = orjson.dumps(
+        view.description = dumps_kept(
             {
                 "Organization": {
                     "Id": organization.id,

@@ -138,6 +138,14 @@ class EmulatorServer:
         }
         self._by_version: dict[str, Service] = {STS_VERSION: self.sts, _EC2_VERSION: self.ec2}
 
+    def prepare(self) -> None:
+        """Render now the answers each service would otherwise render on first use (every
+        populated pair's gateways and recovery points, every organization's pages), so that a
+        scan against a fresh emulator meets its per-call cost only. ``fleetscan emulator serve``
+        does this before it announces itself; call it before :meth:`start`."""
+        self.storage_gateway.prepare()
+        self.organizations.prepare()
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     @property

@@ -8,6 +8,7 @@ lean: per-(account, region) views of the fleet with ready-made JSON fragments.
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterable
@@ -15,7 +16,15 @@ from collections.abc import Iterable
 import orjson
 
 from ._fleet import Fleet, Gateway
-from ._wire import ApiError, Call, JsonProtocol, Payload, Service, validation_message
+from ._wire import (
+    ApiError,
+    Call,
+    JsonProtocol,
+    Payload,
+    Service,
+    dumps_kept,
+    validation_message,
+)
 
 TARGET_PREFIX = "StorageGateway_20130630"
 #: ListGateways and ListVolumes page size: the default and the most AWS returns.
@@ -61,7 +70,7 @@ class _PairView:
         # ListGateways "is ordered by gateway Amazon Resource Name (ARN)" (the API reference).
         self.gateways: tuple[Gateway, ...] = tuple(sorted(gateways, key=lambda g: g.arn))
         self.by_arn: dict[str, Gateway] = {g.arn: g for g in self.gateways}
-        self.list_fragments: list[bytes] = [orjson.dumps(_gateway_info(g)) for g in self.gateways]
+        self.list_fragments: list[bytes] = [dumps_kept(_gateway_info(g)) for g in self.gateways]
         self.lvrp_bodies: dict[str, bytes] = {}
 
 
@@ -98,7 +107,7 @@ def _recovery_points_body(gateway: Gateway) -> bytes:
         if volume.usage_bytes is not None:  # absent for volumes created before May 2015
             info["VolumeUsageInBytes"] = volume.usage_bytes
         infos.append(info)
-    return orjson.dumps({"GatewayARN": gateway.arn, "VolumeRecoveryPointInfos": infos})
+    return dumps_kept({"GatewayARN": gateway.arn, "VolumeRecoveryPointInfos": infos})
 
 
 def _describe_body(gateway: Gateway) -> bytes:
@@ -269,6 +278,22 @@ class StorageGateway(Service):
             f"authorized to perform: storagegateway:{call.operation} on resource: "
             f"arn:aws:storagegateway:{call.region}:{call.account_id}:gateway/*",
         )
+
+    # -- answers rendered ahead of use ----------------------------------------------------------
+
+    def prepare(self) -> int:
+        """Render every populated pair's view now, with its ListVolumeRecoveryPoints answers:
+        the work a scan's first call to each pair and gateway would otherwise pay while the
+        scanner waits (the fleet derives a pair's gateways on demand, volumes and all). Up to
+        the views cache's size; a change to the fleet drops them all, and each is then made
+        again on first use. Returns the number of pairs rendered."""
+        pairs = list(itertools.islice(self.fleet.pairs, _PAIR_CACHE_LIMIT))
+        for account_id, region in pairs:
+            view = self._pair(account_id, region)
+            for gateway in view.gateways:
+                if gateway.is_cached and gateway.connected:
+                    view.lvrp_bodies[gateway.arn] = _recovery_points_body(gateway)
+        return len(pairs)
 
     # -- operations ---------------------------------------------------------------------------
 

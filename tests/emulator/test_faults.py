@@ -34,6 +34,7 @@ from fleetscan.emulator import (
     Gateway,
     TokenBucket,
 )
+from fleetscan.emulator._faults import FIELD_GROUPS
 
 A = "111111111111"
 B = "222222222222"
@@ -66,11 +67,8 @@ def test_the_most_specific_rule_wins_per_field_group() -> None:
     assert (rule.latency_ms, rule.jitter_ms) == (50, 5)  # only the global rule sets latency
     assert (rule.throttle_rate, rule.throttle_burst) == (5.0, 10)  # account + operation
     assert rule.malformed_rate == 0.2  # region rule
-    assert (rule.account_id, rule.region, rule.operation) == (
-        A,
-        "eu-west-1",
-        "ListVolumeRecoveryPoints",
-    )
+    # The effective rule says what to inject, not whom: no scope of its own.
+    assert (rule.account_id, rule.region, rule.operation, rule.service) == (None,) * 4
 
     # Region + operation (two scope fields) beats the account rule (one), status and all.
     rule = faults.for_call(A, "eu-west-1", "ListGateways")
@@ -145,6 +143,64 @@ _rules = st.builds(
     access_denied=st.booleans(),
     empty_page_rate=_rates,
 )
+
+
+def _reference_rule(
+    rules: list[FaultRule],
+    account_id: str,
+    region: str,
+    operation: str,
+    organization_id: str | None,
+) -> dict[str, Any]:
+    """What the effective rule injects, worked out from scratch for one call: per field group,
+    the values of the most specific matching rule that sets the group (the later between
+    equals), else the defaults."""
+    ranked = sorted(
+        (
+            (rule.specificity, index, rule)
+            for index, rule in enumerate(rules)
+            if rule.matches(account_id, region, operation, organization_id)
+        ),
+        key=lambda item: (item[0], item[1]),
+    )
+    values = {name: getattr(NO_FAULT, name) for names in FIELD_GROUPS.values() for name in names}
+    for group, names in FIELD_GROUPS.items():
+        setting = [rule for _, _, rule in ranked if rule.sets(group)]
+        if setting:
+            values.update({name: getattr(setting[-1], name) for name in names})
+    return values
+
+
+_calls = st.tuples(
+    st.sampled_from([A, B]),
+    st.sampled_from(["us-east-1", "eu-west-1"]),
+    st.sampled_from(OPERATIONS),
+    st.none() | st.sampled_from(["o-aaaaaaaaaa", "o-bbbbbbbbbb"]),
+)
+
+
+@given(st.lists(_rules, max_size=6), st.lists(_calls, min_size=1, max_size=30))
+def test_each_call_gets_what_its_own_rules_say_whatever_was_asked_before(
+    rules: list[FaultRule], calls: list[tuple[str, str, str, str | None]]
+) -> None:
+    """Effective rules are cached per call and per set of matching rules: a cache keyed too
+    coarsely would hand one call another's faults. Calls repeat, in any order."""
+    faults = Faults(rules)
+    for call in calls + calls[::-1]:
+        rule = faults.for_call(*call)
+        expected = _reference_rule(rules, *call)
+        assert {name: getattr(rule, name) for name in expected} == expected
+        if all(value == getattr(NO_FAULT, name) for name, value in expected.items()):
+            assert rule is NO_FAULT
+
+
+def test_calls_matched_by_the_same_rules_share_one_effective_rule() -> None:
+    faults = Faults([FaultRule(latency_ms=5), FaultRule(account_id=A, throttle_rate=1.0)])
+    first = faults.for_call(A, "us-east-1", "ListGateways")
+    assert faults.for_call(A, "eu-west-1", "ListVolumeRecoveryPoints") is first
+    other = faults.for_call(B, "us-east-1", "ListGateways")
+    assert other is not first
+    assert (other.latency_ms, other.throttle_rate) == (5, None)
 
 
 @given(st.lists(_rules, max_size=6))

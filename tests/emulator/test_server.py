@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,10 +28,12 @@ from fleetscan.emulator import (
     FaultRule,
     Faults,
     Fleet,
+    FleetSpec,
     Gateway,
     TLSMaterial,
     access_key_for_account,
 )
+from fleetscan.emulator._wire import dumps_kept
 
 Validate = Callable[[str, bytes], list[str]]
 
@@ -636,3 +639,104 @@ async def test_the_server_is_an_async_context_manager_on_loopback(fleet: Fleet) 
         _ = server.endpoint_url
     with pytest.raises(aiohttp.ClientConnectionError):
         await raw_post(url, {})
+
+
+# -- answers rendered ahead of use (``fleetscan emulator serve`` prepares them) ------------------
+
+_PREPARED_SPEC = FleetSpec(seed=32, accounts=12, epoch=dt.datetime(2026, 1, 15, 12, tzinfo=dt.UTC))
+
+
+class CountingFleet(Fleet):
+    """A fleet that counts how often the server asks it for a populated pair's gateways."""
+
+    def __init__(self, spec: FleetSpec) -> None:
+        super().__init__(spec)
+        self.derived = 0
+
+    def gateways(self, account_id: str, region: str) -> tuple[Gateway, ...]:
+        self.derived += (account_id, region) in self.pairs
+        return super().gateways(account_id, region)
+
+
+async def _answers(url: str, fleet: Fleet) -> dict[tuple[str, ...], bytes]:
+    """Every answer a scan of ``fleet`` gets, by call: ListGateways of every pair (empty ones
+    too), ListVolumeRecoveryPoints of every cached gateway."""
+    answers: dict[tuple[str, ...], bytes] = {}
+    for account in fleet.accounts:
+        for region in fleet.spec.regions:
+            headers = signed_headers(account.id, region, "ListGateways")
+            status, _, answers[("ListGateways", account.id, region)] = await raw_post(url, headers)
+            assert status == 200
+    for gateway in fleet.iter_gateways():
+        if gateway.is_cached:
+            operation = "ListVolumeRecoveryPoints"
+            headers = signed_headers(gateway.account_id, gateway.region, operation)
+            body = orjson.dumps({"GatewayARN": gateway.arn})
+            _, _, answers[(operation, gateway.arn)] = await raw_post(url, headers, body)
+    return answers
+
+
+async def test_a_prepared_server_answers_as_a_lazy_one_without_deriving_anything() -> None:
+    lazy_fleet, prepared_fleet = CountingFleet(_PREPARED_SPEC), CountingFleet(_PREPARED_SPEC)
+    prepared = EmulatorServer(prepared_fleet)
+    prepared.prepare()
+    derived = prepared_fleet.derived
+    assert derived == len(prepared_fleet.pairs)
+    calls = Fleet(_PREPARED_SPEC)  # says which calls to make, without counting
+    async with EmulatorServer(lazy_fleet) as lazy, prepared:
+        expected = await _answers(lazy.endpoint_url, calls)
+        assert await _answers(prepared.endpoint_url, calls) == expected
+    assert any(b"GatewayNotConnected" in body for body in expected.values())
+    assert prepared_fleet.derived == derived  # every answer was rendered before the first call
+    assert lazy_fleet.derived > 0
+
+
+async def test_a_prepared_server_answers_the_fleet_as_it_changes() -> None:
+    """Prepared answers are dropped when the fleet changes between scans: a stale one would
+    still list the removed gateway, miss the added volume and keep last hour's times."""
+    fleet = Fleet(_PREPARED_SPEC)
+    server = EmulatorServer(fleet)
+    server.prepare()
+    readable = [g for g in fleet.iter_gateways() if g.is_cached and g.connected and g.volumes]
+    removed, grown = readable[0], readable[1]
+    async with server:
+        before = await _answers(server.endpoint_url, fleet)
+        fleet.remove_gateway(removed.arn)
+        fleet.add_volume(grown.arn)
+        fleet.advance(3600)
+        after = await _answers(server.endpoint_url, fleet)
+
+    def listed(answers: dict[tuple[str, ...], bytes], gateway: Gateway) -> list[str]:
+        body = orjson.loads(answers[("ListGateways", gateway.account_id, gateway.region)])
+        return [g["GatewayARN"] for g in body["Gateways"]]
+
+    def points(answers: dict[tuple[str, ...], bytes], gateway: Gateway) -> list[dict[str, Any]]:
+        body = orjson.loads(answers[("ListVolumeRecoveryPoints", gateway.arn)])
+        infos: list[dict[str, Any]] = body["VolumeRecoveryPointInfos"]
+        return infos
+
+    assert removed.arn in listed(before, removed)
+    assert removed.arn not in listed(after, removed)
+    assert ("ListVolumeRecoveryPoints", removed.arn) not in after
+    assert len(points(after, grown)) == len(points(before, grown)) + 1
+    hour_later = {
+        v["VolumeARN"]: parse_time(v["VolumeRecoveryPointTime"]) for v in points(after, grown)
+    }
+    for volume in points(before, grown):
+        moved = hour_later[volume["VolumeARN"]] - parse_time(volume["VolumeRecoveryPointTime"])
+        assert moved == dt.timedelta(hours=1)
+
+
+def test_kept_answers_hold_their_json_and_no_more() -> None:
+    """orjson's bytes keep the buffer they were written into (4 KiB and more); the fragments
+    and answers the emulator keeps for its whole life must not."""
+    doc = {"GatewayARN": "arn:aws:storagegateway:us-east-1:111122223333:gateway/sgw-12A3456B"}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [dumps_kept(doc) for _ in range(1_000)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept[0] == orjson.dumps(doc)
+    assert held < 1_000 * (len(kept[0]) + 100)
