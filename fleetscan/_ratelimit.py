@@ -19,6 +19,10 @@ interval and stops the probe where it is: calls sent together can arrive closer 
 throttle of a call admitted *after* that, at an even pace, cuts the rate (x0.7). So a throttle
 costs little: a few calls sent again, not a rate that collapses. Quiet time then regrows the
 burst, a little per second.
+
+Each bucket learns for itself. New buckets starting from what the run's others had found was
+measured and did not pay (``benchmarks/README.md``): the units with calls enough to probe are
+few, and they start together.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from collections import deque
 #: uvloop's is not quite: timers are set as delays from it.)
 _clock = time.monotonic
 
-#: The rate (requests/s) a run without a ceiling starts at: what fleetscan used as a fixed rate
-#: until 2026-12, never throttled by the services it has met.
+#: The rate (requests/s) a run without a ceiling starts at: the fixed rate fleetscan used until
+#: 2026-12, a conservative guess for a service whose rate is not published.
 START_RATE = 20.0
 
 
