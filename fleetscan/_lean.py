@@ -18,6 +18,7 @@ own method would.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,7 +37,7 @@ def _request_url(endpoint_url: str) -> str:
     return endpoint_url if parts.path else urlunsplit(parts._replace(path="/"))
 
 
-class LeanClient:
+class LeanClient(ABC):
     """POST calls of one service in one region, for the calling task's account.
 
     Built from the region's aiobotocore client, whose endpoint, HTTP session, model and exception
@@ -48,10 +49,10 @@ class LeanClient:
         client: Any,
         credentials: Callable[[], Awaitable[ReadOnlyCredentials]],
         user_agent: str,
-        content_type: str,
     ) -> None:
         meta = client.meta
         model = meta.service_model
+        content_type = self._prepare(model)
         self._model = model
         self._exceptions = client.exceptions
         # The region client's own transport: the scan's shared pool, with its TLS and proxies.
@@ -65,6 +66,11 @@ class LeanClient:
             content_type=content_type,
         )
         self._base_headers = {"Content-Type": content_type, "User-Agent": user_agent}
+
+    @abstractmethod
+    def _prepare(self, model: Any) -> str:
+        """Take what every call needs from the service's ``model``, once; return the requests'
+        content type (each service's client says how its calls are encoded)."""
 
     async def _send(
         self, body: bytes, *, target: str | None = None, headers: dict[str, str] | None = None

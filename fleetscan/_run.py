@@ -439,6 +439,12 @@ async def _run_shard(
                 "added to it; scan it in a new run",
             )
         started_before = await store.exists(_checkpoint_of(config.output, shard_run))
+    share = plan.share(shard)
+    failures = _failures(config, plan) if shard.index == 1 else ()
+    weights = {a.id: plan.weights[a.id] for a in share if a.id in plan.weights}
+    # The whole run's plan (every account of every shard) is not kept while this shard scans
+    # its share: a shard's memory follows its own accounts only.
+    del plan
     checkpoint = (
         await load_checkpoint(
             config.output,
@@ -457,10 +463,10 @@ async def _run_shard(
         on_stats=on_stats,
         handle_signals=handle_signals,
         records_run_id=run_id,
-        accounts=plan.share(shard),
-        failed_organizations=_failures(config, plan) if shard.index == 1 else (),
+        accounts=share,
+        failed_organizations=failures,
         manifest_at=shard_manifest_relpath(run_id, shard),
-        calls=plan.weights,
+        calls=weights,
     )
     run_manifest = None
     if result.status in FINISHED:

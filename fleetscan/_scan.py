@@ -48,7 +48,7 @@ from ._discovery import (
     account_weights,
     enabled_regions,
 )
-from ._ratelimit import AdaptiveBucket, RateLimiter
+from ._ratelimit import START_RATE, AdaptiveBucket, RateLimiter
 from ._reach import Reached, Reacher
 from ._records import (
     GATEWAY_TEXT_LIMITS,
@@ -239,7 +239,7 @@ class Engine:
         self.record_budget = RecordBudget(RECORD_BUDGET)
         #: Gateway tasks per (account, region): what its bucket admits in a second. More would
         #: only wait for tokens, each holding a task and its gateway.
-        self._gateways_per_unit = max(2, config.burst + math.ceil(config.rate))
+        self._gateways_per_unit = max(2, config.burst + math.ceil(config.rate or START_RATE))
         self._limiter = RateLimiter(config.rate, config.burst)
         self._backoff = Backoff()
         #: A retry budget per operation, i.e. per service endpoint: STS timing out must not
@@ -250,7 +250,10 @@ class Engine:
         self.accounts: list[AccountTarget] = []
         #: (entry name, ``o-…`` id) of each organization listed; the manifest counts per one.
         self.organizations: list[tuple[str | None, str | None]] = []
+        #: The organization key of each account (see :meth:`organization_key`), only when the
+        #: run reaches several organizations; else the one key every account is counted under.
         self._key_of: dict[str, str | None] = {}
+        self._sole_key: str | None = None
         #: Units per organization (by :meth:`organization_key`) of this session: the manifest
         #: reports them.
         self.organization_counts: dict[str | None, Counter[str]] = {}
@@ -532,6 +535,7 @@ class Engine:
         if self._history:
             weights = account_weights([account for account, _ in order], self._history)
             order.sort(key=lambda item: -weights[item[0].id])  # stable: ties keep their order
+            self._history = None  # every account's calls: not kept once the order is made
         return order
 
     async def discover(
@@ -561,7 +565,10 @@ class Engine:
             group.accounts = [a for a in group.accounts if a.id not in seen]
             seen.update(a.id for a in group.accounts)
             self.accounts.extend(group.accounts)
-        self._key_of = {a.id: group.key for group in reached for a in group.accounts}
+        if len({group.key for group in reached}) == 1:
+            self._sole_key = reached[0].key
+        else:
+            self._key_of = {a.id: group.key for group in reached for a in group.accounts}
         self.stats.accounts = len(self.accounts)
         self.organizations = [
             (group.entry.name if group.entry else None, group.organization_id)
@@ -575,7 +582,9 @@ class Engine:
         """The organization a discovered account is counted under in the manifest: the name of
         the ``[[organizations]]`` entry that reached it, else its ``o-…`` id (None: a static
         list's account, or none)."""
-        return self._key_of.get(account_id) if account_id else None
+        if not account_id:
+            return None
+        return self._key_of.get(account_id) if self._key_of else self._sole_key
 
     async def _organization_failed(self, entry: OrganizationConfig, exc: CallFailed) -> None:
         """An organization that could not be listed: one error record naming it, and a failed

@@ -8,11 +8,9 @@ check) for 0.19 ms, and reads a success with orjson.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from botocore.credentials import ReadOnlyCredentials
 
 from ._lean import LeanClient
 
@@ -20,20 +18,9 @@ from ._lean import LeanClient
 class StorageGatewayClient(LeanClient):
     """ListGateways and ListVolumeRecoveryPoints in one region, for the calling task's account."""
 
-    def __init__(
-        self,
-        client: Any,
-        credentials: Callable[[], Awaitable[ReadOnlyCredentials]],
-        user_agent: str,
-    ) -> None:
-        metadata = client.meta.service_model.metadata
-        super().__init__(
-            client,
-            credentials,
-            user_agent,
-            content_type=f"application/x-amz-json-{metadata['jsonVersion']}",
-        )
-        self._target_prefix = metadata["targetPrefix"] + "."
+    def _prepare(self, model: Any) -> str:
+        self._target_prefix = model.metadata["targetPrefix"] + "."
+        return f"application/x-amz-json-{model.metadata['jsonVersion']}"
 
     async def list_gateways(self, **params: Any) -> dict[str, Any]:
         return await self._call("ListGateways", params)

@@ -11,12 +11,9 @@ expiry it cannot read) goes to aiobotocore's parser, as :class:`~._lean.LeanClie
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
-
-from botocore.credentials import ReadOnlyCredentials
 
 from ._lean import LeanClient
 
@@ -27,19 +24,9 @@ _FIELDS = ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")
 class AssumeRoleClient(LeanClient):
     """STS AssumeRole in one region, signed with the calling task's keys."""
 
-    def __init__(
-        self,
-        client: Any,
-        credentials: Callable[[], Awaitable[ReadOnlyCredentials]],
-        user_agent: str,
-    ) -> None:
-        super().__init__(
-            client,
-            credentials,
-            user_agent,
-            content_type="application/x-www-form-urlencoded; charset=utf-8",
-        )
-        self._version = client.meta.service_model.api_version
+    def _prepare(self, model: Any) -> str:
+        self._version = model.api_version
+        return "application/x-www-form-urlencoded; charset=utf-8"
 
     async def assume_role(self, **params: Any) -> dict[str, Any]:
         """AssumeRole with botocore's parameter names; the answer has ``Credentials`` (with

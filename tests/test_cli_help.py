@@ -37,6 +37,8 @@ DESCRIBED: dict[str, Any] = {
     "all three": None,
     # The emulator's --regions: None means its DEFAULT_REGIONS.
     "the 16 regions enabled by default": None,
+    # --rate: no ceiling, the bucket probes for the service's rate.
+    "no ceiling": None,
 }
 
 

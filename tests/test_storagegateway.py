@@ -9,21 +9,18 @@ same class that fleetscan classifies the same way.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
+import functools
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from hostile_gateway import Answer, HostileGateway, Request, json_answer
+from lean_calls import assert_same_failure, clients_at, lowered, outcomes
+from lean_calls import signature_verifies as verifies
 
-from fleetscan._aws import AwsClients, acting_as
-from fleetscan._retry import classify
+from fleetscan._aws import AwsClients
 
 REGION = "eu-west-1"
 ARN = "arn:aws:storagegateway:eu-west-1:111122223333:gateway/sgw-12A3456B"
@@ -40,17 +37,6 @@ LENGTH = {"content-length"}
 BOTOCORE_ONLY = {"amz-sdk-invocation-id", "amz-sdk-request"}
 
 
-@dataclass(frozen=True)
-class Keys:
-    credentials: ReadOnlyCredentials
-
-    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
-        return self.credentials
-
-    def expire(self, stale: ReadOnlyCredentials | None) -> None:
-        """Fixed keys: nothing to refresh."""
-
-
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[HostileGateway]:
     with HostileGateway() as running:
@@ -61,14 +47,8 @@ def gateway() -> Iterator[HostileGateway]:
 async def clients(
     gateway: HostileGateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> AsyncIterator[AwsClients]:
-    for key in list(os.environ):
-        if key.startswith("AWS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL_STORAGE_GATEWAY", gateway.url)
-    async with AwsClients(
-        profile=None, max_pool_connections=4, connect_timeout=5, read_timeout=5
+    async with clients_at(
+        "AWS_ENDPOINT_URL_STORAGE_GATEWAY", gateway.url, monkeypatch, tmp_path
     ) as running:
         yield running
 
@@ -85,36 +65,17 @@ async def both(
     method = "list_gateways" if operation == "ListGateways" else "list_volume_recovery_points"
     botocore_client = await clients.client("storagegateway", REGION)
     ours = await clients.storage_gateway(REGION)
-    outcomes = []
-    with acting_as(Keys(keys)):
-        for client in (botocore_client, ours):
-            gateway.reset(lambda request: answer)
-            try:
-                outcome: Any = await getattr(client, method)(**params)
-            except Exception as exc:  # the outcome under comparison
-                outcome = exc
-            (request,) = gateway.requests
-            outcomes.append((outcome, request))
-    return outcomes[0], outcomes[1]
+    theirs_, ours_ = await outcomes(
+        gateway,
+        answer,
+        keys,
+        [functools.partial(getattr(c, method), **params) for c in (botocore_client, ours)],
+    )
+    return theirs_, ours_
 
 
 def signature_verifies(request: Request, url: str, keys: ReadOnlyCredentials) -> bool:
-    """Whether botocore's signer, given the headers that arrived, computes the same signature."""
-    authorization = request.headers["Authorization"]
-    signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
-    headers = {name: value for name, value in request.headers.items() if name.lower() in signed}
-    when = dt.datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
-    rebuilt = AWSRequest(method=request.method, url=url + request.path, data=request.body)
-    for name, value in headers.items():
-        rebuilt.headers[name] = value
-    with pytest.MonkeyPatch.context() as clock:  # sign the second the request was signed
-        clock.setattr("botocore.auth.get_current_datetime", lambda: when)
-        SigV4Auth(keys, "storagegateway", REGION).add_auth(rebuilt)
-    return bool(rebuilt.headers["Authorization"] == authorization)
-
-
-def lowered(headers: dict[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
+    return verifies(request, url, keys, "storagegateway", REGION)
 
 
 @pytest.mark.parametrize("keys", [KEYS, SESSION_KEYS], ids=["keys", "session-keys"])
@@ -251,14 +212,4 @@ async def test_answers_read_as_aiobotocore_reads_them(
         # botocore keeps the members its model knows; the scan reads nothing else.
         assert {key: ours[key] for key in theirs} == theirs
         return
-    assert isinstance(ours, Exception), ours
-    their_failure, our_failure = classify(theirs), classify(ours)
-    assert our_failure.error_code == their_failure.error_code
-    assert our_failure.retryable == their_failure.retryable
-    assert our_failure.throttled == their_failure.throttled
-    assert our_failure.gateway_error_code == their_failure.gateway_error_code
-    assert our_failure.http_status == their_failure.http_status
-    if their_failure.error_code != "MalformedResponse":
-        # A service's error: the same exception class, message and details.
-        assert type(ours) is type(theirs)
-        assert our_failure.message == their_failure.message
+    assert_same_failure(theirs, ours)

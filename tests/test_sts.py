@@ -10,21 +10,19 @@ credentials, or an exception of the same class that fleetscan classifies the sam
 
 from __future__ import annotations
 
-import datetime as dt
-import os
+import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from hostile_gateway import Answer, HostileGateway, Request
+from lean_calls import assert_same_failure, clients_at, lowered, outcomes
+from lean_calls import signature_verifies as verifies
 
-from fleetscan._aws import AwsClients, acting_as
+from fleetscan._aws import AwsClients
 from fleetscan._credentials import MEMBER_SESSION_POLICY
-from fleetscan._retry import classify
 
 REGION = "us-east-1"
 KEYS = ReadOnlyCredentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None)
@@ -44,17 +42,6 @@ XML = "text/xml"
 NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 
 
-class Keys:
-    def __init__(self, credentials: ReadOnlyCredentials) -> None:
-        self.credentials = credentials
-
-    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
-        return self.credentials
-
-    def expire(self, stale: ReadOnlyCredentials | None) -> None:
-        """Fixed keys: nothing to refresh."""
-
-
 @pytest.fixture(scope="module")
 def sts() -> Iterator[HostileGateway]:
     with HostileGateway() as running:
@@ -65,15 +52,7 @@ def sts() -> Iterator[HostileGateway]:
 async def clients(
     sts: HostileGateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> AsyncIterator[AwsClients]:
-    for key in list(os.environ):
-        if key.startswith("AWS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
-    async with AwsClients(
-        profile=None, max_pool_connections=4, connect_timeout=5, read_timeout=5
-    ) as running:
+    async with clients_at("AWS_ENDPOINT_URL_STS", sts.url, monkeypatch, tmp_path) as running:
         yield running
 
 
@@ -114,36 +93,17 @@ async def both(
     """(outcome, request) through aiobotocore, then through fleetscan's client."""
     botocore_client = await clients.client("sts", REGION)
     ours = await clients.sts(REGION)
-    outcomes = []
-    with acting_as(Keys(keys)):
-        for client in (botocore_client, ours):
-            sts.reset(lambda request: answer)
-            try:
-                outcome: Any = await client.assume_role(**PARAMS)
-            except Exception as exc:  # the outcome under comparison
-                outcome = exc
-            (request,) = sts.requests
-            outcomes.append((outcome, request))
-    return outcomes[0], outcomes[1]
+    theirs_, ours_ = await outcomes(
+        sts,
+        answer,
+        keys,
+        [functools.partial(c.assume_role, **PARAMS) for c in (botocore_client, ours)],
+    )
+    return theirs_, ours_
 
 
 def signature_verifies(request: Request, url: str, keys: ReadOnlyCredentials) -> bool:
-    """Whether botocore's signer, given the headers that arrived, computes the same signature."""
-    authorization = request.headers["Authorization"]
-    signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
-    headers = {name: value for name, value in request.headers.items() if name.lower() in signed}
-    when = dt.datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
-    rebuilt = AWSRequest(method=request.method, url=url + request.path, data=request.body)
-    for name, value in headers.items():
-        rebuilt.headers[name] = value
-    with pytest.MonkeyPatch.context() as clock:  # sign the second the request was signed
-        clock.setattr("botocore.auth.get_current_datetime", lambda: when)
-        SigV4Auth(keys, "sts", REGION).add_auth(rebuilt)
-    return bool(rebuilt.headers["Authorization"] == authorization)
-
-
-def lowered(headers: dict[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
+    return verifies(request, url, keys, "sts", REGION)
 
 
 @pytest.mark.parametrize("keys", [KEYS, HUB_KEYS], ids=["keys", "hub-session-keys"])
@@ -209,12 +169,4 @@ async def test_answers_read_as_aiobotocore_reads_them(
         # gives back what botocore gives, through botocore's own parser.
         assert ours == theirs
         return
-    assert isinstance(ours, Exception), ours
-    their_failure, our_failure = classify(theirs), classify(ours)
-    assert our_failure.error_code == their_failure.error_code
-    assert our_failure.retryable == their_failure.retryable
-    assert our_failure.throttled == their_failure.throttled
-    assert our_failure.http_status == their_failure.http_status
-    if their_failure.error_code != "MalformedResponse":
-        assert type(ours) is type(theirs)
-        assert our_failure.message == their_failure.message
+    assert_same_failure(theirs, ours)

@@ -11,6 +11,7 @@ refused input need neither the engine nor aiobotocore; the emulator is imported 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import importlib
 import os
@@ -30,6 +31,10 @@ SCANNING = frozenset({"scan", "audit", "demo"})
 EXIT_INTERRUPTED = 130
 #: Allocations between two runs of the cycle collector's youngest generation (Python: 700).
 COLLECT_EVERY = 10_000
+#: Blocks at least this large get a memory mapping of their own, given back when freed
+#: (glibc's own default, before its dynamic threshold moves it).
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>
 
 
 def _command(name: str) -> ModuleType:
@@ -68,6 +73,23 @@ def _collect_less() -> None:
     gc.set_threshold(COLLECT_EVERY, *gc.get_threshold()[1:])
 
 
+def _map_large_blocks() -> None:
+    """Keep glibc's malloc from placing large, short-lived blocks in its heap (not undone).
+
+    asyncio gives every TLS connection a 256 KiB read buffer. glibc maps such a block, but once
+    one is freed it raises its mmap threshold above that size (its dynamic threshold), so later
+    buffers land in the heap, and connections opened and closed through a long scan leave the
+    heap fragmented: at 10,000 accounts it held 13 MB free that it could not give back, and
+    peak RSS grew with the number of accounts (measured with mallinfo2: 134 MB, 127 MB with the
+    threshold fixed). Only glibc has mallopt; elsewhere this does nothing.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fleetscan`` command; return its exit code (argparse's own exits included)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -80,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_line = arguments  # what --workers starts again, once per shard
         if args.command in SCANNING:
             _collect_less()
+            _map_large_blocks()
         code = _command(args.command).run(args)
         return code
     except SystemExit as exit_:

@@ -256,7 +256,11 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         help="calls in flight (default 128; more for far regions, ~0.35 MB each)",
     )
     tuning.add_argument(
-        "--rate", type=float, metavar="N", help="requests/s per account and region (default 20)"
+        "--rate",
+        type=float,
+        metavar="N",
+        help="most requests/s per account and region (default: no ceiling; start at 20/s and "
+        "probe upward while the service does not throttle)",
     )
     tuning.add_argument("--burst", type=int, metavar="N", help="token bucket burst (default 10)")
     tuning.add_argument(

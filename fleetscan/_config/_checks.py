@@ -554,7 +554,8 @@ def _check_regions(config: ScanConfig) -> None:
 
 def _check_tuning(config: ScanConfig) -> None:
     _check_int(config, "concurrency", 1, MAX_CONCURRENCY)
-    _check_positive(config, "rate")
+    if config.rate is not None:
+        _check_positive(config, "rate")
     _check_int(config, "burst", 1)
     _check_int(config, "max_attempts", 1, MAX_ATTEMPTS)
     _check_positive(config, "retry_budget_ratio", allow_zero=True)

@@ -64,8 +64,11 @@ class ScanConfig:
     #: Cap on Storage Gateway / STS calls in flight across the whole scan. Each holds a TLS
     #: connection (about 0.35 MB); 128 keep one core busy at in-region latencies (see README).
     concurrency: int = 128
-    #: Requests per second per (account, region) token bucket, and its burst.
-    rate: float = 20.0
+    #: Requests per second per (account, region) token bucket: a ceiling it never exceeds. None
+    #: (the default): AWS does not publish Storage Gateway's rate, so each bucket starts at 20/s
+    #: and probes upward while no throttle comes back (see ``fleetscan/_ratelimit.py``).
+    rate: float | None = None
+    #: The bucket's burst: calls it sends at once after a quiet spell.
     burst: int = 10
     #: Attempts per call (first try included) for retryable failures.
     max_attempts: int = 8
