@@ -20,8 +20,9 @@ throttle of a call admitted *after* that, at an even pace, cuts the rate (x0.7).
 costs little: a few calls sent again, not a rate that collapses. Quiet time then regrows the
 burst, a little per second.
 
-What a bucket learns is the run's (:class:`RateLimiter`): once one has been throttled down, new
-buckets start near the rate it found.
+Each bucket learns for itself. New buckets starting from what the run's others had found was
+measured and did not pay (``benchmarks/README.md``): the units with calls enough to probe are
+few, and they start together.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from collections import deque
 #: uvloop's is not quite: timers are set as delays from it.)
 _clock = time.monotonic
 
-#: The rate (requests/s) a run without a ceiling starts at: what fleetscan used as a fixed rate
-#: until 2026-12, never throttled by the services it has met.
+#: The rate (requests/s) a run without a ceiling starts at: the fixed rate fleetscan used until
+#: 2026-12, a conservative guess for a service whose rate is not published.
 START_RATE = 20.0
 
 
@@ -63,7 +64,6 @@ class AdaptiveBucket:
         "_last_throttle",
         "_last_update",
         "_probe",
-        "_run",
         "_slowed_at",
         "_tat",
         "_timer",
@@ -76,19 +76,8 @@ class AdaptiveBucket:
         "throttles",
     )
 
-    def __init__(
-        self,
-        rate: float,
-        burst: int,
-        ceiling: float | None = None,
-        *,
-        target: float | None = None,
-        run: RateLimiter | None = None,
-    ) -> None:
-        """Start at ``rate`` (at most ``ceiling``), climbing back to ``target`` (a rate another
-        bucket of the ``run`` was throttled at) before probing beyond it; tell ``run`` of cuts."""
+    def __init__(self, rate: float, burst: int, ceiling: float | None = None) -> None:
         self.ceiling = ceiling
-        self._run = run
         self.rate = rate if ceiling is None else min(rate, ceiling)
         self.max_burst = burst
         self.burst = burst
@@ -101,9 +90,9 @@ class AdaptiveBucket:
         self._slowed_at = float("-inf")
         self._last_update = _clock()
         # CUBIC: the rate is _w_max + SCALE * (_probe - _k) ** 3, _probe the busy seconds since
-        # the last throttle that changed the rate (or since the start).
-        self._w_max = self.rate if target is None else max(target, self.rate)
-        self._k = self._zero_point()
+        # the last throttle that changed the rate (or since the start, where _w_max = rate).
+        self._w_max = self.rate
+        self._k = 0.0
         self._probe = 0.0
 
     async def acquire(self) -> float:
@@ -197,16 +186,11 @@ class AdaptiveBucket:
             # come down (or that rate overshot it): aim lower than where this throttle came.
             self._w_max = rate * (1 + self.DECREASE) / 2 if rate < self._w_max else rate
             self.rate = max(self.MIN_RATE, rate * self.DECREASE)
-            self._k = self._zero_point()
-            if self._run is not None:
-                self._run.learn(self._w_max)
+            # Busy seconds until the curve is back at _w_max.
+            self._k = math.cbrt(max(self._w_max - self.rate, 0.0) / self.SCALE)
         self._probe = 0.0
         # Pause: no slot sooner than one (new) interval from now.
         self._tat = max(self._tat, now + 1.0 / self.rate)
-
-    def _zero_point(self) -> float:
-        """Busy seconds until the curve is back at ``_w_max`` from the rate now."""
-        return math.cbrt(max(self._w_max - self.rate, 0.0) / self.SCALE)
 
     def _update(self, now: float) -> None:
         """Advance the probe by the time callers waited for slots since the last update, and
@@ -238,37 +222,20 @@ class RateLimiter:
 
     ``rate`` is a ceiling no bucket exceeds (each starts there); None lets buckets probe for the
     service's rate, starting at :data:`START_RATE`.
-
-    What one bucket learns is the run's: the service's rate is very likely the same for every
-    (account, region), and most units have too few calls to ever find it. Once a bucket has cut
-    its rate, a new bucket starts where that one's curve resumes after a cut, between the cut
-    and the rate throttled (CUBIC's fast-convergence point, x0.85), and climbs back towards the
-    latter: below the service's rate when it is lower than the start rate (a unit then starts
-    at a rate the service allows instead of being throttled first), closer to it when higher.
     """
 
     def __init__(self, rate: float | None, burst: int) -> None:
         self.ceiling = rate
         self.start_rate = START_RATE if rate is None else rate
-        #: The rate the run's last cut was made from (after fast convergence); None until then.
-        self.target: float | None = None
         self.burst = burst
         self._buckets: dict[tuple[str, str], AdaptiveBucket] = {}
 
     def bucket(self, key: tuple[str, str]) -> AdaptiveBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = AdaptiveBucket(
-                self.start_rate, self.burst, self.ceiling, target=self.target, run=self
-            )
+            bucket = AdaptiveBucket(self.start_rate, self.burst, self.ceiling)
             self._buckets[key] = bucket
         return bucket
-
-    def learn(self, target: float) -> None:
-        """A bucket cut its rate, throttled at about ``target``: new buckets aim there."""
-        self.target = target
-        start = max(AdaptiveBucket.MIN_RATE, target * (1 + AdaptiveBucket.DECREASE) / 2)
-        self.start_rate = start if self.ceiling is None else min(start, self.ceiling)
 
     def release(self, key: tuple[str, str]) -> None:
         """Forget a finished (account, region) so memory does not grow with the fleet."""

@@ -153,27 +153,6 @@ def test_a_ceiling_is_never_exceeded(clock: Clock) -> None:
     assert sum(1 for t in sent if t >= start + 80) >= 4 * 9  # and it came back to 5/s
 
 
-def test_a_new_bucket_starts_from_what_the_run_has_learned(clock: Clock) -> None:
-    """A service allowing 10 calls/s per (account, region): the first busy unit starts at 20/s
-    and is throttled down; a unit started after it starts under 20/s, near what the first found,
-    and is throttled less for the same work."""
-    limiter = RateLimiter(rate=None, burst=5)
-    first = limiter.bucket(("111122223333", "us-east-1"))
-    learned_before = limiter.bucket(("111122223333", "eu-west-1"))
-    assert learned_before.rate == START_RATE  # nothing learned yet
-    run1 = saturate(first, clock, 20, Service(rate=10, burst=5))
-    second = limiter.bucket(("111122223333", "us-west-2"))
-    assert limiter.target is not None
-    assert second.rate == pytest.approx(limiter.target * (1 + AdaptiveBucket.DECREASE) / 2)
-    assert AdaptiveBucket.DECREASE * 10 < second.rate < 12
-    run2 = saturate(second, clock, 20, Service(rate=10, burst=5))
-    assert len(run2.throttled) < len(run1.throttled)
-    # A ceiling still bounds what is learned.
-    capped = RateLimiter(rate=5, burst=3)
-    capped.learn(100)
-    assert capped.bucket(KEY).rate == 5
-
-
 def test_a_first_throttle_makes_the_bucket_strict_and_a_second_cuts_the_rate(
     clock: Clock,
 ) -> None:

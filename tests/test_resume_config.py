@@ -251,6 +251,20 @@ def test_pace_and_timeouts_may_change_and_what_is_not_given_is_the_runs() -> Non
     check_resume(stored, config, "r1")  # the library's own check agrees
 
 
+def test_a_run_without_a_rate_ceiling_resumes_without_one_unless_given_one() -> None:
+    """No ``rate`` (the buckets probe for the service's) is stored as null and resumed as such;
+    a resume may set a ceiling (pace). A run stored by an older fleetscan with rate 20 keeps
+    it as its ceiling."""
+    stored = stored_config(ScanConfig(**BASE))
+    assert stored["rate"] is None
+    kept = resumed_config(stored, {"output": "out", "resume": "r1"}, "r1")
+    assert kept.rate is None
+    capped = resumed_config(stored, {"output": "out", "resume": "r1", "rate": 5.0}, "r1")
+    assert capped.rate == 5.0
+    older = {**stored, "rate": 20.0}
+    assert resumed_config(older, {"output": "out", "resume": "r1"}, "r1").rate == 20.0
+
+
 def test_a_long_account_list_is_named_by_its_difference() -> None:
     accounts = tuple(f"{n:012d}" for n in range(1, 1001))
     stored = stored_config(ScanConfig(**{**BASE, "org": False}, accounts=accounts))

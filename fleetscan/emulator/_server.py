@@ -17,9 +17,10 @@ Answers validate against botocore's shapes. Fault injection (:mod:`._faults`) an
 loopback only) reads counters and changes faults while it runs.
 
 The request path is kept lean (a few hundred microseconds per call on one core, most of it
-aiohttp): no regex compiled per call, orjson, ready-made answers per (account, region) and per
-organization, and caches of parsed credential scopes and session tokens. Nothing costs more per
-call as the fleet or the run grows.
+aiohttp, asyncio's TLS and the event loop): no regex compiled per call, orjson, ready-made answers
+per (account, region) and per organization, which :meth:`EmulatorServer.prepare` renders before
+the first call, and caches of parsed credential scopes, session tokens and effective fault rules.
+Nothing costs more per call as the fleet or the run grows.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ import socket
 import struct
 import time
 import uuid
-import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
@@ -47,7 +47,7 @@ from ._ec2 import Ec2
 from ._faults import NO_FAULT, FaultRule, Faults, TokenBucket
 from ._fleet import STORAGE_GATEWAY_REGIONS, Fleet, account_id_from_access_key
 from ._identity import INVALID_TOKEN, Roles, Session, SessionIssuer, parse_token
-from ._loop_thread import LoopThread
+from ._loop_thread import LoopThread, fast_event_loop
 from ._organizations import TARGET_PREFIX as ORGANIZATIONS_PREFIX
 from ._organizations import Organizations
 from ._storage_gateway import TARGET_PREFIX as STORAGE_GATEWAY_PREFIX
@@ -82,6 +82,25 @@ class AuthFailure(NamedTuple):
     message: str
 
 
+class _Server(web.Server):
+    """aiohttp's low-level server, which also tells ``on_lost`` of each closed connection."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        on_lost: Callable[[web.RequestHandler], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._on_lost = on_lost
+
+    def connection_lost(
+        self, handler: web.RequestHandler, exc: BaseException | None = None
+    ) -> None:
+        self._on_lost(handler)
+        super().connection_lost(handler, exc)
+
+
 class EmulatorServer:
     """The emulated services on an aiohttp server, on loopback.
 
@@ -112,8 +131,10 @@ class EmulatorServer:
         self.roles = roles if roles is not None else Roles(fleet)
         self.counters = Counters()
         self.clock: Callable[[], float] = time.time
-        #: Connections that have carried an API call (weak: a closed one is forgotten).
-        self._seen_transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        #: Connections (their aiohttp protocol objects) that have carried an API call; a closed
+        #: one is forgotten (:class:`_Server` says when). Not weak references: uvloop's
+        #: transports and aiohttp's protocols take none.
+        self._api_connections: set[web.RequestHandler] = set()
         self._faults = faults if faults is not None else Faults()
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
         self._random = random.Random()
@@ -168,7 +189,7 @@ class EmulatorServer:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
-        server = web.Server(self._handle, access_log=None)
+        server = _Server(self._handle, self._api_connections.discard, access_log=None)
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         ssl_context = self.tls.server_ssl_context() if self.tls is not None else None
@@ -211,10 +232,10 @@ class EmulatorServer:
         if request.path == "/" and request.method == "POST":
             counters = self.counters
             counters.enter()
-            transport = request.transport
-            if transport is not None and transport not in self._seen_transports:
+            connection = request.protocol
+            if connection not in self._api_connections:
                 # A client's connection pool is visible here: each new connection, once.
-                self._seen_transports.add(transport)
+                self._api_connections.add(connection)
                 counters.connection()
             try:
                 return await self._api(request)
@@ -547,7 +568,7 @@ class EmulatorThread:
         roles: Roles | None = None,
     ) -> None:
         self.server = EmulatorServer(fleet, faults, host=host, port=port, tls=tls, roles=roles)
-        self._thread = LoopThread("fleetscan-emulator")
+        self._thread = LoopThread("fleetscan-emulator", fast_event_loop)
 
     @property
     def endpoint_url(self) -> str:

@@ -281,19 +281,17 @@ class StorageGateway(Service):
 
     # -- answers rendered ahead of use ----------------------------------------------------------
 
-    def prepare(self) -> int:
+    def prepare(self) -> None:
         """Render every populated pair's view now, with its ListVolumeRecoveryPoints answers:
         the work a scan's first call to each pair and gateway would otherwise pay while the
         scanner waits (the fleet derives a pair's gateways on demand, volumes and all). Up to
         the views cache's size; a change to the fleet drops them all, and each is then made
-        again on first use. Returns the number of pairs rendered."""
-        pairs = list(itertools.islice(self.fleet.pairs, _PAIR_CACHE_LIMIT))
-        for account_id, region in pairs:
+        again on first use."""
+        for account_id, region in itertools.islice(self.fleet.pairs, _PAIR_CACHE_LIMIT):
             view = self._pair(account_id, region)
             for gateway in view.gateways:
                 if gateway.is_cached and gateway.connected:
                     view.lvrp_bodies[gateway.arn] = _recovery_points_body(gateway)
-        return len(pairs)
 
     # -- operations ---------------------------------------------------------------------------
 

@@ -342,6 +342,21 @@ async def test_resets_show_as_connection_errors_at_the_configured_rate(
     assert len(resets) == server.counters.faults()["reset"]
 
 
+async def test_resets_on_the_emulator_thread_are_connection_errors_too(
+    emulator: EmulatorThread, fleet: Fleet, make_client: Any
+) -> None:
+    """The thread's event loop is uvloop's where it is installed: its TLS transports abort with
+    SO_LINGER 0 as asyncio's do."""
+    gateway = cached_gateway(fleet)
+    emulator.faults = Faults([FaultRule(reset_rate=1.0)])
+    async with make_client(emulator.endpoint_url, gateway.account_id, gateway.region) as client:
+        results = await outcomes(
+            12, lambda: client.list_volume_recovery_points(GatewayARN=gateway.arn), 4
+        )
+    assert all(isinstance(r, EndpointConnectionError | ConnectionClosedError) for r in results)
+    assert emulator.counters.faults()["reset"] == 12
+
+
 async def test_slow_responses_show_as_read_timeouts_at_the_configured_rate(
     server: EmulatorServer, fleet: Fleet, make_client: Any
 ) -> None:

@@ -33,6 +33,7 @@ from fleetscan.emulator import (
     TLSMaterial,
     access_key_for_account,
 )
+from fleetscan.emulator._loop_thread import fast_event_loop
 from fleetscan.emulator._wire import dumps_kept
 
 Validate = Callable[[str, bytes], list[str]]
@@ -740,3 +741,40 @@ def test_kept_answers_hold_their_json_and_no_more() -> None:
         tracemalloc.stop()
     assert kept[0] == orjson.dumps(doc)
     assert held < 1_000 * (len(kept[0]) + 100)
+
+
+def test_the_emulator_thread_runs_on_uvloop_where_it_is_installed() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = fast_event_loop()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+
+
+async def test_each_connection_that_carried_a_call_counts_once_and_is_forgotten_when_closed(
+    emulator: EmulatorThread, fleet: Fleet
+) -> None:
+    """Counted per aiohttp connection, not per transport (uvloop's take no weak reference), and
+    a closed connection leaves nothing behind."""
+    (account_id, region), _ = next(iter(fleet.pairs.items()))
+    headers = signed_headers(account_id, region, "ListGateways")
+    url = emulator.endpoint_url + "/"
+    connector = aiohttp.TCPConnector(limit=3)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def call() -> None:
+            async with http.post(url, headers=headers, data=b"{}") as response:
+                assert response.status == 200
+                await response.read()
+
+        for _ in range(4):  # three connections, each reused for four rounds of calls
+            await asyncio.gather(*(call() for _ in range(3)))
+        assert emulator.counters.connections == 3
+        assert len(emulator.server._api_connections) == 3
+    for _ in range(100):
+        if not emulator.server._api_connections:
+            break
+        await asyncio.sleep(0.05)
+    assert emulator.server._api_connections == set()
+    assert emulator.counters.connections == 3
