@@ -342,9 +342,9 @@ async def _walk_accounts(
 ) -> list[float]:
     """Every ListAccounts page, one after the other (each needs the last one's NextToken), walk
     after walk until ``min_pages`` pages, in ``SLICES`` slices: the server's CPU microseconds per
-    page of each slice. The server's CPU is read every ``stride`` pages: a reading costs the
-    server CPU of its own (a thread wakes up to answer it), and read after every page it was
-    most of what a page seemed to cost (~1 ms a page until 2026-12-02)."""
+    page of each slice. The server's CPU is read every ``stride`` pages, not after each: a
+    reading costs the server CPU of its own (a thread wakes up to answer it), which the pages'
+    figure would include."""
     marks: list[tuple[int, float]] = [(0, cpu())]  # (pages so far, server CPU seconds)
     pages = 0
     async with aiohttp.ClientSession() as session:
