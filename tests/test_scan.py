@@ -146,6 +146,11 @@ def test_a_scan_starts_the_accounts_that_took_most_calls_last_time_first(
     torn = tmp_path / "manifests" / "dt=2099-12-31" / "20991231T000000Z-torn00.json"
     torn.parent.mkdir()
     torn.write_bytes(b'{"manifest_version": 2, "status": "compl')
+    # So are a stray file and a planted link among the days: nothing is read through a link.
+    (tmp_path / "manifests" / "notes.txt").write_text("not a day\n")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "manifests" / "dt=2099-12-30").symlink_to(elsewhere, target_is_directory=True)
 
     counters.reset()
     second = fleetscan_run(_config(stack, tmp_path, concurrency=1))

@@ -122,7 +122,8 @@ class RunStore:
 
     async def manifests(self) -> list[str]:
         """The relpath of every run manifest (``manifests/dt=…/<run id>.json``), by name only:
-        from a listing (``s3:ListBucket``), none of them read."""
+        from a listing (``s3:ListBucket``), none of them read. A local entry of ``manifests/``
+        that is not a directory of ours (a file, a planted link) is passed over."""
         if self._reader is not None:
             keys = [key async for key in self._reader.keys("manifests/")]
         else:
@@ -130,11 +131,14 @@ class RunStore:
             assert tree is not None
 
             def listed() -> list[str]:
-                return [
-                    f"manifests/{day}/{name}"
-                    for day in tree.names("manifests")
-                    for name in tree.names(f"manifests/{day}")
-                ]
+                found: list[str] = []
+                for day in tree.names("manifests"):
+                    try:
+                        names = tree.names(f"manifests/{day}")
+                    except (ConfigError, OSError):
+                        continue  # a stray file, or a link (never followed): no run's day
+                    found.extend(f"manifests/{day}/{name}" for name in names)
+                return found
 
             keys = await anyio.to_thread.run_sync(listed)
         return [key for key in keys if MANIFEST_KEY.fullmatch(key)]
