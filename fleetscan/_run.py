@@ -441,7 +441,7 @@ async def _run_shard(
         started_before = await store.exists(_checkpoint_of(config.output, shard_run))
     share = plan.share(shard)
     failures = _failures(config, plan) if shard.index == 1 else ()
-    weights = {a.id: plan.weights[a.id] for a in share if a.id in plan.weights}
+    weights = {a.id: plan.weights[a.id] for a in share}
     # The whole run's plan (every account of every shard) is not kept while this shard scans
     # its share: a shard's memory follows its own accounts only.
     del plan

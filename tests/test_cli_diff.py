@@ -15,7 +15,7 @@ import hashlib
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,30 +336,29 @@ def _copy(runs: Runs, tmp_path: Path) -> tuple[Path, dict[str, Any], Path]:
     return copy, manifest, copy / entry["path"]
 
 
-def test_a_tampered_file_is_a_clear_error(runs: Runs, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (
+            lambda body: body.replace(b'"recovery_point_time":"2', b'"recovery_point_time":"1', 1),
+            "sha256",
+        ),
+        (lambda body: body[: len(body) // 2], "ends in the middle of a record"),
+    ],
+    ids=["tampered", "torn"],
+)
+def test_a_tampered_or_torn_data_file_is_a_clear_error(
+    runs: Runs, tmp_path: Path, damage: Callable[[bytes], bytes], named: str
+) -> None:
     copy, _, data = _copy(runs, tmp_path)
-    body = data.read_bytes()
-    data.write_bytes(body.replace(b'"recovery_point_time":"2', b'"recovery_point_time":"1', 1))
+    data.write_bytes(damage(data.read_bytes()))
     proc = _fleetscan("diff", "--input", copy, env={})
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     last = proc.stderr.splitlines()[-1]
     assert last.startswith("fleetscan: error: --input: cannot compare runs under")
     assert data.name in last
-    assert "sha256" in last
-
-
-def test_a_torn_data_file_is_a_clear_error(runs: Runs, tmp_path: Path) -> None:
-    copy, _, data = _copy(runs, tmp_path)
-    body = data.read_bytes()
-    data.write_bytes(body[: len(body) // 2])  # cut in the middle of a record
-    proc = _fleetscan("diff", "--input", copy, env={})
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.splitlines()[-1]
-    assert last.startswith("fleetscan: error: --input: cannot compare runs under")
-    assert data.name in last
-    assert "ends in the middle of a record" in last
+    assert named in last
 
 
 def test_a_torn_manifest_hides_its_run(runs: Runs, tmp_path: Path) -> None:
