@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scan_runs import command, env, manifest_of, newest_run, wait_until_scanning
 
 from fleetscan.emulator import FaultRule, Faults
@@ -49,3 +50,37 @@ def test_a_second_signal_ends_the_grace_at_once(
     run_id = newest_run(tmp_path)
     assert manifest_of(tmp_path, run_id)["status"] == "interrupted"
     assert f"--resume {run_id}".encode() in stderr
+
+
+def test_a_ctrl_c_while_a_module_defines_its_classes_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.11 wraps an exception raised inside ``__set_name__`` in a RuntimeError, so a
+    Ctrl-C landing while a command's modules are imported (a dataclass being defined) arrived
+    as a traceback and exit 1. A real signal cannot be placed at that instant on purpose (the
+    emulator's signal test met it at random), so the command's import is replaced by one that
+    meets it."""
+    import fleetscan._commands as commands
+
+    class Interrupted:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    real = commands._command
+
+    class Importing:
+        """The real command module, whose ``run`` meets the interrupt while defining a class."""
+
+        def __init__(self, name: str) -> None:
+            self.module = real(name)
+
+        def __getattr__(self, attribute: str) -> object:
+            return getattr(self.module, attribute)
+
+        @staticmethod
+        def run(args: object) -> int:
+            type("Defined", (), {"field": Interrupted()})  # calls __set_name__, as an import does
+            return 0
+
+    monkeypatch.setattr(commands, "_command", Importing)
+    assert commands.main(["schema", "--format", "json-schema"]) == commands.EXIT_INTERRUPTED

@@ -91,6 +91,18 @@ def _map_large_blocks() -> None:
     mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is behind ``exc`` (its cause, or its cause's...)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fleetscan`` command; return its exit code (argparse's own exits included)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -121,6 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except RuntimeError as exc:
+        # Python 3.11 wraps an exception raised inside ``__set_name__`` in a RuntimeError: a
+        # Ctrl-C that lands while a module defining a dataclass is imported arrives so.
+        if _caused_by_interrupt(exc):
+            return EXIT_INTERRUPTED
+        raise
     except BrokenPipeError:
         # The reader of --output - went away (e.g. `| head`): stop quietly, as Unix tools do.
         # Point stdout at devnull so the interpreter's final flush does not raise again.
