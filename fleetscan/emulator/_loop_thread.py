@@ -14,29 +14,12 @@ import threading
 from collections.abc import Awaitable, Callable
 
 
-def fast_event_loop() -> asyncio.AbstractEventLoop:
-    """A new event loop: uvloop's where it is installed (a dependency wherever it exists), else
-    asyncio's. The emulator's server spends most of its CPU in the event loop and in TLS, which
-    uvloop does in C; measured on a 1,000-account scan, ~8 % less of the server's CPU per call."""
-    try:
-        import uvloop  # optional: Windows has none
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
 class LoopThread:
-    """Runs ``setup`` in a new loop (made by ``new_loop``) in a daemon thread, then the loop until
+    """Runs ``setup`` in a new asyncio loop in a daemon thread, then the loop until
     :meth:`stop`, which runs ``teardown`` in it before the loop closes."""
 
-    def __init__(
-        self,
-        name: str,
-        new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
-    ) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._new_loop = new_loop
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -53,7 +36,7 @@ class LoopThread:
         if self._thread is not None:
             raise RuntimeError(f"the {self.name} thread is already running")
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        loop = self._new_loop()
+        loop = asyncio.new_event_loop()
 
         def run() -> None:
             asyncio.set_event_loop(loop)

@@ -47,7 +47,7 @@ from ._ec2 import Ec2
 from ._faults import NO_FAULT, FaultRule, Faults, TokenBucket
 from ._fleet import STORAGE_GATEWAY_REGIONS, Fleet, account_id_from_access_key
 from ._identity import INVALID_TOKEN, Roles, Session, SessionIssuer, parse_token
-from ._loop_thread import LoopThread, fast_event_loop
+from ._loop_thread import LoopThread
 from ._organizations import TARGET_PREFIX as ORGANIZATIONS_PREFIX
 from ._organizations import Organizations
 from ._storage_gateway import TARGET_PREFIX as STORAGE_GATEWAY_PREFIX
@@ -568,7 +568,9 @@ class EmulatorThread:
         roles: Roles | None = None,
     ) -> None:
         self.server = EmulatorServer(fleet, faults, host=host, port=port, tls=tls, roles=roles)
-        self._thread = LoopThread("fleetscan-emulator", fast_event_loop)
+        # asyncio's loop, not uvloop's: a uvloop loop in this (daemon) thread crashed the
+        # process (SIGSEGV) once when a signal ended serve while it started.
+        self._thread = LoopThread("fleetscan-emulator")
 
     @property
     def endpoint_url(self) -> str:

@@ -345,8 +345,8 @@ async def test_resets_show_as_connection_errors_at_the_configured_rate(
 async def test_resets_on_the_emulator_thread_are_connection_errors_too(
     emulator: EmulatorThread, fleet: Fleet, make_client: Any
 ) -> None:
-    """The thread's event loop is uvloop's where it is installed: its TLS transports abort with
-    SO_LINGER 0 as asyncio's do."""
+    """Resets on the emulator's own thread (not the test's loop) reach the client as connection
+    errors too."""
     gateway = cached_gateway(fleet)
     emulator.faults = Faults([FaultRule(reset_rate=1.0)])
     async with make_client(emulator.endpoint_url, gateway.account_id, gateway.region) as client:

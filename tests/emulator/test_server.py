@@ -33,7 +33,6 @@ from fleetscan.emulator import (
     TLSMaterial,
     access_key_for_account,
 )
-from fleetscan.emulator._loop_thread import fast_event_loop
 from fleetscan.emulator._wire import dumps_kept
 
 Validate = Callable[[str, bytes], list[str]]
@@ -741,15 +740,6 @@ def test_kept_answers_hold_their_json_and_no_more() -> None:
         tracemalloc.stop()
     assert kept[0] == orjson.dumps(doc)
     assert held < 1_000 * (len(kept[0]) + 100)
-
-
-def test_the_emulator_thread_runs_on_uvloop_where_it_is_installed() -> None:
-    uvloop = pytest.importorskip("uvloop")
-    loop = fast_event_loop()
-    try:
-        assert isinstance(loop, uvloop.Loop)
-    finally:
-        loop.close()
 
 
 async def test_each_connection_that_carried_a_call_counts_once_and_is_forgotten_when_closed(
