@@ -253,6 +253,7 @@ def _version() -> str:
     return __version__
 
 
+
 async def _write_run(
     config: ScanConfig,
     run: RunInfo,
@@ -316,16 +317,24 @@ async def _write_run(
         last_commit = time.monotonic()
         async with receive:
             async for batch in receive:
-                for record in batch.records:
-                    await sink.write(record)
-                    if per_organization is not None:
-                        key = engine.organization_key(record.account_id)
-                        per_organization[(key, record.dataset)] += 1
-                sink.unit_done(batch.key)
-                engine.records_written(len(batch.records))
-                if time.monotonic() - last_commit >= config.checkpoint_interval:
-                    await sink.commit()
-                    last_commit = time.monotonic()
+                # Then every batch already waiting: the stream's iterator yields to the loop
+                # before each item, and with hundreds of tasks ready that left one batch
+                # written per turn of the loop, the stream full and its senders waiting.
+                while True:
+                    for record in batch.records:
+                        await sink.write(record)
+                        if per_organization is not None:
+                            key = engine.organization_key(record.account_id)
+                            per_organization[(key, record.dataset)] += 1
+                    sink.unit_done(batch.key)
+                    engine.records_written(len(batch.records))
+                    if time.monotonic() - last_commit >= config.checkpoint_interval:
+                        await sink.commit()
+                        last_commit = time.monotonic()
+                    try:
+                        batch = receive.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
 
     async def report() -> None:
         assert on_stats is not None
