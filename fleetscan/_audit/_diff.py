@@ -26,7 +26,7 @@ import datetime as dt
 import hashlib
 from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -134,10 +134,16 @@ class RunDiff:
         return sum(self.counts.values())
 
 
-async def resolve_runs(source: str, from_run: str | None, to_run: str | None) -> tuple[str, str]:
+async def resolve_runs(
+    source: str,
+    from_run: str | None,
+    to_run: str | None,
+    *,
+    expected_bucket_owner: str | None = None,
+) -> tuple[str, str]:
     """``--from`` and ``--to`` as given; a missing one is the newest finished run before the
     other (``--to``: the newest finished run). ConfigError names what is missing or unknown."""
-    runs = await alist_runs(source)
+    runs = await alist_runs(source, expected_bucket_owner=expected_bucket_owner)
     known = {str(r["run_id"]): r for r in runs}
     for flag, run_id in (("--from", from_run), ("--to", to_run)):
         if run_id is not None and run_id not in known:
@@ -187,9 +193,16 @@ class _Gateway:
 class _Side:
     """What one run says about its gateways and its (account, region) units."""
 
-    def __init__(self, source: str, run_id: str, manifest: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        source: str,
+        run_id: str,
+        manifest: Mapping[str, Any],
+        expected_bucket_owner: str | None = None,
+    ) -> None:
         self.source = source
         self.run_id = run_id
+        self.expected_bucket_owner = expected_bucket_owner
         self.status = str(manifest.get("status"))
         self.started_at = str(manifest.get("started_at"))
         summary = manifest.get("summary")
@@ -204,21 +217,23 @@ class _Side:
         self.units_seen: set[tuple[str | None, str | None]] = set()
 
     @classmethod
-    async def read(cls, source: str, run_id: str) -> _Side:
+    async def read(cls, source: str, run_id: str, expected_bucket_owner: str | None) -> _Side:
         try:
-            manifest = await aread_manifest(source, run_id)
+            manifest = await aread_manifest(
+                source, run_id, expected_bucket_owner=expected_bucket_owner
+            )
         except FileNotFoundError:
             raise ConfigError("--input", f"no run {run_id!r} under {source}") from None
-        side = cls(source, run_id, manifest)
+        side = cls(source, run_id, manifest, expected_bucket_owner)
         gateway_errors: dict[str, str | None] = {}
-        async for row in aiter_records(source, run_id, "errors"):
+        async for row in side.records("errors"):
             arn = row.get("gateway_arn")
             if isinstance(arn, str) and arn:
                 code = _text(row, "gateway_error_code") or _text(row, "error_code")
                 gateway_errors.setdefault(arn, code)
             else:
                 side.unit_errors.add((_text(row, "account_id"), _text(row, "region")))
-        async for row in aiter_records(source, run_id, "gateways"):
+        async for row in side.records("gateways"):
             arn = str(row["gateway_arn"])
             account, region = _text(row, "account_id"), _text(row, "region")
             status = str(row.get("status"))
@@ -226,6 +241,12 @@ class _Side:
             side.gateways[arn] = _Gateway(account, region, _text(row, "gateway_name"), status, code)
             side.units_seen.add((account, region))
         return side
+
+    def records(self, dataset: str) -> AsyncGenerator[dict[str, Any], None]:
+        """The run's records of ``dataset``, read as every read of this side is (its owner)."""
+        return aiter_records(
+            self.source, self.run_id, dataset, expected_bucket_owner=self.expected_bucket_owner
+        )
 
     def read_unit(self, account_id: str | None, region: str | None) -> bool:
         """Whether this run read the (account, region) unit: it listed a gateway there, or it
@@ -336,16 +357,20 @@ async def diff_runs(
     from_run: str | None = None,
     to_run: str | None = None,
     on_change: Callable[[Change], None] | None = None,
+    expected_bucket_owner: str | None = None,
 ) -> RunDiff:
     """Compare two runs under ``source`` (default: the two newest finished ones).
 
     Changes go to ``on_change`` as they are found: gateways first, then volumes in the later
     run's order, then the volumes gone. Staleness is judged against ``policy``, as the audit
     judges it. Raises ConfigError for an unknown or missing run, ValueError for a damaged file.
+    With ``expected_bucket_owner`` (an S3 ``source`` only), every request says which account
+    must own the bucket, and S3 refuses it otherwise (:class:`FleetscanError`).
     """
-    from_id, to_id = await resolve_runs(source, from_run, to_run)
-    before = await _Side.read(source, from_id)
-    after = await _Side.read(source, to_id)
+    owner = expected_bucket_owner
+    from_id, to_id = await resolve_runs(source, from_run, to_run, expected_bucket_owner=owner)
+    before = await _Side.read(source, from_id, owner)
+    after = await _Side.read(source, to_id, owner)
     result = RunDiff(source, from_id, to_id, before.started_at, after.started_at, policy)
 
     def emit(change: Change) -> None:
@@ -374,7 +399,7 @@ async def diff_runs(
 
     # The earlier run, 17 bytes a volume (see _Volumes).
     points = _Volumes()
-    async for row in aiter_records(source, from_id, "recovery_points"):
+    async for row in before.records("recovery_points"):
         arn = str(row["volume_arn"])
         finding = _volume_finding(from_id, row)
         stale = _judge(policy, before, finding)
@@ -382,7 +407,7 @@ async def diff_runs(
         points.add(arn, _pack(point, before.scanned(finding.gateway_arn), stale))
     result.volumes_before = points.freeze()
 
-    async for row in aiter_records(source, to_id, "recovery_points"):
+    async for row in after.records("recovery_points"):
         arn = str(row["volume_arn"])
         result.volumes_after += 1
         finding = _volume_finding(to_id, row)
@@ -408,7 +433,7 @@ async def diff_runs(
             emit(_volume_change("recovered", result, finding, name, old_point, point))
 
     if points.left:  # volumes of the earlier run the later one did not list: gone, or not read
-        async for row in aiter_records(source, from_id, "recovery_points"):
+        async for row in before.records("recovery_points"):
             arn = str(row["volume_arn"])
             if points.pop(arn) is None:
                 continue
