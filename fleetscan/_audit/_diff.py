@@ -62,6 +62,7 @@ CHANGE_FIELDS: tuple[str, ...] = (
     "change",
     "from_run_id",
     "to_run_id",
+    "organization_id",
     "account_id",
     "account_name",
     "region",
@@ -87,7 +88,14 @@ _ORIGIN: Final = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One change between two runs (``None`` where a field does not apply)."""
+    """One change between two runs (``None`` where a field does not apply).
+
+    ``organization_id`` is the organization (``o-…``) of the change's account, so that a diff of
+    runs of several organizations says whose each change is; None for a run of a static account
+    list (or written before records carried it). It is taken from the records compared: the
+    later run's when both runs have the volume or gateway (an account that moved is where it
+    is now), the earlier run's for ``gone`` and ``gateway-gone`` (the only side there is).
+    """
 
     change: ChangeKind
     from_run_id: str
@@ -104,6 +112,7 @@ class Change:
     objective_seconds: int | None = None
     rule: str | None = None
     error_code: str | None = None
+    organization_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in CHANGE_FIELDS}
@@ -188,6 +197,7 @@ class _Gateway:
     name: str | None
     status: str
     error_code: str | None
+    organization_id: str | None
 
 
 class _Side:
@@ -238,7 +248,10 @@ class _Side:
             account, region = _text(row, "account_id"), _text(row, "region")
             status = str(row.get("status"))
             code = gateway_errors.get(arn) or _text(row, "error_code")
-            side.gateways[arn] = _Gateway(account, region, _text(row, "gateway_name"), status, code)
+            side.gateways[arn] = _Gateway(
+                account, region, _text(row, "gateway_name"), status, code,
+                _text(row, "organization_id"),
+            )  # fmt: skip
             side.units_seen.add((account, region))
         return side
 
@@ -381,11 +394,13 @@ async def diff_runs(
             on_change(change)
 
     def gateway_change(kind: ChangeKind, arn: str, gateway: _Gateway) -> Change:
+        """``gateway``: the later run's, but the earlier run's for ``gateway-gone``."""
         return Change(
             kind, from_id, to_id, gateway.account_id,
             after.accounts.name(gateway.account_id) or before.accounts.name(gateway.account_id),
             gateway.region, arn, gateway.name,
             error_code=gateway.error_code if kind == "gateway-unreachable" else None,
+            organization_id=gateway.organization_id,
         )  # fmt: skip
 
     for arn in sorted(before.gateways.keys() | after.gateways.keys()):
@@ -415,6 +430,7 @@ async def diff_runs(
         point = _point_ms(row.get("recovery_point_time"))
         packed = points.pop(arn)
         name = finding.account_name or after.accounts.name(finding.account_id)
+        organization = _text(row, "organization_id")
         if packed is None:
             gateway = finding.gateway_arn or ""
             known = before.scanned(gateway) or (
@@ -422,15 +438,15 @@ async def diff_runs(
                 and before.read_unit(finding.account_id, finding.region)
             )
             if known:
-                emit(_volume_change("appeared", result, finding, name, None, point))
+                emit(_volume_change("appeared", result, finding, name, organization, None, point))
             continue
         old_point, old_scanned, old_stale = _unpack(packed)
         if old_point and old_point == point and old_scanned and after.scanned(finding.gateway_arn):
-            emit(_volume_change("stuck", result, finding, name, old_point, point))
+            emit(_volume_change("stuck", result, finding, name, organization, old_point, point))
         if stale and not old_stale:
-            emit(_volume_change("new-stale", result, finding, name, old_point, point))
+            emit(_volume_change("new-stale", result, finding, name, organization, old_point, point))
         elif old_stale and not stale:
-            emit(_volume_change("recovered", result, finding, name, old_point, point))
+            emit(_volume_change("recovered", result, finding, name, organization, old_point, point))
 
     if points.left:  # volumes of the earlier run the later one did not list: gone, or not read
         async for row in before.records("recovery_points"):
@@ -445,7 +461,8 @@ async def diff_runs(
             _judge(policy, before, finding)
             name = finding.account_name or before.accounts.name(finding.account_id)
             point = _point_ms(row.get("recovery_point_time"))
-            emit(_volume_change("gone", result, finding, name, point, None))
+            organization = _text(row, "organization_id")
+            emit(_volume_change("gone", result, finding, name, organization, point, None))
     return result
 
 
@@ -454,10 +471,12 @@ def _volume_change(
     result: RunDiff,
     finding: Finding,
     account_name: str | None,
+    organization_id: str | None,
     before_ms: int | None,
     after_ms: int | None,
 ) -> Change:
-    """A volume's change; ``finding`` is the later run's (the earlier one's for ``gone``)."""
+    """A volume's change; ``finding`` and ``organization_id`` are the later run's record's (the
+    earlier one's for ``gone``)."""
     return Change(
         change=kind,
         from_run_id=result.from_run_id,
@@ -473,4 +492,5 @@ def _volume_change(
         age_seconds_after=None if after_ms is None else finding.age_seconds,
         objective_seconds=finding.objective_seconds,
         rule=finding.rule,
+        organization_id=organization_id,
     )

@@ -202,15 +202,21 @@ def print_summary(result: RunDiff, code: int, log_format: str = "text") -> None:
         title_justify="left",
         caption_justify="left",
     )
-    for column in ("change", "account", "region", "volume or gateway"):
+    # The organization only when the changes span several: with one (or none) it is noise.
+    several = len({c.organization_id for c in result.changes} - {None}) > 1
+    columns = ("change", "organization") if several else ("change",)
+    for column in (*columns, "account", "region", "volume or gateway"):
         table.add_column(column, no_wrap=True)
     table.add_column("recovery point", overflow="fold")
     order = {kind: index for index, kind in enumerate(CHANGE_KINDS)}
     shown = sorted(result.changes, key=lambda c: order[c.change])[:TERMINAL_ROWS]
     for change in shown:
-        table.add_row(*(escape(cell) for cell in _cells(change)))
+        kind, *rest = _cells(change)
+        cells = (kind, change.organization_id or "-", *rest) if several else (kind, *rest)
+        table.add_row(*(escape(cell) for cell in cells))
     if result.total > len(shown):
-        table.add_row(f"+{result.total - len(shown):,} more", "", "", "in the NDJSON", "")
+        more = (f"+{result.total - len(shown):,} more", *([""] * len(columns)), "", "in the NDJSON")
+        table.add_row(*more, "")
     console.print(table)
     counts = ", ".join(f"{result.counts[kind]:,} {kind}" for kind in CHANGE_KINDS)
     suffix = f" (exit code {code})" if code else ""
