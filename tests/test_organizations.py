@@ -28,7 +28,8 @@ from jsonschema import Draft202012Validator
 
 import fleetscan
 from fleetscan import OrganizationConfig
-from fleetscan._audit import Finding, audit, load_policy
+from fleetscan._audit import Finding, audit, audit_to_dir, load_policy
+from fleetscan._audit._reports import prepare_report_dir
 from fleetscan._config import resumed_config, run_config, stored_config
 from fleetscan._records import load_schema
 from fleetscan._sinks import read_manifest
@@ -407,6 +408,15 @@ async def test_a_diff_of_two_organizations_names_each_changes_organization(
     assert "organization" in proc.stderr
     assert first.id in proc.stderr
     assert second.id in proc.stderr
+    # So do the audit's reports, in what changed since the previous run.
+    reports = prepare_report_dir(tmp_path / "reports")
+    policy = fleetscan.Policy.single("2000h")
+    await audit_to_dir(str(output), policy, report_dir=reports, max_scan_age=None)
+    markdown = (reports / "report.md").read_text(encoding="utf-8")
+    changed = markdown[markdown.index("What changed") :]
+    assert "| change | organization | account |" in changed
+    assert first.id in changed
+    assert second.id in changed
 
 
 def test_an_ou_rule_beats_an_organization_rule_which_beats_a_region_rule(tmp_path: Path) -> None:
