@@ -613,6 +613,26 @@ async def test_every_read_of_the_bucket_carries_the_expected_owner(
     assert proxy.expected_owners() == {owner}
 
 
+async def test_a_scan_to_a_bucket_another_account_owns_fails_naming_the_expected_owner(
+    stack: Stack, stack_env: dict[str, str], proxy: FaultyS3Proxy
+) -> None:
+    """The bucket was deleted and re-created by another account: S3 refuses every request (moto
+    does not check the owner; the proxy answers as S3 does), the scan writes nothing and says
+    which owner it expected, since S3's AccessDenied alone reads as a missing permission."""
+    proxy.owner = "999988887777"
+    env = stack_env | {"AWS_ENDPOINT_URL_S3": proxy.url}
+    owner = stack.management_account_id
+    flags = ["--output", DEST, "--quiet", "--expected-bucket-owner", owner]
+    proc = await anyio.to_thread.run_sync(lambda: _fleetscan(*_scan_args(stack, *flags), env=env))
+
+    assert proc.returncode == 1, proc.stderr.decode()
+    (line,) = proc.stderr.decode().splitlines()
+    assert line.startswith(f"fleetscan: error: S3 CreateMultipartUpload of {DEST}manifests/")
+    assert f"not owned by account {owner}, the expected bucket owner" in line
+    assert {seen.status for seen in proxy.seen} == {403}
+    assert object_keys(stack) == set()
+
+
 async def test_run_scan_to_s3_fails_cleanly_when_the_bucket_refuses(
     stack: Stack, stack_env: dict[str, str], proxy: FaultyS3Proxy
 ) -> None:
