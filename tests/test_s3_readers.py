@@ -28,6 +28,8 @@ BUCKET = "fleetscan-readers"
 DEST = f"s3://{BUCKET}/inventory/"
 #: Where `fleetscan audit` scanning first writes its run (DEST keeps its two runs).
 FRESH = f"s3://{BUCKET}/fresh/"
+#: One shard of two of a run, whose manifest `finalize` writes (partial, naming the other).
+HALVED = f"s3://{BUCKET}/halved/"
 FIRST = "20261202T010000Z-0a0a0a"
 SHARDED = "20261202T020000Z-0b0b0b"
 #: The account that owns the bucket once someone else has deleted and re-created it.
@@ -55,7 +57,7 @@ class Lake:
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     """Two runs under DEST: a plain one, then one scanned as shard 1/1 (its manifest written by
-    the shard, which `finalize` then finds)."""
+    the shard, which `finalize` then finds); under HALVED, shard 1/2 of a run, alone."""
     home = tmp_path_factory.mktemp("aws-home")
     with start_stack(FleetSpec(seed=7, accounts=4, regions=REGIONS)) as stack:
         env = stack.env() | {
@@ -68,9 +70,12 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
             region_name=env["AWS_DEFAULT_REGION"],
         ).client("s3", endpoint_url=stack.moto_endpoint_url).create_bucket(Bucket=BUCKET)
         found = Lake(stack, env)
-        for extra in (["--run-id", FIRST], ["--run-id", SHARDED, "--shard", "1/1"]):
-            args = found.scan_args("--output", DEST, "--quiet", *extra)
-            proc = run_cli("scan", *args, env=env)
+        for extra in (
+            ["--output", DEST, "--run-id", FIRST],
+            ["--output", DEST, "--run-id", SHARDED, "--shard", "1/1"],
+            ["--output", HALVED, "--run-id", SHARDED, "--shard", "1/2"],
+        ):
+            proc = run_cli("scan", *found.scan_args("--quiet", *extra), env=env)
             assert proc.returncode == 0, proc.stderr
         yield found
 
@@ -83,12 +88,14 @@ async def proxy(lake: Lake) -> AsyncIterator[FaultyS3Proxy]:
 
 
 def _commands(lake: Lake, tmp_path: Path) -> dict[str, list[str]]:
-    """Each reading command's arguments on the lake's runs (each exits 0 on them)."""
+    """Each reading command's arguments on the lake's runs (each exits 0 on them, but finalize
+    writing a manifest: 3, the run is partial)."""
     return {
         "audit": ["audit", "--input", DEST, *LENIENT, "--report-dir", str(tmp_path / "reports")],
         "audit scanning first": ["audit", *lake.scan_args("--output", FRESH, "--quiet"), *LENIENT],
         "diff": ["diff", "--input", DEST, "--from", FIRST, "--to", SHARDED],
         "finalize": ["finalize", "--output", DEST, "--run-id", SHARDED],
+        "finalize writing": ["finalize", "--output", HALVED, "--run-id", SHARDED],
     }
 
 
@@ -98,24 +105,32 @@ async def _run(lake: Lake, proxy: FaultyS3Proxy, *args: str) -> tuple[int, str, 
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("command", ["audit", "audit scanning first", "diff", "finalize"])
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [("audit", 0), ("audit scanning first", 0), ("diff", 0), ("finalize", 0),
+     ("finalize writing", 3)],
+)  # fmt: skip
 async def test_every_request_of_a_reading_command_carries_the_expected_owner(
-    lake: Lake, proxy: FaultyS3Proxy, tmp_path: Path, command: str
+    lake: Lake, proxy: FaultyS3Proxy, tmp_path: Path, command: str, code: int
 ) -> None:
     """Listings, manifests, record files (and the audit's comparison with the run before, with
-    --report-dir), the shards' plan and manifests: all of them name the owner."""
+    --report-dir), the shards' plan and manifests, the manifest finalize writes: all of them
+    name the owner."""
     args = _commands(lake, tmp_path)[command]
-    code, _, stderr = await _run(lake, proxy, *args, "--expected-bucket-owner", lake.owner)
+    got, _, stderr = await _run(lake, proxy, *args, "--expected-bucket-owner", lake.owner)
 
-    assert code == 0, stderr
+    assert got == code, stderr
     operations = {seen.operation for seen in proxy.seen}
     assert "GetObject" in operations
-    if command != "finalize":  # finalize reads by name only (the plan, the shards' manifests)
+    if not command.startswith("finalize"):  # finalize reads by name only
         assert "ListObjectsV2" in operations
         data = [s.key for s in proxy.requests("GetObject") if "/recovery_points/" in s.key]
         assert data, "no record file was read"
     else:
         assert any("/shards/" in seen.key for seen in proxy.seen)
+    if command == "finalize writing":
+        (written,) = [s.key for s in proxy.requests("PutObject") if s.status == 200]
+        assert written.startswith("halved/manifests/")
     assert proxy.expected_owners() == {lake.owner}
 
 

@@ -155,14 +155,14 @@ def positive_int(text: str) -> int:
 EXPECTED_BUCKET_OWNER = "--expected-bucket-owner"
 
 
-def add_expected_bucket_owner(group: Any, *, what: str = "request") -> None:
+def add_expected_bucket_owner(group: Any) -> None:
     """``--expected-bucket-owner``, declared once: ``scan`` writes with it, ``audit``, ``diff``
     and ``finalize`` read with it, and a run read without it could come from a bucket that was
     deleted and re-created by another account under the same name."""
     group.add_argument(
         EXPECTED_BUCKET_OWNER,
         metavar="ACCOUNT",
-        help=f"12-digit account that must own the bucket; S3 refuses every {what} otherwise",
+        help="12-digit account that must own the bucket; S3 refuses every request otherwise",
     )
 
 
