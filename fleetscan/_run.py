@@ -21,6 +21,7 @@ import anyio.abc
 from ._config import (
     OrganizationConfig,
     ScanConfig,
+    check_bucket_owner,
     check_resume,
     parse_s3_url,
     resumed_config,
@@ -251,7 +252,6 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
 
 
 async def _write_run(
@@ -543,7 +543,12 @@ async def _make_plan(config: ScanConfig, store: RunStore, shard: Shard) -> Shard
 
 
 async def finalize_run(
-    destination: str, run_id: str, *, profile: str | None = None, file_mode: int = 0o600
+    destination: str,
+    run_id: str,
+    *,
+    profile: str | None = None,
+    file_mode: int = 0o600,
+    expected_bucket_owner: str | None = None,
 ) -> dict[str, Any]:
     """Write the manifest of a sharded run from the shards that finished, if it has none yet,
     and return the run's manifest (idempotent).
@@ -551,11 +556,19 @@ async def finalize_run(
     For a run that lost a shard for good: its share is missing from the run, which is then
     ``partial`` and names the missing shards (``manifest["shards"]["missing"]``). Once written,
     the run's manifest is never replaced, so a shard finishing later does not change it.
+
+    With ``expected_bucket_owner`` (an S3 destination only), every request (the plan, the
+    shards' manifests, the run's manifest, read or written) says which account must own the
+    bucket, as the shards' own requests did: S3 refuses them otherwise.
     """
     RunInfo(run_id=run_id, started_at=dt.datetime.now(dt.UTC), version="")  # a valid run id
     if destination.startswith("s3://"):
         parse_s3_url(destination)
-    store = RunStore(destination, profile=profile, file_mode=file_mode, create=False)
+    owner = check_bucket_owner(expected_bucket_owner, destination, "expected_bucket_owner")
+    options = S3Options(profile=profile, expected_bucket_owner=owner)
+    store = RunStore(
+        destination, profile=profile, file_mode=file_mode, options=options, create=False
+    )
     async with store:
         manifest = await write_run_manifest(
             store, run_id, version=_version(), written_by="fleetscan finalize", require_all=False

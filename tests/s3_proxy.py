@@ -7,6 +7,11 @@ moto unchanged and, for the requests a test picks, answers an S3 error instead, 
 connection, or holds the answer back. It also records what went over the wire (operation, key,
 part, headers, the checksum of the bytes received), which is what the tests check the sink's
 promises against. It is the only stand-in in these tests; S3 itself is moto, over HTTP.
+
+It also checks the bucket's owner as S3 does, when told who owns it (``owner``): moto 5.2
+ignores ``x-amz-expected-bucket-owner`` (checked: GetObject, HeadObject and ListObjectsV2 with
+another account's id succeed), so without this no test could see S3 refuse a request whose
+expected owner is not the bucket's.
 """
 
 from __future__ import annotations
@@ -92,6 +97,10 @@ class FaultyS3Proxy:
     faults: list[Fault] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
+    #: The account that owns every bucket behind the proxy (None: not checked). A request that
+    #: names another one in ``x-amz-expected-bucket-owner`` is answered as S3 answers it: 403
+    #: AccessDenied, "Access Denied" (a HEAD: 403 without a body), and never forwarded.
+    owner: str | None = None
 
     def __post_init__(self) -> None:
         #: Set when a request starts being held (``hang`` or ``hang_after_forward``).
@@ -127,6 +136,10 @@ class FaultyS3Proxy:
 
     def requests(self, operation: str) -> list[Seen]:
         return [seen for seen in self.seen if seen.operation == operation]
+
+    def expected_owners(self) -> set[str | None]:
+        """The ``x-amz-expected-bucket-owner`` of every request seen (None: sent without one)."""
+        return {seen.headers.get("x-amz-expected-bucket-owner") for seen in self.seen}
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -187,6 +200,12 @@ class FaultyS3Proxy:
             body_sha256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
         )
         self.seen.append(seen)
+        expected = seen.headers.get("x-amz-expected-bucket-owner")
+        if self.owner is not None and expected is not None and expected != self.owner:
+            if request.method == "HEAD":
+                seen.status = 403
+                return web.Response(status=403)
+            return self._error(seen, 403, "AccessDenied", "Access Denied")
         if fault is not None:
             seen.fault = fault.action
             if fault.action == "error":

@@ -22,12 +22,14 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from fleetscan_cli import run_cli
 from ground_truth import assert_matches_truth, run_records
 from jsonschema import Draft202012Validator
 
 import fleetscan
 from fleetscan import OrganizationConfig
-from fleetscan._audit import Finding, audit, load_policy
+from fleetscan._audit import Finding, audit, audit_to_dir, load_policy
+from fleetscan._audit._reports import prepare_report_dir
 from fleetscan._config import resumed_config, run_config, stored_config
 from fleetscan._records import load_schema
 from fleetscan._sinks import read_manifest
@@ -351,6 +353,70 @@ async def test_audit_rules_select_an_organization_by_name_or_by_id(
         assert len(stale) == stale_in[second.id]
         assert audited.rules["strict"].counts["stale"] == stale_in[second.id]
         assert audited.warnings == []
+
+
+async def test_a_diff_of_two_organizations_names_each_changes_organization(
+    two: Stack, tmp_path: Path
+) -> None:
+    """Between two runs of both organizations, each one gains a volume and gets a volume stuck;
+    the first loses a gateway (its volumes gone), the second has one go offline. Every change
+    names the organization the fleet puts its account in, what is gone included (known only
+    from the earlier run's records)."""
+    output = tmp_path / "out"
+    fleet = two.fleet
+    first, second = fleet.organizations
+    before = await fleetscan.run_scan(_config(two, output))
+    assert before.status == "complete"
+    truth = fleet.ground_truth(regions=REGIONS)
+    points = {rp.volume_arn: rp.recovery_point_time for rp in truth.recovery_points}
+    for organization in (first, second):
+        lost, grown = [
+            g
+            for g in fleet.iter_gateways(REGIONS)
+            if g.is_cached and g.connected and len(g.volumes) >= 2
+            and organization.id == getattr(fleet.organization_of(g.account_id), "id", None)
+        ][:2]  # fmt: skip
+        fleet.add_volume(grown.arn)
+        stuck = grown.volumes[0].arn
+        fleet.pin_recovery_point(stuck, points[stuck])
+        if organization is first:
+            fleet.remove_gateway(lost.arn)
+        else:
+            fleet.disconnect_gateway(lost.arn)
+    fleet.advance(HOUR)
+    after = await fleetscan.run_scan(_config(two, output))
+    assert after.status == "complete"  # a gateway offline is an error record, not a failed unit
+
+    proc = run_cli(
+        "diff", "--input", output, "--from", before.run_id, "--to", after.run_id,
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    changes = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    home = {a: o.id for o in fleet.organizations for a in fleet.scanned_accounts({o.id})}
+    assert changes
+    for change in changes:
+        assert change["organization_id"] == home[change["account_id"]], change
+    found = {(c["change"], c["organization_id"]) for c in changes}
+    assert {
+        ("appeared", first.id), ("appeared", second.id),
+        ("stuck", first.id), ("stuck", second.id),
+        ("gateway-gone", first.id), ("gone", first.id),
+        ("gateway-unreachable", second.id),
+    } <= found  # fmt: skip
+    # The table names them too, as the changes span two organizations.
+    assert "organization" in proc.stderr
+    assert first.id in proc.stderr
+    assert second.id in proc.stderr
+    # So do the audit's reports, in what changed since the previous run.
+    reports = prepare_report_dir(tmp_path / "reports")
+    policy = fleetscan.Policy.single("2000h")
+    await audit_to_dir(str(output), policy, report_dir=reports, max_scan_age=None)
+    markdown = (reports / "report.md").read_text(encoding="utf-8")
+    changed = markdown[markdown.index("What changed") :]
+    assert "| change | organization | account |" in changed
+    assert first.id in changed
+    assert second.id in changed
 
 
 def test_an_ou_rule_beats_an_organization_rule_which_beats_a_region_rule(tmp_path: Path) -> None:

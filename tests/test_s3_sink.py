@@ -218,7 +218,7 @@ async def test_multipart_multi_object_run_reads_back_equal_to_the_manifest(
     for seen in proxy.requests("PutObject") + proxy.requests("CreateMultipartUpload"):
         assert seen.headers["x-amz-server-side-encryption"] == "AES256"
     # Every request, the probe included, asked S3 to check the bucket's owner.
-    assert {seen.headers.get("x-amz-expected-bucket-owner") for seen in proxy.seen} == {owner}
+    assert proxy.expected_owners() == {owner}
     # The manifest was the last thing written.
     assert proxy.seen[-1].operation == "PutObject"
     assert proxy.seen[-1].key == manifest_key()
@@ -546,7 +546,7 @@ async def test_cli_scan_whose_upload_fails_for_good_exits_1_with_a_failed_manife
     proc = await anyio.to_thread.run_sync(lambda: _fleetscan(*args, env=env))
 
     # Every S3 flag reached the wire: each request, each object written.
-    assert {seen.headers.get("x-amz-expected-bucket-owner") for seen in proxy.seen} == {owner}
+    assert proxy.expected_owners() == {owner}
     writes = proxy.requests("PutObject") + proxy.requests("CreateMultipartUpload")
     assert {seen.headers["x-amz-server-side-encryption"] for seen in writes} == {"aws:kms"}
     assert {seen.headers["x-amz-server-side-encryption-aws-kms-key-id"] for seen in writes} == {
@@ -577,7 +577,8 @@ async def test_every_read_of_the_bucket_carries_the_expected_owner(
     stack: Stack, stack_env: dict[str, str], proxy: FaultyS3Proxy
 ) -> None:
     """A scan told who owns its bucket reads nothing from a bucket someone else owns: not the
-    earlier runs it orders its accounts by, not the checkpoint it resumes, not a shard's plan."""
+    earlier runs it orders its accounts by, not the checkpoint it resumes, not a shard's plan,
+    not the run's manifest that ``--workers`` reads back for its summary."""
     proxy.faults = [Fault("PutObject", 1, "error", times=None, key_contains="recovery_points/")]
     env = stack_env | {"AWS_ENDPOINT_URL_S3": proxy.url}
     owner = stack.management_account_id
@@ -597,12 +598,39 @@ async def test_every_read_of_the_bucket_carries_the_expected_owner(
         )
     )
     assert shard.returncode == 0, shard.stderr.decode()
+    # --workers: the parent reads the run's manifest its shards wrote, to print the summary.
+    workers = await anyio.to_thread.run_sync(
+        lambda: _fleetscan(
+            *_scan_args(stack, *flags, "--workers", "2", "--run-id", "workers"), env=env
+        )
+    )
+    assert workers.returncode == 0, workers.stderr.decode()
 
     reads = [seen for seen in proxy.seen if seen.operation in ("GetObject", "ListObjectsV2")]
     read_keys = " ".join(seen.key for seen in reads)
     for read in ("checkpoints/", "manifests/", "shards/"):
         assert read in read_keys
-    assert {seen.headers.get("x-amz-expected-bucket-owner") for seen in proxy.seen} == {owner}
+    assert proxy.expected_owners() == {owner}
+
+
+async def test_a_scan_to_a_bucket_another_account_owns_fails_naming_the_expected_owner(
+    stack: Stack, stack_env: dict[str, str], proxy: FaultyS3Proxy
+) -> None:
+    """The bucket was deleted and re-created by another account: S3 refuses every request (moto
+    does not check the owner; the proxy answers as S3 does), the scan writes nothing and says
+    which owner it expected, since S3's AccessDenied alone reads as a missing permission."""
+    proxy.owner = "999988887777"
+    env = stack_env | {"AWS_ENDPOINT_URL_S3": proxy.url}
+    owner = stack.management_account_id
+    flags = ["--output", DEST, "--quiet", "--expected-bucket-owner", owner]
+    proc = await anyio.to_thread.run_sync(lambda: _fleetscan(*_scan_args(stack, *flags), env=env))
+
+    assert proc.returncode == 1, proc.stderr.decode()
+    (line,) = proc.stderr.decode().splitlines()
+    assert line.startswith(f"fleetscan: error: S3 CreateMultipartUpload of {DEST}manifests/")
+    assert f"not owned by account {owner}, the expected bucket owner" in line
+    assert {seen.status for seen in proxy.seen} == {403}
+    assert object_keys(stack) == set()
 
 
 async def test_run_scan_to_s3_fails_cleanly_when_the_bucket_refuses(

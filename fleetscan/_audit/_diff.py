@@ -26,7 +26,7 @@ import datetime as dt
 import hashlib
 from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -62,6 +62,7 @@ CHANGE_FIELDS: tuple[str, ...] = (
     "change",
     "from_run_id",
     "to_run_id",
+    "organization_id",
     "account_id",
     "account_name",
     "region",
@@ -87,7 +88,14 @@ _ORIGIN: Final = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One change between two runs (``None`` where a field does not apply)."""
+    """One change between two runs (``None`` where a field does not apply).
+
+    ``organization_id`` is the organization (``o-…``) of the change's account, so that a diff of
+    runs of several organizations says whose each change is; None for a run of a static account
+    list (or written before records carried it). It is taken from the records compared: the
+    later run's when both runs have the volume or gateway (an account that moved is where it
+    is now), the earlier run's for ``gone`` and ``gateway-gone`` (the only side there is).
+    """
 
     change: ChangeKind
     from_run_id: str
@@ -104,6 +112,7 @@ class Change:
     objective_seconds: int | None = None
     rule: str | None = None
     error_code: str | None = None
+    organization_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in CHANGE_FIELDS}
@@ -134,10 +143,16 @@ class RunDiff:
         return sum(self.counts.values())
 
 
-async def resolve_runs(source: str, from_run: str | None, to_run: str | None) -> tuple[str, str]:
+async def resolve_runs(
+    source: str,
+    from_run: str | None,
+    to_run: str | None,
+    *,
+    expected_bucket_owner: str | None = None,
+) -> tuple[str, str]:
     """``--from`` and ``--to`` as given; a missing one is the newest finished run before the
     other (``--to``: the newest finished run). ConfigError names what is missing or unknown."""
-    runs = await alist_runs(source)
+    runs = await alist_runs(source, expected_bucket_owner=expected_bucket_owner)
     known = {str(r["run_id"]): r for r in runs}
     for flag, run_id in (("--from", from_run), ("--to", to_run)):
         if run_id is not None and run_id not in known:
@@ -182,14 +197,22 @@ class _Gateway:
     name: str | None
     status: str
     error_code: str | None
+    organization_id: str | None
 
 
 class _Side:
     """What one run says about its gateways and its (account, region) units."""
 
-    def __init__(self, source: str, run_id: str, manifest: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        source: str,
+        run_id: str,
+        manifest: Mapping[str, Any],
+        expected_bucket_owner: str | None = None,
+    ) -> None:
         self.source = source
         self.run_id = run_id
+        self.expected_bucket_owner = expected_bucket_owner
         self.status = str(manifest.get("status"))
         self.started_at = str(manifest.get("started_at"))
         summary = manifest.get("summary")
@@ -204,28 +227,39 @@ class _Side:
         self.units_seen: set[tuple[str | None, str | None]] = set()
 
     @classmethod
-    async def read(cls, source: str, run_id: str) -> _Side:
+    async def read(cls, source: str, run_id: str, expected_bucket_owner: str | None) -> _Side:
         try:
-            manifest = await aread_manifest(source, run_id)
+            manifest = await aread_manifest(
+                source, run_id, expected_bucket_owner=expected_bucket_owner
+            )
         except FileNotFoundError:
             raise ConfigError("--input", f"no run {run_id!r} under {source}") from None
-        side = cls(source, run_id, manifest)
+        side = cls(source, run_id, manifest, expected_bucket_owner)
         gateway_errors: dict[str, str | None] = {}
-        async for row in aiter_records(source, run_id, "errors"):
+        async for row in side.records("errors"):
             arn = row.get("gateway_arn")
             if isinstance(arn, str) and arn:
                 code = _text(row, "gateway_error_code") or _text(row, "error_code")
                 gateway_errors.setdefault(arn, code)
             else:
                 side.unit_errors.add((_text(row, "account_id"), _text(row, "region")))
-        async for row in aiter_records(source, run_id, "gateways"):
+        async for row in side.records("gateways"):
             arn = str(row["gateway_arn"])
             account, region = _text(row, "account_id"), _text(row, "region")
             status = str(row.get("status"))
             code = gateway_errors.get(arn) or _text(row, "error_code")
-            side.gateways[arn] = _Gateway(account, region, _text(row, "gateway_name"), status, code)
+            side.gateways[arn] = _Gateway(
+                account, region, _text(row, "gateway_name"), status, code,
+                _text(row, "organization_id"),
+            )  # fmt: skip
             side.units_seen.add((account, region))
         return side
+
+    def records(self, dataset: str) -> AsyncGenerator[dict[str, Any], None]:
+        """The run's records of ``dataset``, read as every read of this side is (its owner)."""
+        return aiter_records(
+            self.source, self.run_id, dataset, expected_bucket_owner=self.expected_bucket_owner
+        )
 
     def read_unit(self, account_id: str | None, region: str | None) -> bool:
         """Whether this run read the (account, region) unit: it listed a gateway there, or it
@@ -336,16 +370,20 @@ async def diff_runs(
     from_run: str | None = None,
     to_run: str | None = None,
     on_change: Callable[[Change], None] | None = None,
+    expected_bucket_owner: str | None = None,
 ) -> RunDiff:
     """Compare two runs under ``source`` (default: the two newest finished ones).
 
     Changes go to ``on_change`` as they are found: gateways first, then volumes in the later
     run's order, then the volumes gone. Staleness is judged against ``policy``, as the audit
     judges it. Raises ConfigError for an unknown or missing run, ValueError for a damaged file.
+    With ``expected_bucket_owner`` (an S3 ``source`` only), every request says which account
+    must own the bucket, and S3 refuses it otherwise (:class:`FleetscanError`).
     """
-    from_id, to_id = await resolve_runs(source, from_run, to_run)
-    before = await _Side.read(source, from_id)
-    after = await _Side.read(source, to_id)
+    owner = expected_bucket_owner
+    from_id, to_id = await resolve_runs(source, from_run, to_run, expected_bucket_owner=owner)
+    before = await _Side.read(source, from_id, owner)
+    after = await _Side.read(source, to_id, owner)
     result = RunDiff(source, from_id, to_id, before.started_at, after.started_at, policy)
 
     def emit(change: Change) -> None:
@@ -356,11 +394,13 @@ async def diff_runs(
             on_change(change)
 
     def gateway_change(kind: ChangeKind, arn: str, gateway: _Gateway) -> Change:
+        """``gateway``: the later run's, but the earlier run's for ``gateway-gone``."""
         return Change(
             kind, from_id, to_id, gateway.account_id,
             after.accounts.name(gateway.account_id) or before.accounts.name(gateway.account_id),
             gateway.region, arn, gateway.name,
             error_code=gateway.error_code if kind == "gateway-unreachable" else None,
+            organization_id=gateway.organization_id,
         )  # fmt: skip
 
     for arn in sorted(before.gateways.keys() | after.gateways.keys()):
@@ -374,7 +414,7 @@ async def diff_runs(
 
     # The earlier run, 17 bytes a volume (see _Volumes).
     points = _Volumes()
-    async for row in aiter_records(source, from_id, "recovery_points"):
+    async for row in before.records("recovery_points"):
         arn = str(row["volume_arn"])
         finding = _volume_finding(from_id, row)
         stale = _judge(policy, before, finding)
@@ -382,7 +422,7 @@ async def diff_runs(
         points.add(arn, _pack(point, before.scanned(finding.gateway_arn), stale))
     result.volumes_before = points.freeze()
 
-    async for row in aiter_records(source, to_id, "recovery_points"):
+    async for row in after.records("recovery_points"):
         arn = str(row["volume_arn"])
         result.volumes_after += 1
         finding = _volume_finding(to_id, row)
@@ -390,6 +430,7 @@ async def diff_runs(
         point = _point_ms(row.get("recovery_point_time"))
         packed = points.pop(arn)
         name = finding.account_name or after.accounts.name(finding.account_id)
+        organization = _text(row, "organization_id")
         if packed is None:
             gateway = finding.gateway_arn or ""
             known = before.scanned(gateway) or (
@@ -397,18 +438,18 @@ async def diff_runs(
                 and before.read_unit(finding.account_id, finding.region)
             )
             if known:
-                emit(_volume_change("appeared", result, finding, name, None, point))
+                emit(_volume_change("appeared", result, finding, name, organization, None, point))
             continue
         old_point, old_scanned, old_stale = _unpack(packed)
         if old_point and old_point == point and old_scanned and after.scanned(finding.gateway_arn):
-            emit(_volume_change("stuck", result, finding, name, old_point, point))
+            emit(_volume_change("stuck", result, finding, name, organization, old_point, point))
         if stale and not old_stale:
-            emit(_volume_change("new-stale", result, finding, name, old_point, point))
+            emit(_volume_change("new-stale", result, finding, name, organization, old_point, point))
         elif old_stale and not stale:
-            emit(_volume_change("recovered", result, finding, name, old_point, point))
+            emit(_volume_change("recovered", result, finding, name, organization, old_point, point))
 
     if points.left:  # volumes of the earlier run the later one did not list: gone, or not read
-        async for row in aiter_records(source, from_id, "recovery_points"):
+        async for row in before.records("recovery_points"):
             arn = str(row["volume_arn"])
             if points.pop(arn) is None:
                 continue
@@ -420,7 +461,8 @@ async def diff_runs(
             _judge(policy, before, finding)
             name = finding.account_name or before.accounts.name(finding.account_id)
             point = _point_ms(row.get("recovery_point_time"))
-            emit(_volume_change("gone", result, finding, name, point, None))
+            organization = _text(row, "organization_id")
+            emit(_volume_change("gone", result, finding, name, organization, point, None))
     return result
 
 
@@ -429,10 +471,12 @@ def _volume_change(
     result: RunDiff,
     finding: Finding,
     account_name: str | None,
+    organization_id: str | None,
     before_ms: int | None,
     after_ms: int | None,
 ) -> Change:
-    """A volume's change; ``finding`` is the later run's (the earlier one's for ``gone``)."""
+    """A volume's change; ``finding`` and ``organization_id`` are the later run's record's (the
+    earlier one's for ``gone``)."""
     return Change(
         change=kind,
         from_run_id=result.from_run_id,
@@ -448,4 +492,5 @@ def _volume_change(
         age_seconds_after=None if after_ms is None else finding.age_seconds,
         objective_seconds=finding.objective_seconds,
         rule=finding.rule,
+        organization_id=organization_id,
     )

@@ -256,11 +256,15 @@ def _listed(runs: list[dict[str, Any]]) -> str:
 
 
 async def resolve_run(
-    source: str, run_id: str | None, *, require_complete: bool = False
+    source: str,
+    run_id: str | None,
+    *,
+    require_complete: bool = False,
+    expected_bucket_owner: str | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
     """The run to judge (``run_id``, or the newest: of any status, or complete with
     ``require_complete``; ConfigError when there is none), and every run with a manifest."""
-    runs = await alist_runs(source)
+    runs = await alist_runs(source, expected_bucket_owner=expected_bucket_owner)
     if run_id is not None and run_id != LATEST:
         return run_id, runs
     candidates = [r for r in runs if r["status"] == "complete"] if require_complete else runs
@@ -306,6 +310,7 @@ async def audit(
     require_complete: bool = False,
     max_scan_age: int | None = DEFAULT_MAX_SCAN_AGE,
     on_finding: Callable[[Finding], None] | None = None,
+    expected_bucket_owner: str | None = None,
 ) -> AuditResult:
     """Judge a run against ``policy``: ``run_id`` (a run id, or ``"latest"``: the default), the
     newest run under ``source`` whatever its status, or the newest complete one with
@@ -316,10 +321,17 @@ async def audit(
     unknown gateways, then unknown units), so memory holds only the summary, stale and unknown
     findings. Raises ConfigError for an unknown run, DataError naming the file and line for a
     damaged manifest or record file.
+
+    With ``expected_bucket_owner`` (an S3 ``source`` only), every request says which account
+    must own the bucket: a verdict is never read from a bucket that was deleted and re-created
+    by someone else. S3 refuses the reads otherwise (:class:`FleetscanError`).
     """
-    run_id, runs = await resolve_run(source, run_id, require_complete=require_complete)
+    owner = expected_bucket_owner
+    run_id, runs = await resolve_run(
+        source, run_id, require_complete=require_complete, expected_bucket_owner=owner
+    )
     try:
-        manifest = await aread_manifest(source, run_id)
+        manifest = await aread_manifest(source, run_id, expected_bucket_owner=owner)
     except FileNotFoundError:
         raise ConfigError("--run", f"no run {run_id!r} under {source}") from None
     except DataError:
@@ -405,7 +417,9 @@ async def audit(
     gateway_errors: dict[str, dict[str, Any]] = {}
     # Each reader is closed here, whatever stops the loop: a reader left to the garbage
     # collector finalises after the event loop ends, and its file's worker thread never does.
-    async with aclosing(aiter_records(source, run_id, "errors")) as rows:
+    async with aclosing(
+        aiter_records(source, run_id, "errors", expected_bucket_owner=owner)
+    ) as rows:
         async for row in rows:
             arn = row.get("gateway_arn")
             if arn:
@@ -413,11 +427,15 @@ async def audit(
             else:
                 unit_errors.setdefault((row.get("account_id"), row.get("region")), row)
     failed_gateways: dict[str, dict[str, Any]] = {}
-    async with aclosing(aiter_records(source, run_id, "gateways")) as rows:
+    async with aclosing(
+        aiter_records(source, run_id, "gateways", expected_bucket_owner=owner)
+    ) as rows:
         async for row in rows:
             if row.get("status") == "error":
                 failed_gateways[str(row["gateway_arn"])] = row
-    async with aclosing(aiter_records(source, run_id, "recovery_points")) as rows:
+    async with aclosing(
+        aiter_records(source, run_id, "recovery_points", expected_bucket_owner=owner)
+    ) as rows:
         async for row in rows:
             record(_volume_finding(run_id, row))
     for arn in sorted(failed_gateways.keys() | gateway_errors.keys()):

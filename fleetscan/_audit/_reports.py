@@ -345,9 +345,12 @@ def change_tables(diff: RunDiff) -> list[Table]:
     """What changed since the previous run: counts by kind, then the first changes."""
     order = {kind: index for index, kind in enumerate(CHANGE_KINDS)}
     changes = sorted(diff.changes, key=lambda c: order[c.change])[:CHANGE_ROWS]
+    # The organization only when the changes span several, as in fleetscan diff's table.
+    several = len({c.organization_id for c in diff.changes} - {None}) > 1
     rows = [
         (
             c.change,
+            *((c.organization_id or "-",) if several else ()),
             c.account_id or "-",
             c.region or "-",
             c.gateway_name or (c.gateway_arn or "-").rsplit("/", 1)[-1],
@@ -357,6 +360,8 @@ def change_tables(diff: RunDiff) -> list[Table]:
         )
         for c in changes
     ]
+    place = ("organization", "account") if several else ("account",)
+    headers = ("change", *place, "region", "gateway", "volume", "before", "after")
     more = diff.total - len(rows)
     command = f"fleetscan diff --input {diff.source} --from {diff.from_run_id}"
     command += f" --to {diff.to_run_id}"
@@ -372,7 +377,7 @@ def change_tables(diff: RunDiff) -> list[Table]:
         Table(
             "changed",
             "What changed",
-            ("change", "account", "region", "gateway", "volume", "before", "after"),
+            headers,
             rows,
             empty="Nothing changed.",
             note=f"{_n(more)} more: {command}" if more > 0 else "",

@@ -23,10 +23,13 @@ async def audit_to_dir(
     require_complete: bool = False,
     max_scan_age: int | None = DEFAULT_MAX_SCAN_AGE,
     on_finding: Callable[[Finding], None] | None = None,
+    expected_bucket_owner: str | None = None,
 ) -> AuditResult:
     """Audit a run; with ``report_dir``, write findings.ndjson as it goes and the reports after,
     with what changed since the previous finished run when there is one. ``on_finding`` sees
-    every finding too (after it is written)."""
+    every finding too (after it is written). ``expected_bucket_owner`` goes with every read of
+    an S3 ``source``, the comparison's too (see :func:`audit`)."""
+    owner = expected_bucket_owner
 
     async def judge(write: Callable[[Finding], None] | None) -> AuditResult:
         def each(finding: Finding) -> None:
@@ -42,6 +45,7 @@ async def audit_to_dir(
             require_complete=require_complete,
             max_scan_age=max_scan_age,
             on_finding=each,
+            expected_bucket_owner=owner,
         )
 
     if report_dir is None:
@@ -49,11 +53,13 @@ async def audit_to_dir(
     with FindingsWriter(report_dir) as findings:
         result = await judge(findings.write)
     try:
-        previous, _ = await resolve_runs(source, None, result.run_id)
+        previous, _ = await resolve_runs(source, None, result.run_id, expected_bucket_owner=owner)
     except ConfigError:  # no finished run before this one
         previous = None
     if previous is not None:
-        result.changes = await diff_runs(source, policy, from_run=previous, to_run=result.run_id)
+        result.changes = await diff_runs(
+            source, policy, from_run=previous, to_run=result.run_id, expected_bucket_owner=owner
+        )
     write_reports(result, report_dir)
     return result
 

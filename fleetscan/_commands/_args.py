@@ -21,6 +21,7 @@ from .._config import (
     MIN_OBJECT_BYTES,
     SSE_MODES,
     ScanConfig,
+    check_bucket_owner,
     given_values,
     load_config_file,
 )
@@ -148,6 +149,30 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+#: The one flag every command that reads or writes a bucket takes.
+EXPECTED_BUCKET_OWNER = "--expected-bucket-owner"
+
+
+def add_expected_bucket_owner(group: Any) -> None:
+    """``--expected-bucket-owner``, declared once: ``scan`` writes with it, ``audit``, ``diff``
+    and ``finalize`` read with it, and a run read without it could come from a bucket that was
+    deleted and re-created by another account under the same name."""
+    group.add_argument(
+        EXPECTED_BUCKET_OWNER,
+        metavar="ACCOUNT",
+        help="12-digit account that must own the bucket; S3 refuses every request otherwise",
+    )
+
+
+def expected_bucket_owner(args: argparse.Namespace, source: str | None) -> str | None:
+    """``--expected-bucket-owner`` as given for reading ``source``, checked as the scan checks
+    it (12 digits; S3 only): ConfigError naming the flag, exit 2."""
+    owner = getattr(args, "expected_bucket_owner", None)
+    if owner is None or source is None:
+        return None
+    return check_bucket_owner(owner, source, EXPECTED_BUCKET_OWNER)
 
 
 def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) -> None:
@@ -312,7 +337,11 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         metavar="MODE",
         help="permissions of every output file and its folders, in octal (default 0600)",
     )
-    s3 = scan.add_argument_group("S3 output (with --output s3://BUCKET/PREFIX/)")
+    s3 = scan.add_argument_group(
+        "S3 (with --input or --output s3://BUCKET/PREFIX/)"
+        if for_audit
+        else "S3 output (with --output s3://BUCKET/PREFIX/)"
+    )
     s3.add_argument(
         "--sse",
         choices=SSE_MODES,
@@ -328,11 +357,7 @@ def add_scan_options(scan: argparse.ArgumentParser, *, for_audit: bool = False) 
         action=argparse.BooleanOptionalAction,
         help="with --sse aws:kms: use an S3 Bucket Key (fewer KMS requests)",
     )
-    s3.add_argument(
-        "--expected-bucket-owner",
-        metavar="ACCOUNT",
-        help="12-digit account that must own the bucket; S3 refuses every request otherwise",
-    )
+    add_expected_bucket_owner(s3)
     s3.add_argument(
         "--checksum-algorithm",
         choices=CHECKSUM_ALGORITHMS,

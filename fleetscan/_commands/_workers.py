@@ -94,7 +94,16 @@ def run_workers(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return _outcome(config.output, run_id, codes, stopped, quiet, log_format, say)
+    return _outcome(
+        config.output,
+        run_id,
+        codes,
+        stopped,
+        quiet,
+        log_format,
+        say,
+        expected_bucket_owner=config.expected_bucket_owner,
+    )
 
 
 def _outcome(
@@ -105,6 +114,8 @@ def _outcome(
     quiet: bool,
     log_format: str,
     say: Any,
+    *,
+    expected_bucket_owner: str | None = None,
 ) -> int:
     if stopped:
         say(
@@ -127,7 +138,9 @@ def _outcome(
     from .._runs import aread_manifest
     from .._sinks import manifest_location
 
-    manifest = run_async(lambda: aread_manifest(output, run_id))
+    manifest = run_async(
+        lambda: aread_manifest(output, run_id, expected_bucket_owner=expected_bucket_owner)
+    )
     summary = manifest.get("summary", {})
     if not quiet:
         say(

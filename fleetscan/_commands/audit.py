@@ -2,9 +2,9 @@
 
 Exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
 (``--fail-on`` narrows this), 6 findings not all imported into Security Hub (whatever the
-verdict: the summary still gives it), 2 bad input. When it scans first, a scan that fails
-outright returns the scan's own code (1 fatal, 130 interrupted); a partial scan is audited, its
-gaps as unknowns.
+verdict: the summary still gives it), 2 bad input, 1 a run S3 would not give (refused or
+failed). When it scans first, a scan that fails outright returns the scan's own code (1 fatal,
+130 interrupted); a partial scan is audited, its gaps as unknowns.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import CONFIG_KEYS, ScanConfig
 from .._exceptions import ConfigError, DataError
-from ._args import add_scan_options, scan_config
+from ._args import add_scan_options, expected_bucket_owner, scan_config
 from ._loop import run_async
 
 if TYPE_CHECKING:
@@ -73,13 +73,15 @@ account/region that could not be read is unknown, and so is everything when the 
 
 examples:
   fleetscan audit --input ./inventory --max-age 24h --report-dir ./audit
-  fleetscan audit --input s3://bucket/fleetscan/ --policy audit-policy.toml --fail-on stale
+  fleetscan audit --input s3://bucket/fleetscan/ --policy audit-policy.toml --fail-on stale \
+    --expected-bucket-owner 111122223333
   fleetscan audit --org --role-name FleetscanReader --output ./inventory --max-age 1d
 
 exit codes: 0 every volume compliant, 4 a volume is stale, 5 none stale but some unknown
 (--fail-on stale: only stale fails; none: always 0), 6 findings not all imported into Security
-Hub (--security-hub), 2 bad input; when it scans first, a scan that fails outright exits with
-the scan's code (1 fatal, 130 interrupted).
+Hub (--security-hub), 2 bad input, 1 the run could not be read (S3 refused or failed: e.g.
+another account owns the bucket than --expected-bucket-owner); when it scans first, a scan that
+fails outright exits with the scan's code (1 fatal, 130 interrupted).
 """
 
 
@@ -210,6 +212,9 @@ class AuditRequest:
     quiet: bool = False
     log_format: str = "text"
     metrics_file: Path | None = None
+    #: Every read of an S3 ``source`` says this account must own the bucket (when scanning
+    #: first, the scan's own ``expected_bucket_owner`` is used instead).
+    expected_bucket_owner: str | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,7 +224,11 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else Policy.single(args.max_age)
     scan_flags = sorted(key for key in vars(args) if key in CONFIG_KEYS or key == "config")
     scan = None
+    owner = None
     if args.input is not None:
+        # The one scan flag that also means something for a run already written: its reads.
+        owner = expected_bucket_owner(args, args.input)
+        scan_flags = [key for key in scan_flags if key != "expected_bucket_owner"]
         if scan_flags:
             shown = ", ".join("--" + key.replace("_", "-") for key in scan_flags)
             raise ConfigError(
@@ -258,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         log_format=args.log_format,
         metrics_file=args.metrics_file,
+        expected_bucket_owner=owner,
     )
     return run_request(request)
 
@@ -281,6 +291,7 @@ def run_request(request: AuditRequest) -> int:
 
         check_metrics_file(request.metrics_file)
     source, run_id = request.source, request.run_id
+    owner = request.expected_bucket_owner
     if request.scan is not None:
         from .._scan import new_run_id
         from ._progress import scan_with_progress
@@ -295,6 +306,7 @@ def run_request(request: AuditRequest) -> int:
         if code not in (0, 3):  # complete or partial: there is a run to audit
             return code
         source, run_id = config.output, config.run_id
+        owner = config.expected_bucket_owner
     if source is None:
         raise ConfigError("--input", "give --input DEST, or scan flags and --output DEST")
     source = check_source(source)
@@ -309,6 +321,7 @@ def run_request(request: AuditRequest) -> int:
                 require_complete=request.require_complete,
                 max_scan_age=request.max_scan_age,
                 on_finding=found.append if asff_path is not None or request.security_hub else None,
+                expected_bucket_owner=owner,
             ),
         )
     except DataError:

@@ -1,7 +1,8 @@
 """``fleetscan diff``: what changed between two runs, as NDJSON and a terminal table.
 
 Exit codes: 0 (whatever changed), 1 when a change named by ``--fail-on`` exists, 2 bad input (a
-flag, an unknown run, a damaged or tampered run).
+flag, an unknown run, a damaged or tampered run, a run S3 would not give). A run that cannot be
+read is never 1: a scheduled ``--fail-on`` job must not take a refused bucket for a change.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .._exceptions import ConfigError
-from ._args import comma_list
+from .._exceptions import ConfigError, FleetscanError
+from ._args import add_expected_bucket_owner, comma_list, expected_bucket_owner
 from ._loop import run_async
 
 if TYPE_CHECKING:
@@ -35,10 +36,11 @@ is judged as fleetscan audit judges it.
 examples:
   fleetscan diff --input ./inventory
   fleetscan diff --input s3://bucket/fleetscan/ --policy audit-policy.toml --fail-on stuck,new-stale
+  fleetscan diff --input s3://bucket/fleetscan/ --expected-bucket-owner 111122223333
   fleetscan diff --input ./inventory --from 20261201T020000Z-1a2b3c --output changes.ndjson
 
 exit codes: 0 whatever changed, 1 a change named by --fail-on exists, 2 bad input (a flag, an
-unknown run, a damaged run).
+unknown run, a damaged run, a run S3 refused or failed to give).
 """
 
 
@@ -103,6 +105,7 @@ def add_parser(subparsers: Any) -> None:
         help="exit 1 when a change of these kinds exists, comma-separated: stuck,new-stale,"
         "recovered,gateway-unreachable,gateway-gone,gone,gateway-appeared,appeared",
     )
+    add_expected_bucket_owner(parser)
     parser.add_argument("--quiet", action="store_true", help="no table on stderr")
     parser.add_argument(
         "--log-format",
@@ -124,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--fail-on", f"unknown change {unknown[0]!r}; expected {expected}")
     policy = load_policy(args.policy) if args.policy else Policy.single(args.max_age)
     source = check_source(args.input)
+    owner = expected_bucket_owner(args, source)
     with _ndjson(args.output) as out:
         try:
             result = run_async(
@@ -133,9 +137,13 @@ def run(args: argparse.Namespace) -> int:
                     from_run=args.from_run,
                     to_run=args.to_run,
                     on_change=lambda change: _write(out, change),
+                    expected_bucket_owner=owner,
                 ),
             )
-        except (ValueError, OSError) as exc:
+        except ConfigError:
+            raise
+        except (FleetscanError, ValueError, OSError) as exc:
+            # Unreadable (S3 refused, a damaged file): bad input, exit 2, never 1 (a change).
             raise ConfigError("--input", f"cannot compare runs under {source}: {exc}") from None
     failed = [kind for kind in args.fail_on if result.counts[kind]]
     code = EXIT_CHANGED if failed else 0
@@ -194,15 +202,21 @@ def print_summary(result: RunDiff, code: int, log_format: str = "text") -> None:
         title_justify="left",
         caption_justify="left",
     )
-    for column in ("change", "account", "region", "volume or gateway"):
+    # The organization only when the changes span several: with one (or none) it is noise.
+    several = len({c.organization_id for c in result.changes} - {None}) > 1
+    columns = ("change", "organization") if several else ("change",)
+    for column in (*columns, "account", "region", "volume or gateway"):
         table.add_column(column, no_wrap=True)
     table.add_column("recovery point", overflow="fold")
     order = {kind: index for index, kind in enumerate(CHANGE_KINDS)}
     shown = sorted(result.changes, key=lambda c: order[c.change])[:TERMINAL_ROWS]
     for change in shown:
-        table.add_row(*(escape(cell) for cell in _cells(change)))
+        kind, *rest = _cells(change)
+        cells = (kind, change.organization_id or "-", *rest) if several else (kind, *rest)
+        table.add_row(*(escape(cell) for cell in cells))
     if result.total > len(shown):
-        table.add_row(f"+{result.total - len(shown):,} more", "", "", "in the NDJSON", "")
+        more = (f"+{result.total - len(shown):,} more", *([""] * len(columns)), "", "in the NDJSON")
+        table.add_row(*more, "")
     console.print(table)
     counts = ", ".join(f"{result.counts[kind]:,} {kind}" for kind in CHANGE_KINDS)
     suffix = f" (exit code {code})" if code else ""

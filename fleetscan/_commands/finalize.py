@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from ._args import add_expected_bucket_owner, expected_bucket_owner
 from ._loop import run_async
 
 _EPILOG = """\
@@ -40,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
     )
     finalize.add_argument("--run-id", required=True, metavar="ID", help="the shards' --run-id")
     finalize.add_argument("--profile", metavar="NAME", help="AWS profile for an s3:// output")
+    add_expected_bucket_owner(finalize)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from .._run import EXIT_PARTIAL, finalize_run
     from .._sinks import manifest_location
 
-    manifest = run_async(lambda: finalize_run(args.output, args.run_id, profile=args.profile))
+    owner = expected_bucket_owner(args, args.output)
+    manifest = run_async(
+        lambda: finalize_run(
+            args.output, args.run_id, profile=args.profile, expected_bucket_owner=owner
+        )
+    )
     section = manifest.get("shards") or {}
     missing = section.get("missing") or []
     line = (

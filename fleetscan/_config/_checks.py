@@ -159,6 +159,19 @@ def parse_s3_url(url: str, field: str = "output") -> tuple[str, str]:
     return match["bucket"], "/".join(segments) + "/" if segments else ""
 
 
+def check_bucket_owner(owner: object, source: str, field: str) -> str | None:
+    """The expected bucket owner for reading ``source`` (None: none given), or ConfigError
+    naming ``field``: a 12-digit account id, and only for an ``s3://`` source, as a scan
+    refuses it for a local output (a directory has no owner S3 could check, and silently
+    ignoring the option would let a user believe the check was made)."""
+    if owner is None:
+        return None
+    checked = check_account_id(owner, field)
+    if not source.startswith("s3://"):
+        raise ConfigError(field, f"applies only to S3 (s3://BUCKET/PREFIX/), not {show(source)}")
+    return checked
+
+
 def _check_s3_output(config: ScanConfig) -> None:
     _check_bool(config, "bucket_key")
     sse = _check_optional_str(config, "sse")

@@ -5,6 +5,11 @@ belong to a run and that they are complete, and it carries their sizes and check
 
 The ``a*`` functions are the async readers, for a local directory and for ``s3://bucket/prefix/``
 alike (same layout, same checks); the plain ones read a local directory synchronously.
+
+Every async reader takes ``expected_bucket_owner``: with it, each request to S3 (listings,
+manifests, record files) says which account must own the bucket, and S3 refuses it otherwise.
+A verdict read from a bucket that was deleted and re-created by another account is what this
+prevents; it is refused for a local directory (there is nothing to check).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
+from .._config import check_bucket_owner
 from .._exceptions import DataError
 from .._records import DATASETS
 from .._validate import Mismatch, checker
@@ -215,6 +221,13 @@ def _check_run_id(run_id: str) -> None:
 class _S3RunReader(S3Reader):
     """An S3 destination's objects, and its runs' manifests."""
 
+    @classmethod
+    def checked(cls, dest: str, expected_bucket_owner: str | None) -> _S3RunReader:
+        """A reader of ``dest`` whose every request carries ``expected_bucket_owner`` (checked:
+        12 digits, else ConfigError)."""
+        owner = check_bucket_owner(expected_bucket_owner, dest, "expected_bucket_owner")
+        return cls(dest, expected_bucket_owner=owner)
+
     async def manifest_keys(self) -> AsyncIterator[tuple[str, str]]:
         """(run id, relpath) of every manifest under the destination, from a listing."""
         async for relpath in self.keys("manifests/"):
@@ -264,33 +277,38 @@ async def _parse_records(
         yield record
 
 
-async def aread_manifest(dest: str, run_id: str) -> dict[str, Any]:
+async def aread_manifest(
+    dest: str, run_id: str, *, expected_bucket_owner: str | None = None
+) -> dict[str, Any]:
     """The manifest of ``run_id`` under ``dest`` (a directory or ``s3://bucket/prefix/``).
 
     Raises FileNotFoundError when the run has no manifest (it never finished), DataError (a
     ValueError) when the file is not a valid fleetscan manifest, ValueError for a bad run id,
-    :class:`FleetscanError` when S3 refuses the read.
+    :class:`FleetscanError` when S3 refuses the read (as it does every read when
+    ``expected_bucket_owner`` is not the bucket's owner), ConfigError for a bad owner.
     """
     if _is_s3(dest):
-        async with _S3RunReader(dest) as reader:
+        async with _S3RunReader.checked(dest, expected_bucket_owner) as reader:
             return await reader.manifest(run_id)
+    check_bucket_owner(expected_bucket_owner, dest, "expected_bucket_owner")
     _check_run_id(run_id)
     return await anyio.to_thread.run_sync(lambda: read_manifest(find_manifest(dest, run_id)))
 
 
 async def aiter_records(
-    dest: str, run_id: str, dataset: str
+    dest: str, run_id: str, dataset: str, *, expected_bucket_owner: str | None = None
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Every record of one dataset of a run, in the order written, local or S3.
 
     Files are streamed (memory stays bounded) and checked as :func:`iter_records` does: each
     record against its schema, each file against the manifest; DataError naming the file and
-    line, after the records before it have been yielded.
+    line, after the records before it have been yielded. On S3, the manifest and every file
+    are read with ``expected_bucket_owner`` when given.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     if _is_s3(dest):
-        async with _S3RunReader(dest) as reader:
+        async with _S3RunReader.checked(dest, expected_bucket_owner) as reader:
             manifest = await reader.manifest(run_id)
             for entry in manifest["files"]:
                 if entry["dataset"] != dataset:
@@ -301,7 +319,7 @@ async def aiter_records(
                     async for record in records:
                         yield record
         return
-    manifest = await aread_manifest(dest, run_id)
+    manifest = await aread_manifest(dest, run_id, expected_bucket_owner=expected_bucket_owner)
     root = Path(dest)
     for entry in manifest["files"]:
         if entry["dataset"] != dataset:
@@ -332,9 +350,9 @@ def _local_runs(dest: str) -> list[dict[str, Any]]:
     return runs
 
 
-async def _s3_runs(dest: str) -> list[dict[str, Any]]:
+async def _s3_runs(dest: str, expected_bucket_owner: str | None) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
-    async with _S3RunReader(dest) as reader:
+    async with _S3RunReader.checked(dest, expected_bucket_owner) as reader:
         relpaths = [relpath async for _, relpath in reader.manifest_keys()]
         limiter = anyio.CapacityLimiter(_MANIFEST_READS)
 
@@ -352,26 +370,32 @@ async def _s3_runs(dest: str) -> list[dict[str, Any]]:
     return runs
 
 
-async def alist_runs(dest: str) -> list[dict[str, Any]]:
+async def alist_runs(
+    dest: str, *, expected_bucket_owner: str | None = None
+) -> list[dict[str, Any]]:
     """Every run under ``dest`` that has a manifest, oldest first: ``run_id``, ``status``
     (complete, partial, failed, interrupted) and ``started_at`` (UTC RFC 3339).
 
-    A run without a manifest never finished and is not listed, whatever it left behind.
+    A run without a manifest never finished and is not listed, whatever it left behind. On S3,
+    the listing and every manifest are read with ``expected_bucket_owner`` when given.
     """
     if _is_s3(dest):
-        runs = await _s3_runs(dest)
+        runs = await _s3_runs(dest, expected_bucket_owner)
     else:
+        check_bucket_owner(expected_bucket_owner, dest, "expected_bucket_owner")
         runs = await anyio.to_thread.run_sync(_local_runs, dest)
     return sorted(runs, key=lambda run: (run["started_at"], run["run_id"]))
 
 
-async def alatest_run(dest: str, *, complete_only: bool = True) -> str | None:
+async def alatest_run(
+    dest: str, *, complete_only: bool = True, expected_bucket_owner: str | None = None
+) -> str | None:
     """The id of the run under ``dest`` that started last (None: there is none).
 
     With ``complete_only`` (the default) only runs whose manifest says ``complete`` count;
     otherwise any run with a manifest (partial, failed and interrupted ones too).
     """
-    runs = await alist_runs(dest)
+    runs = await alist_runs(dest, expected_bucket_owner=expected_bucket_owner)
     if complete_only:
         runs = [run for run in runs if run["status"] == "complete"]
     return str(runs[-1]["run_id"]) if runs else None

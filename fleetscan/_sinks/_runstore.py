@@ -224,5 +224,6 @@ class RunStore:
             # 409: another conditional write of the key was in progress; the other one wins.
             if exc.failure.error_code in ("ConditionalRequestConflict", "409"):
                 return False
-            raise FleetscanError(describe_failure(exc, reader.url(relpath))) from exc
+            where, owner = reader.url(relpath), options.expected_bucket_owner
+            raise FleetscanError(describe_failure(exc, where, expected_bucket_owner=owner)) from exc
         return True

@@ -235,6 +235,8 @@ class S3Sink:
         self._max_object_bytes = max_object_bytes
         self._buffer_bytes = buffer_bytes
         self._options = options
+        #: Named in a refusal: S3 refuses another account's bucket as it refuses a permission.
+        self._owner = options.expected_bucket_owner
         # Large objects need larger parts to fit S3's 10,000; gzip can grow incompressible data a
         # little, so keep a margin.
         self._part_bytes = max(
@@ -491,7 +493,9 @@ class S3Sink:
             await self._attempt("HeadObject", self._client.head_object, Key=key)
         except RetryFailed as exc:
             if exc.failure.error_code not in _NOT_FOUND | {"403", "AccessDenied"}:
-                raise SinkError(describe_failure(exc, self._where(key))) from exc
+                raise SinkError(
+                    describe_failure(exc, self._where(key), expected_bucket_owner=self._owner)
+                ) from exc
             return False
         return True
 
@@ -639,7 +643,9 @@ class S3Sink:
             where = self._where(params.get("Key") or params.get("Prefix", ""))
             if part is not None:
                 where += f" (part {part})"
-            raise SinkError(describe_failure(exc, where)) from exc
+            raise SinkError(
+                describe_failure(exc, where, expected_bucket_owner=self._owner)
+            ) from exc
 
     def _check_checksum(self, answer: Mapping[str, Any], expected: str, where: str) -> None:
         """S3 verified our checksum before answering; make sure it also says it stored it.
@@ -787,7 +793,9 @@ class S3Sink:
             )
         except RetryFailed as exc:
             if exc.failure.error_code not in ("NoSuchUpload", "404"):
-                raise SinkError(describe_failure(exc, self._where(key))) from exc
+                raise SinkError(
+                    describe_failure(exc, self._where(key), expected_bucket_owner=self._owner)
+                ) from exc
 
     async def _abort_open_uploads(self) -> set[str]:
         """Abort the upload of every object in progress; return the keys that stay open."""

@@ -68,8 +68,15 @@ def create_s3_client(
     return client
 
 
-def describe_failure(exc: RetryFailed, where: str) -> str:
-    """One line for people: what failed, where, how often, and S3's own words."""
+def describe_failure(
+    exc: RetryFailed, where: str, *, expected_bucket_owner: str | None = None
+) -> str:
+    """One line for people: what failed, where, how often, and S3's own words.
+
+    S3 answers a request whose ``expected_bucket_owner`` is not the bucket's owner with the
+    same 403 AccessDenied as a missing permission, so a refusal names both causes when an owner
+    was expected: a bucket deleted and re-created by another account looks exactly like this.
+    """
     failure = exc.failure
     text = f"S3 {exc.operation} of {where} failed"
     if exc.attempts > 1:
@@ -77,7 +84,12 @@ def describe_failure(exc: RetryFailed, where: str) -> str:
     text += f": {failure.error_code}"
     if failure.message:
         text += f": {failure.message}"
-    if failure.error_code in ("AccessDenied", "403", "AllAccessDisabled"):
+    if failure.error_code in ("AccessDenied", "403") and expected_bucket_owner is not None:
+        text += (
+            f" (either the bucket is not owned by account {expected_bucket_owner}, the expected "
+            "bucket owner, or a permission is missing: see configs/iam/s3-writer.json)"
+        )
+    elif failure.error_code in ("AccessDenied", "403", "AllAccessDisabled"):
         text += " (see configs/iam/s3-writer.json for the permissions fleetscan needs)"
     elif failure.error_code == "NoSuchBucket":
         text += " (create the bucket first, or check the name)"
@@ -152,7 +164,9 @@ class S3Reader:
         except RetryFailed as exc:
             if exc.failure.error_code in ("NoSuchKey", "404"):
                 raise FileNotFoundError(f"{self.url(relpath)} does not exist") from None
-            raise FleetscanError(describe_failure(exc, self.url(relpath))) from exc
+            where = self.url(relpath)
+            owner = self._expected_owner
+            raise FleetscanError(describe_failure(exc, where, expected_bucket_owner=owner)) from exc
 
     async def exists(self, relpath: str) -> bool:
         """Whether an object is there (HeadObject: needs s3:GetObject, not s3:ListBucket)."""
