@@ -19,6 +19,8 @@ import anyio
 import anyio.abc
 
 from ._config import (
+    CHECKSUM_ALGORITHMS,
+    SSE_MODES,
     OrganizationConfig,
     ScanConfig,
     check_bucket_owner,
@@ -28,6 +30,7 @@ from ._config import (
     storage_gateway_regions,
     stored_config,
 )
+from ._config._values import show
 from ._discovery import AccountTarget
 from ._exceptions import ConfigError, FleetscanError
 from ._records import DATASETS
@@ -43,10 +46,12 @@ from ._shards import (
     load_plan,
     make_plan,
     read_shard_manifest,
+    require_plan,
     resolve_shard,
     shard_manifest_relpath,
     write_plan,
     write_run_manifest,
+    write_settings,
 )
 from ._sinks import (
     Checkpoint,
@@ -547,8 +552,12 @@ async def finalize_run(
     run_id: str,
     *,
     profile: str | None = None,
-    file_mode: int = 0o600,
+    file_mode: int | None = None,
     expected_bucket_owner: str | None = None,
+    sse: str | None = None,
+    sse_kms_key_id: str | None = None,
+    bucket_key: bool | None = None,
+    checksum_algorithm: str | None = None,
 ) -> dict[str, Any]:
     """Write the manifest of a sharded run from the shards that finished, if it has none yet,
     and return the run's manifest (idempotent).
@@ -557,21 +566,77 @@ async def finalize_run(
     ``partial`` and names the missing shards (``manifest["shards"]["missing"]``). Once written,
     the run's manifest is never replaced, so a shard finishing later does not change it.
 
+    The manifest is written as the run's last shard would have written it: with the run's own
+    encryption (``sse``, ``sse_kms_key_id``, ``bucket_key``), checksum, expected bucket owner
+    and file mode, as the run's plan keeps them, so a bucket policy that requires SSE-KMS
+    accepts it. These arguments need not be given; one given with another value than the
+    plan's is refused (:class:`ConfigError` naming it and both values), never silently
+    preferred (:func:`fleetscan._shards.write_settings`). A setting the plan does not keep is
+    taken from the arguments, as before plans kept it.
+
     With ``expected_bucket_owner`` (an S3 destination only), every request (the plan, the
     shards' manifests, the run's manifest, read or written) says which account must own the
-    bucket, as the shards' own requests did: S3 refuses them otherwise.
+    bucket; without it, the plan is read without one and the rest with the run's own, if any.
     """
     RunInfo(run_id=run_id, started_at=dt.datetime.now(dt.UTC), version="")  # a valid run id
     if destination.startswith("s3://"):
         parse_s3_url(destination)
     owner = check_bucket_owner(expected_bucket_owner, destination, "expected_bucket_owner")
-    options = S3Options(profile=profile, expected_bucket_owner=owner)
+    if sse is not None and sse not in SSE_MODES:
+        raise ConfigError("sse", f"{show(sse)} is not one of {', '.join(SSE_MODES)}")
+    if checksum_algorithm is not None and checksum_algorithm not in CHECKSUM_ALGORITHMS:
+        raise ConfigError(
+            "checksum_algorithm",
+            f"{show(checksum_algorithm)} is not one of {', '.join(CHECKSUM_ALGORITHMS)}",
+        )
+    reading = RunStore(
+        destination,
+        profile=profile,
+        options=S3Options(profile=profile, expected_bucket_owner=owner),
+        create=False,
+    )
+    async with reading:
+        plan = await require_plan(reading, run_id)
+    settings = write_settings(
+        plan,
+        {
+            "sse": sse,
+            "sse_kms_key_id": sse_kms_key_id,
+            "bucket_key": bucket_key,
+            "checksum_algorithm": checksum_algorithm,
+            "expected_bucket_owner": owner,
+            "file_mode": file_mode,
+        },
+    )
+    if (settings["sse_kms_key_id"] or settings["bucket_key"]) and settings["sse"] != "aws:kms":
+        raise ConfigError(
+            "sse_kms_key_id" if settings["sse_kms_key_id"] else "bucket_key",
+            "needs sse = 'aws:kms' (--sse aws:kms)",
+        )
+    options = S3Options(
+        sse=settings["sse"],
+        sse_kms_key_id=settings["sse_kms_key_id"],
+        bucket_key_enabled=bool(settings["bucket_key"]),
+        expected_bucket_owner=settings["expected_bucket_owner"],
+        checksum_algorithm="SHA256" if settings["checksum_algorithm"] == "SHA256" else "CRC32",
+        profile=profile,
+    )
+    mode = settings["file_mode"]
     store = RunStore(
-        destination, profile=profile, file_mode=file_mode, options=options, create=False
+        destination,
+        profile=profile,
+        file_mode=0o600 if mode is None else mode,
+        options=options,
+        create=False,
     )
     async with store:
         manifest = await write_run_manifest(
-            store, run_id, version=_version(), written_by="fleetscan finalize", require_all=False
+            store,
+            run_id,
+            version=_version(),
+            written_by="fleetscan finalize",
+            require_all=False,
+            plan=plan,
         )
     assert manifest is not None
     return manifest

@@ -462,6 +462,88 @@ async def load_plan(store: RunStore, run_id: str) -> ShardPlan | None:
     return None if data is None else parse_plan(data, store.where(relpath), run_id)
 
 
+async def require_plan(store: RunStore, run_id: str) -> ShardPlan:
+    """The run's plan; :class:`ConfigError` if it has none (not a sharded run, or not here)."""
+    plan = await load_plan(store, run_id)
+    if plan is None:
+        raise ConfigError(
+            "run_id",
+            f"run {run_id} has no shard plan at {store.where(plan_relpath(run_id))}: it is not "
+            "a sharded run under this destination, or none of its shards has started",
+        )
+    return plan
+
+
+#: How a run writes its objects (encryption, checksum, the bucket's owner, local file
+#: permissions), as its plan keeps them (:data:`fleetscan._config.RUN_KEYS`).
+WRITE_KEYS: Final = (
+    "sse",
+    "sse_kms_key_id",
+    "bucket_key",
+    "checksum_algorithm",
+    "expected_bucket_owner",
+    "file_mode",
+)
+
+
+def write_settings(plan: ShardPlan, given: Mapping[str, object]) -> dict[str, Any]:
+    """The :data:`WRITE_KEYS` with which a run's objects are written by someone other than
+    its shards (``fleetscan finalize``): the run's own, from its plan, so that the run's
+    manifest is written exactly as the last shard would have written it. A bucket policy that
+    requires SSE-KMS would refuse it otherwise, or it would land under the bucket's default
+    encryption, apart from every other object of the run.
+
+    ``given`` holds what the caller set (None: not set). A setting that differs from the
+    plan's is refused (:class:`ConfigError`, naming every such setting and both values)
+    rather than one of them silently chosen; the same value is fine. An expected bucket owner
+    where the run had none is kept: it only asks S3 to check the bucket's owner, and changes
+    nothing of what is written. A setting the plan does not keep (a plan written before it
+    was kept) is the caller's, or its default, as before plans kept it.
+    """
+    run = run_config(plan.config)
+    settings: dict[str, Any] = {}
+    differences: list[tuple[str, str]] = []
+    for key in WRITE_KEYS:
+        value = given.get(key)
+        if key not in plan.config:
+            settings[key] = value
+            continue
+        theirs = getattr(run, key)
+        settings[key] = theirs
+        if value is None or value == theirs:
+            continue
+        if key == "expected_bucket_owner" and theirs is None:
+            settings[key] = value
+            continue
+        differences.append(
+            (
+                f"--{key.replace('_', '-')}",
+                f"run {plan.run_id}'s is {_setting(key, theirs)}, this command gives "
+                f"{_setting(key, value)}",
+            )
+        )
+    if differences:
+        (flag, first), *others = differences
+        also = "".join(f"; {other}: {text}" for other, text in others)
+        raise ConfigError(
+            flag,
+            f"{first}{also}. Every object of a run is written with the run's own settings, "
+            f"which its plan ({plan_relpath(plan.run_id)}) keeps: drop the option (the run's "
+            "own is used) or give the run's value",
+        )
+    return settings
+
+
+def _setting(key: str, value: object) -> str:
+    """A setting's value for a message, in full (a KMS key ARN is longer than :func:`show`
+    keeps, and a key id is not a secret)."""
+    if value is None:
+        return "none (the bucket's default)" if key == "sse" else "none"
+    if key == "file_mode" and type(value) is int:
+        return f"{value:#o}"
+    return repr(value)
+
+
 async def write_plan(store: RunStore, run_id: str, document: bytes) -> ShardPlan:
     """Create the plan, or, if another shard created it first, read theirs."""
     relpath = plan_relpath(run_id)
@@ -635,6 +717,7 @@ async def write_run_manifest(
     version: str,
     written_by: str,
     require_all: bool,
+    plan: ShardPlan | None = None,
 ) -> dict[str, Any] | None:
     """Write the run's manifest from its shards' manifests, once; return the run's manifest.
 
@@ -643,15 +726,9 @@ async def write_run_manifest(
     (``fleetscan finalize``), whatever has finished: a shard missing or not finished leaves its
     share out, and the run is then ``partial`` and names it. Either way the manifest is created
     only if absent: when one is there already (another shard won, or finalize ran before), that
-    one is returned.
+    one is returned. ``plan`` is the run's plan if the caller has read it already.
     """
-    plan = await load_plan(store, run_id)
-    if plan is None:
-        raise ConfigError(
-            "run_id",
-            f"run {run_id} has no shard plan at {store.where(plan_relpath(run_id))}: it is not "
-            "a sharded run under this destination, or none of its shards has started",
-        )
+    plan = plan or await require_plan(store, run_id)
     run = RunInfo(run_id=run_id, started_at=plan.started_at, version=version)
     target = manifest_relpath(run)
     existing = await store.read(target)

@@ -9,6 +9,7 @@ emulated fleet's, none twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -24,10 +25,19 @@ import orjson
 import pytest
 from ground_truth import assert_matches_truth, run_records
 from output_checks import check_run_output
+from s3_proxy import FaultyS3Proxy
 from scan_runs import command, env, slow
 
-from fleetscan import ConfigError
-from fleetscan._shards import Shard, plan_relpath, resolve_shard, write_run_manifest
+from fleetscan import ConfigError, ScanConfig, finalize_run
+from fleetscan._config import stored_config
+from fleetscan._shards import (
+    Shard,
+    make_plan,
+    plan_relpath,
+    resolve_shard,
+    write_plan,
+    write_run_manifest,
+)
 from fleetscan._sinks import RunStore, find_manifest, read_manifest
 from fleetscan.emulator import Stack
 
@@ -610,3 +620,138 @@ def test_on_s3_a_killed_shard_resumes_and_finalize_names_a_lost_one(
     kept = {a["id"] for a in plan["accounts"] if a["shard"] != 2}
     assert_matches_truth(stack.fleet, run_records(DEST, "s3-lost"), accounts=kept)
     assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+
+
+# -- finalize writes with the run's own settings ----------------------------------------------
+
+#: A KMS key the run's objects are encrypted with (moto's S3 keeps the id it is given).
+KMS_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def _encryption(head: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId"), head.get("BucketKeyEnabled"))
+
+
+async def test_finalize_writes_a_kms_run_s_manifest_with_the_run_s_own_s3_settings(
+    stack: Stack, stack_env: dict[str, str]
+) -> None:
+    """A run scanned with SSE-KMS, a Bucket Key, SHA-256 checksums and an expected owner loses
+    shard 2 for good; `finalize` given none of these flags writes the run's manifest exactly as
+    the shard wrote its objects (a bucket policy requiring aws:kms would refuse it otherwise),
+    and refuses flags that disagree with the run's plan, naming each and both values."""
+    s3 = s3_client(stack)
+    owner = stack.management_account_id
+    settings = [
+        "--sse", "aws:kms", "--sse-kms-key-id", KMS_KEY, "--bucket-key",
+        "--checksum-algorithm", "SHA256", "--expected-bucket-owner", owner,
+    ]  # fmt: skip
+    shard = await anyio.to_thread.run_sync(
+        lambda: run_cli(stack_env, *shard_command(stack, DEST, "s3-kms", "1/2", *settings)[3:])
+    )
+    assert shard.returncode == 0, shard.stderr.decode()
+
+    # Flags that disagree with the plan: exit 2 before anything is written, naming them.
+    disagreeing = ["--sse", "AES256", "--expected-bucket-owner", "999988887777"]
+    refused = await anyio.to_thread.run_sync(
+        lambda: run_cli(stack_env, "finalize", "--output", DEST, "--run-id", "s3-kms", *disagreeing)
+    )
+    error = refused.stderr.decode()
+    assert refused.returncode == 2, error
+    assert "error: --sse: run s3-kms's is 'aws:kms', this command gives 'AES256'" in error
+    assert f"--expected-bucket-owner: run s3-kms's is '{owner}', this command gives " in error
+    assert "Traceback" not in error
+    assert not _s3_keys(s3, "manifests/")
+
+    async with FaultyS3Proxy(stack.moto_endpoint_url, owner=owner) as proxy:
+        argv = ["finalize", "--output", DEST, "--run-id", "s3-kms"]
+        done = await anyio.to_thread.run_sync(
+            lambda: run_cli(stack_env, *argv, AWS_ENDPOINT_URL_S3=proxy.url)
+        )
+    assert done.returncode == 3, done.stderr.decode()
+    (key,) = _s3_keys(s3, "manifests/")
+    (put,) = [seen for seen in proxy.requests("PutObject") if seen.status == 200]
+    assert put.key == key
+    assert put.headers["x-amz-server-side-encryption"] == "aws:kms"
+    assert put.headers["x-amz-server-side-encryption-aws-kms-key-id"] == KMS_KEY
+    assert put.headers["x-amz-server-side-encryption-bucket-key-enabled"] == "true"
+    assert put.headers["x-amz-checksum-sha256"] == put.body_sha256
+    # The plan is read before the run's owner is known; every request after it names the owner.
+    assert proxy.seen[0].key == "lake/" + plan_relpath("s3-kms")
+    assert {seen.headers.get("x-amz-expected-bucket-owner") for seen in proxy.seen[1:]} == {owner}
+
+    def head(key: str) -> dict[str, Any]:
+        answer: dict[str, Any] = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+        return answer
+
+    manifest = head(key)
+    # The shard's objects: its data, its manifest, the run's plan (which the shard wrote).
+    shard_written = [head(k) for k in _s3_keys(s3, "shards/") + _s3_keys(s3, "recovery_points/")]
+    assert len(shard_written) >= 3
+    assert _encryption(manifest) == ("aws:kms", KMS_KEY, True)
+    assert all(_encryption(h) == _encryption(manifest) for h in shard_written)
+    assert all("ChecksumSHA256" in h for h in [manifest, *shard_written])
+
+    # The same values again are fine (and the manifest, once written, stays).
+    again = await anyio.to_thread.run_sync(
+        lambda: run_cli(stack_env, "finalize", "--output", DEST, "--run-id", "s3-kms", *settings)
+    )
+    assert again.returncode == 3, again.stderr.decode()
+    assert _s3_keys(s3, "manifests/") == [key]
+
+
+async def _plan_without(dest: str, run_id: str, dropped: tuple[str, ...], **settings: Any) -> None:
+    """A plan of one shard that never finished, whose stored settings lack ``dropped`` (as a
+    plan written before fleetscan kept them would)."""
+    config = stored_config(ScanConfig(org=True, role_name="R", **settings))
+    document = make_plan(
+        run_id=run_id,
+        started_at=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
+        count=1,
+        config={key: value for key, value in config.items() if key not in dropped},
+        accounts=[],
+        calls={},
+        balanced_by="account id hash",
+    )
+    async with RunStore(dest) as store:
+        await write_plan(store, run_id, document)
+
+
+async def test_finalize_writes_a_local_run_s_manifest_with_the_run_s_file_mode(
+    tmp_path: Path,
+) -> None:
+    """The run's --file-mode, as its plan keeps it; a plan that keeps none: the argument's, or
+    0600 as before; another mode than the plan's is refused, naming both."""
+    await _plan_without(str(tmp_path), "kept", (), file_mode=0o640)
+    await _plan_without(str(tmp_path), "older", ("file_mode",), file_mode=0o640)
+    await _plan_without(str(tmp_path), "older-given", ("file_mode",), file_mode=0o640)
+
+    with pytest.raises(ConfigError) as refused:
+        await finalize_run(str(tmp_path), "kept", file_mode=0o600)
+    assert refused.value.field == "--file-mode"
+    assert "run kept's is 0o640, this command gives 0o600" in refused.value.problem
+    kept = await finalize_run(str(tmp_path), "kept")
+    older = await finalize_run(str(tmp_path), "older")
+    given = await finalize_run(str(tmp_path), "older-given", file_mode=0o604)
+    assert {m["status"] for m in (kept, older, given)} == {"partial"}
+    modes = {
+        run_id: find_manifest(tmp_path, run_id).stat().st_mode & 0o777
+        for run_id in ("kept", "older", "older-given")
+    }
+    assert modes == {"kept": 0o640, "older": 0o600, "older-given": 0o604}
+
+
+async def test_finalize_of_a_run_whose_plan_keeps_no_s3_settings_writes_with_its_arguments(
+    stack: Stack, stack_env: dict[str, str]
+) -> None:
+    """Older runs keep today's behaviour: what the plan does not keep is the arguments'."""
+    s3 = s3_client(stack)
+    s3_keys = ("sse", "sse_kms_key_id", "bucket_key", "checksum_algorithm")
+    await _plan_without(DEST, "older", (*s3_keys, "expected_bucket_owner"))
+    manifest = await finalize_run(
+        DEST, "older", sse="aws:kms", sse_kms_key_id=KMS_KEY, checksum_algorithm="SHA256"
+    )
+    assert manifest["status"] == "partial"
+    (key,) = _s3_keys(s3, "manifests/")
+    head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+    assert _encryption(head)[:2] == ("aws:kms", KMS_KEY)
+    assert "ChecksumSHA256" in head

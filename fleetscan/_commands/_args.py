@@ -157,8 +157,9 @@ EXPECTED_BUCKET_OWNER = "--expected-bucket-owner"
 
 def add_expected_bucket_owner(group: Any) -> None:
     """``--expected-bucket-owner``, declared once: ``scan`` writes with it, ``audit``, ``diff``
-    and ``finalize`` read with it, and a run read without it could come from a bucket that was
-    deleted and re-created by another account under the same name."""
+    and ``finalize`` read with it (``finalize`` also writes with it, or with the run's own), and
+    a run read without it could come from a bucket that was deleted and re-created by another
+    account under the same name."""
     group.add_argument(
         EXPECTED_BUCKET_OWNER,
         metavar="ACCOUNT",

@@ -10,6 +10,7 @@ winner's document instead.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 from pathlib import Path
@@ -23,16 +24,16 @@ from .._exceptions import ConfigError, FleetscanError, SinkError
 from .._localfs import Tree, write_all
 from .._retry import RetryFailed, retry_call
 from ._read import MANIFEST_KEY
-from ._s3 import S3_TRANSIENT_CODES, S3Options
+from ._s3 import CHECKSUM_PARAM, S3_TRANSIENT_CODES, S3Options, checksum_digest
 from ._s3io import S3Reader, describe_failure
 
 
 class RunStore:
     """The destination of a run (a directory or ``s3://bucket/prefix/``), for shared documents.
 
-    Use as an async context manager. ``options`` (S3 only) gives the encryption and expected
-    bucket owner of every object written, as the run's data objects get them. The run id and
-    destination are checked as a scan checks them: bad ones raise :class:`ConfigError`.
+    Use as an async context manager. ``options`` (S3 only) gives the encryption, checksum and
+    expected bucket owner of every object written, as the run's data objects get them. The run
+    id and destination are checked as a scan checks them: bad ones raise :class:`ConfigError`.
     """
 
     def __init__(
@@ -193,6 +194,11 @@ class RunStore:
             "Body": data,
             "ContentType": "application/json",
             "IfNoneMatch": "*",
+            # Checksummed as the run's data objects are: S3 refuses a body damaged on the way.
+            "ChecksumAlgorithm": options.checksum_algorithm,
+            CHECKSUM_PARAM[options.checksum_algorithm]: base64.b64encode(
+                checksum_digest(options.checksum_algorithm, data)
+            ).decode("ascii"),
         }
         if options.sse:
             params["ServerSideEncryption"] = options.sse

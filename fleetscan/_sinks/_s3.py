@@ -98,7 +98,7 @@ COMMIT_AGE_INTERVALS: Final = 10
 #: S3 codes that mean "send it again" though classify() does not know them: the bytes were
 #: damaged on the way (S3 checked the checksum or the Content-MD5 and refused the request).
 S3_TRANSIENT_CODES: Final = frozenset({"BadDigest", "XAmzContentSHA256Mismatch"})
-_CHECKSUM_PARAM: Final[dict[str, str]] = {"CRC32": "ChecksumCRC32", "SHA256": "ChecksumSHA256"}
+CHECKSUM_PARAM: Final[dict[str, str]] = {"CRC32": "ChecksumCRC32", "SHA256": "ChecksumSHA256"}
 _CONTENT_TYPE: Final[dict[str, str]] = {"none": "application/x-ndjson", "gzip": "application/gzip"}
 _NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -226,7 +226,7 @@ class S3Sink:
             raise ConfigError("part_bytes", f"is {options.part_bytes}; S3 parts are at least 5 MiB")
         if max_object_bytes > MAX_S3_OBJECT_BYTES:
             raise ConfigError("max_object_bytes", "S3 objects are at most 5 TiB")
-        if options.checksum_algorithm not in _CHECKSUM_PARAM:
+        if options.checksum_algorithm not in CHECKSUM_PARAM:
             raise ConfigError(
                 "checksum_algorithm", f"{options.checksum_algorithm!r} is not CRC32 or SHA256"
             )
@@ -243,7 +243,7 @@ class S3Sink:
             options.part_bytes, math.ceil(max_object_bytes * 1.01 / (MAX_PARTS - 100))
         )
         self._checksum = options.checksum_algorithm
-        self._checksum_param = _CHECKSUM_PARAM[options.checksum_algorithm]
+        self._checksum_param = CHECKSUM_PARAM[options.checksum_algorithm]
         self._streams = {name: _Stream(name) for name in DATASETS}
         self._files: list[FileEntry] = []
         #: A shard's manifest is not at the run's place (readers must not take it for a run's).
