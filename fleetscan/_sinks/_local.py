@@ -30,9 +30,9 @@ from .._localfs import Tree, write_all
 from .._records import DATASETS, Dataset, Record
 from ._checkpoint import (
     Checkpoint,
+    PendingUnits,
     UnitKey,
     checkpoint_relpath,
-    commit_line,
     header_line,
     session_line,
     stray_files,
@@ -117,7 +117,7 @@ class LocalSink:
         self._manifest_relpath = manifest_at or manifest_relpath(run)
         self._checkpoint_relpath = checkpoint_relpath(run)
         #: Units whose records are written but not yet covered by a checkpoint line.
-        self._pending_units: list[UnitKey] = []
+        self._pending_units = PendingUnits()
         #: self._files[:_checkpointed] are named by the checkpoint.
         self._checkpointed = 0
         #: Records were written since the last unit_done(): the open files hold part of a unit.
@@ -154,7 +154,7 @@ class LocalSink:
 
     def unit_done(self, key: UnitKey) -> None:
         """Every record of ``key`` has been passed to :meth:`write`."""
-        self._pending_units.append(key)
+        self._pending_units.add(key)
         self._open_batch = False
 
     async def commit(self) -> None:
@@ -322,10 +322,10 @@ class LocalSink:
 
     def _append_checkpoint(self) -> None:
         files = self._files[self._checkpointed :]
-        if not files and not self._pending_units:
+        if not files and not self._pending_units.count:
             return
         next_seq: dict[str, int] = {name: stream.seq for name, stream in self._streams.items()}
-        line = commit_line(files, self._pending_units, next_seq)
+        line, _ = self._pending_units.entry(files, next_seq)
         checkpoint = self._resume.file if self._resume is not None else self._checkpoint
         assert checkpoint is not None
         try:
@@ -333,7 +333,7 @@ class LocalSink:
         except OSError as exc:
             raise _os_problem("write the checkpoint", checkpoint.path, exc) from exc
         self._checkpointed = len(self._files)
-        self._pending_units = []
+        self._pending_units.clear()
 
     def _drop_uncheckpointed(self) -> None:
         for stream in self._streams.values():
@@ -342,7 +342,7 @@ class LocalSink:
             with contextlib.suppress(OSError, FleetscanError):
                 self._tree.unlink(entry.path)
         del self._files[self._checkpointed :]
-        self._pending_units = []
+        self._pending_units.clear()
 
     def _open_file(self, stream: _Stream) -> _File:
         relpath = object_relpath(stream.dataset, self._run, stream.seq, self._compress)

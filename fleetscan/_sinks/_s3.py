@@ -53,9 +53,9 @@ from .._records import DATASETS, Dataset, Record
 from .._retry import Backoff, Failure, RetryFailed, retry_call
 from ._checkpoint import (
     Checkpoint,
+    PendingUnits,
     UnitKey,
     checkpoint_entry_relpath,
-    commit_line,
     header_line,
     is_run_file,
     session_line,
@@ -261,7 +261,7 @@ class S3Sink:
         #: Number of the next checkpoint entry object.
         self._next_entry = 0
         #: Units whose records are written but not yet named by a checkpoint entry.
-        self._pending_units: list[UnitKey] = []
+        self._pending_units = PendingUnits()
         #: self._files[:_checkpointed] are named by checkpoint entries.
         self._checkpointed = 0
         #: Records were written since the last unit_done(): the open objects hold part of a unit.
@@ -296,7 +296,7 @@ class S3Sink:
 
     def unit_done(self, key: UnitKey) -> None:
         """Every record of ``key`` has been passed to :meth:`write`."""
-        self._pending_units.append(key)
+        self._pending_units.add(key)
         self._open_batch = False
 
     async def commit(self) -> None:
@@ -310,7 +310,7 @@ class S3Sink:
         """
         if self._closed:
             raise RuntimeError("commit() after finish() or abort()")
-        if not self._pending_units and self._checkpointed == len(self._files):
+        if not self._pending_units.count and self._checkpointed == len(self._files):
             return
         written = self.stats.ndjson_bytes - self._committed_bytes
         age = time.monotonic() - self._last_commit
@@ -331,16 +331,16 @@ class S3Sink:
             if stream.object_bytes:
                 await self._guarded(stream, self._close_object(stream))
         files = self._files[self._checkpointed :]
-        units = list(self._pending_units)
-        if files or units:
+        if files or self._pending_units.count:
             next_seq: dict[str, int] = {n: stream.seq for n, stream in self._streams.items()}
+            line, units = self._pending_units.entry(files, next_seq)
             try:
-                await self._put_entry(commit_line(files, units, next_seq))
+                await self._put_entry(line)
             except SinkError as exc:
                 self._checkpoint_failure = exc
                 raise
             self._checkpointed += len(files)
-            del self._pending_units[: len(units)]
+            self._pending_units.drop(units)
         self._committed_bytes = self.stats.ndjson_bytes
         self._last_commit = time.monotonic()
 
