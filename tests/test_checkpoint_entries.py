@@ -33,16 +33,7 @@ def entry(files: list[FileEntry], units: list[tuple[str, ...]], next_seq: dict[s
     """The entry as one orjson document (how the sinks wrote it until 2026-12)."""
     return orjson.dumps(
         {
-            "files": [
-                {
-                    "dataset": f.dataset,
-                    "path": f.path,
-                    "records": f.records,
-                    "bytes": f.bytes,
-                    "sha256": f.sha256,
-                }
-                for f in files
-            ],
+            "files": [f.as_json() for f in files],
             "units": [list(u) for u in units],
             "next_seq": next_seq,
         },

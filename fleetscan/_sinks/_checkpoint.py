@@ -224,18 +224,7 @@ def commit_line(
 
     The same bytes as ``orjson.dumps({"files": [...], "units": [...], "next_seq": ...})``:
     the units are spliced in already encoded."""
-    listed = orjson.dumps(
-        [
-            {
-                "dataset": f.dataset,
-                "path": f.path,
-                "records": f.records,
-                "bytes": f.bytes,
-                "sha256": f.sha256,
-            }
-            for f in files
-        ]
-    )
+    listed = orjson.dumps([f.as_json() for f in files])
     return b"".join(
         (
             b'{"files":',

@@ -200,6 +200,16 @@ class FileEntry:
     #: Of the stored bytes.
     sha256: str
 
+    def as_json(self) -> dict[str, Any]:
+        """The file as the manifest and the checkpoint name it."""
+        return {
+            "dataset": self.dataset,
+            "path": self.path,
+            "records": self.records,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
+
 
 def build_manifest(
     *,
@@ -227,16 +237,7 @@ def build_manifest(
         "records": {name: records.get(name, 0) for name in DATASETS},
         "summary": {k: v for k, v in summary.items() if k not in MANIFEST_SECTIONS},
         **{k: summary[k] for k in MANIFEST_SECTIONS if k in summary},
-        "files": [
-            {
-                "dataset": f.dataset,
-                "path": f.path,
-                "records": f.records,
-                "bytes": f.bytes,
-                "sha256": f.sha256,
-            }
-            for f in listed
-        ],
+        "files": [f.as_json() for f in listed],
         # A run written by several shards: how it was split (see fleetscan._shards).
         "shards": dict(shards) if shards is not None else None,
     }
