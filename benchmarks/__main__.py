@@ -41,6 +41,12 @@ def _calls(quick: bool) -> dict[str, Any]:
     return result
 
 
+def _machinery(quick: bool) -> dict[str, Any]:
+    from . import bench_machinery
+
+    return bench_machinery.main(quick)
+
+
 def _s3(quick: bool) -> dict[str, Any]:
     from . import bench_s3
 
@@ -69,6 +75,7 @@ def _soak(quick: bool) -> dict[str, Any]:
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "emulator": _emulator,
     "calls": _calls,
+    "machinery": _machinery,
     **bench_scan.SCENARIOS,
     "s3": _s3,
     "validate": _validate,
