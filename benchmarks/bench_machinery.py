@@ -26,9 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleetscan.emulator import DEFAULT_ROLE_NAME
-
-from .bench_scan import Emulator, Network, Shape, _workdir
+from .bench_scan import Emulator, Network, Shape, _workdir, fleetscan_argv
 
 #: The small and the measured fleet: the slope between them is the CPU per call.
 SMALL, LARGE = 2, 200
@@ -87,14 +85,8 @@ def _child(accounts: int, output: str) -> None:
 
     StorageGatewayClient._send = send  # type: ignore[method-assign, assignment]
     before = resource.getrusage(resource.RUSAGE_SELF)
-    argv = [
-        "scan",
-        "--org",
-        f"--role-name={DEFAULT_ROLE_NAME}",
-        f"--regions={','.join(shape.regions)}",
-        f"--output={output}",
-        "--quiet",
-    ]
+    # fleetscan's own argv, without the interpreter and ``-m fleetscan``: run in this process.
+    argv = fleetscan_argv(shape, Path(output))[3:]
     code = main(argv)
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
