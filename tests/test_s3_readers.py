@@ -217,3 +217,25 @@ async def test_the_public_readers_send_the_expected_owner(
     with pytest.raises(fleetscan.ConfigError, match="has 3 digits") as refused:
         await fleetscan.aread_manifest(DEST, FIRST, expected_bucket_owner="123")
     assert refused.value.field == "expected_bucket_owner"
+
+
+def test_the_reports_command_for_more_changes_reads_with_the_same_owner() -> None:
+    """An audit report lists the first changes and prints the `fleetscan diff` that shows the
+    rest: run as printed, it must pass the owner the audit read with, or S3 reads it unchecked."""
+    from fleetscan._audit._diff import RunDiff
+    from fleetscan._audit._policy import Policy
+    from fleetscan._audit._reports import change_tables
+
+    def note(owner: str | None) -> str:
+        diff = RunDiff(
+            DEST, FIRST, SHARDED, "", "", Policy.single("24h"), expected_bucket_owner=owner
+        )
+        diff.counts["stuck"] = 3  # three changes, none kept: all of them "more"
+        return change_tables(diff)[-1].note
+
+    owner = "123456789012"
+    assert note(owner).endswith(
+        f"fleetscan diff --input {DEST} --from {FIRST} --to {SHARDED} "
+        f"--expected-bucket-owner {owner}"
+    )
+    assert "--expected-bucket-owner" not in note(None)

@@ -133,6 +133,8 @@ class RunDiff:
     volumes_after: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     changes: list[Change] = field(default_factory=list)
+    #: The bucket owner the runs were read with: a command that reads them again needs it too.
+    expected_bucket_owner: str | None = None
 
     def __post_init__(self) -> None:
         for kind in CHANGE_KINDS:
@@ -384,7 +386,15 @@ async def diff_runs(
     from_id, to_id = await resolve_runs(source, from_run, to_run, expected_bucket_owner=owner)
     before = await _Side.read(source, from_id, owner)
     after = await _Side.read(source, to_id, owner)
-    result = RunDiff(source, from_id, to_id, before.started_at, after.started_at, policy)
+    result = RunDiff(
+        source,
+        from_id,
+        to_id,
+        before.started_at,
+        after.started_at,
+        policy,
+        expected_bucket_owner=expected_bucket_owner,
+    )
 
     def emit(change: Change) -> None:
         result.counts[change.change] += 1

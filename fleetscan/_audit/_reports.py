@@ -365,6 +365,8 @@ def change_tables(diff: RunDiff) -> list[Table]:
     more = diff.total - len(rows)
     command = f"fleetscan diff --input {diff.source} --from {diff.from_run_id}"
     command += f" --to {diff.to_run_id}"
+    if diff.expected_bucket_owner is not None:
+        command += f" --expected-bucket-owner {diff.expected_bucket_owner}"
     return [
         Table(
             "changes",
