@@ -388,7 +388,7 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def write_all(fd: int, data: bytes | bytearray) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

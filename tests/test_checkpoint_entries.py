@@ -52,6 +52,9 @@ def test_an_entry_names_exactly_the_units_pending_when_it_was_made(
         pending.add(key)
     line, mark = pending.entry(files, next_seq)
     assert line == entry(files, first, next_seq)
+    written: list[bytes] = []  # a local checkpoint's append: the entry in parts, never joined
+    pending.write_entry(files, next_seq, lambda parts: written.extend(bytes(p) for p in parts))
+    assert b"".join(written) == line
     for key in later:  # finished while the entry was being written
         pending.add(key)
 

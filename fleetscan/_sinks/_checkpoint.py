@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -201,6 +201,17 @@ class PendingUnits:
             line = commit_line(files, units, next_seq)
         return line, (len(self._encoded), self.count)
 
+    def write_entry(
+        self,
+        files: Iterable[FileEntry],
+        next_seq: dict[str, int],
+        write: Callable[[Sequence[bytes | memoryview]], None],
+    ) -> None:
+        """Hand the entry to ``write`` in parts, the units straight from their buffer: a local
+        checkpoint appends them one after the other, and the entry is never built whole."""
+        with memoryview(self._encoded) as units:
+            write(commit_parts(files, units, next_seq))
+
     def drop(self, mark: Mark) -> None:
         """Forget the units ``mark`` (from :meth:`entry`) covers, now checkpointed; units added
         since stay pending."""
@@ -216,26 +227,26 @@ class PendingUnits:
         self.count = 0
 
 
+def commit_parts(
+    files: Iterable[FileEntry], units: bytes | memoryview, next_seq: dict[str, int]
+) -> tuple[bytes, bytes | memoryview, bytes]:
+    """A checkpoint entry in three parts, the units (encoded by :class:`PendingUnits`) in the
+    middle as given: ``files`` closed since the last entry, the units wholly inside them, and
+    the next file number per dataset. Joined, the same bytes as ``orjson.dumps({"files": [...],
+    "units": [...], "next_seq": ...})`` with its newline."""
+    listed = orjson.dumps([f.as_json() for f in files])
+    return (
+        b'{"files":' + listed + b',"units":[',
+        units,
+        b'],"next_seq":' + orjson.dumps(next_seq) + b"}\n",
+    )
+
+
 def commit_line(
     files: Iterable[FileEntry], units: bytes | memoryview, next_seq: dict[str, int]
 ) -> bytes:
-    """A checkpoint entry: ``files`` closed since the last one, ``units`` (encoded by
-    :class:`PendingUnits`) wholly inside them, and the next file number per dataset.
-
-    The same bytes as ``orjson.dumps({"files": [...], "units": [...], "next_seq": ...})``:
-    the units are spliced in already encoded."""
-    listed = orjson.dumps([f.as_json() for f in files])
-    return b"".join(
-        (
-            b'{"files":',
-            listed,
-            b',"units":[',
-            units,
-            b'],"next_seq":',
-            orjson.dumps(next_seq),
-            b"}\n",
-        )
-    )
+    """:func:`commit_parts`, joined."""
+    return b"".join(commit_parts(files, units, next_seq))
 
 
 def session_line() -> bytes:

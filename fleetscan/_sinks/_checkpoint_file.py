@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -92,22 +93,25 @@ class CheckpointFile:
         os.fsync(self._fd)
         self._size = size
 
-    def append(self, data: bytes) -> None:
-        """Append whole lines and fsync: a commit is only a commit once it is on disk.
+    def append(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Append whole lines, given in ``parts``, and fsync: a commit is only a commit once it
+        is on disk. (Parts, so that a large entry need not be joined first.)
 
         An append that fails half-way (a full disk) is cut back off, so the next one never
-        starts inside a torn line; if even that fails, the next append cuts it first.
+        starts inside a torn line; if even that fails, the next append cuts it first. A kill
+        between two parts leaves a torn last line, which a resumed session cuts off too.
         """
         if os.fstat(self._fd).st_size != self._size:
             os.ftruncate(self._fd, self._size)
         try:
-            write_all(self._fd, data)
+            for part in parts:
+                write_all(self._fd, part)
             os.fsync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
             raise
-        self._size += len(data)
+        self._size += sum(len(part) for part in parts)
 
     def close(self) -> None:
         """Release the lock (closing the file releases it)."""

@@ -296,7 +296,7 @@ class LocalSink:
             self._checkpointed = len(self._files)
             for name, stream in self._streams.items():
                 stream.seq = resume.next_seq.get(name, 0)
-            resume.file.append(session_line())
+            resume.file.append((session_line(),))
         except OSError as exc:
             raise _os_problem("write the checkpoint", path, exc) from exc
 
@@ -325,11 +325,10 @@ class LocalSink:
         if not files and not self._pending_units.count:
             return
         next_seq: dict[str, int] = {name: stream.seq for name, stream in self._streams.items()}
-        line, _ = self._pending_units.entry(files, next_seq)
         checkpoint = self._resume.file if self._resume is not None else self._checkpoint
         assert checkpoint is not None
         try:
-            checkpoint.append(line)
+            self._pending_units.write_entry(files, next_seq, checkpoint.append)
         except OSError as exc:
             raise _os_problem("write the checkpoint", checkpoint.path, exc) from exc
         self._checkpointed = len(self._files)
