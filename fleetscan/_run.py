@@ -19,18 +19,16 @@ import anyio
 import anyio.abc
 
 from ._config import (
-    CHECKSUM_ALGORITHMS,
-    SSE_MODES,
     OrganizationConfig,
     ScanConfig,
     check_bucket_owner,
     check_resume,
+    check_s3_writes,
     parse_s3_url,
     resumed_config,
     storage_gateway_regions,
     stored_config,
 )
-from ._config._values import show
 from ._discovery import AccountTarget
 from ._exceptions import ConfigError, FleetscanError
 from ._records import DATASETS
@@ -582,13 +580,6 @@ async def finalize_run(
     if destination.startswith("s3://"):
         parse_s3_url(destination)
     owner = check_bucket_owner(expected_bucket_owner, destination, "expected_bucket_owner")
-    if sse is not None and sse not in SSE_MODES:
-        raise ConfigError("sse", f"{show(sse)} is not one of {', '.join(SSE_MODES)}")
-    if checksum_algorithm is not None and checksum_algorithm not in CHECKSUM_ALGORITHMS:
-        raise ConfigError(
-            "checksum_algorithm",
-            f"{show(checksum_algorithm)} is not one of {', '.join(CHECKSUM_ALGORITHMS)}",
-        )
     reading = RunStore(
         destination,
         profile=profile,
@@ -608,11 +599,12 @@ async def finalize_run(
             "file_mode": file_mode,
         },
     )
-    if (settings["sse_kms_key_id"] or settings["bucket_key"]) and settings["sse"] != "aws:kms":
-        raise ConfigError(
-            "sse_kms_key_id" if settings["sse_kms_key_id"] else "bucket_key",
-            "needs sse = 'aws:kms' (--sse aws:kms)",
-        )
+    check_s3_writes(
+        sse=settings["sse"],
+        sse_kms_key_id=settings["sse_kms_key_id"],
+        bucket_key=bool(settings["bucket_key"]),
+        checksum_algorithm=settings["checksum_algorithm"],
+    )
     options = S3Options(
         sse=settings["sse"],
         sse_kms_key_id=settings["sse_kms_key_id"],

@@ -172,6 +172,32 @@ def check_bucket_owner(owner: object, source: str, field: str) -> str | None:
     return checked
 
 
+def check_s3_writes(
+    *, sse: str | None, sse_kms_key_id: str | None, bucket_key: bool, checksum_algorithm: object
+) -> None:
+    """How a run writes its S3 objects, checked together: by a scan's configuration, and by
+    ``finalize`` once a run's plan has given it the run's own settings (None: the default
+    checksum)."""
+    if checksum_algorithm is not None and checksum_algorithm not in CHECKSUM_ALGORITHMS:
+        raise ConfigError(
+            "checksum_algorithm",
+            f"{show(checksum_algorithm)} is not one of {', '.join(CHECKSUM_ALGORITHMS)}",
+        )
+    if sse is not None and sse not in SSE_MODES:
+        raise ConfigError("sse", f"{show(sse)} is not one of {', '.join(SSE_MODES)}")
+    if sse_kms_key_id is not None:
+        if sse != "aws:kms":
+            raise ConfigError("sse_kms_key_id", "needs sse = 'aws:kms' (--sse aws:kms)")
+        if len(sse_kms_key_id) > 2048 or any(char.isspace() for char in sse_kms_key_id):
+            raise ConfigError(
+                "sse_kms_key_id", "must be a KMS key id, key ARN or alias, without spaces"
+            )
+    if bucket_key and sse != "aws:kms":
+        raise ConfigError(
+            "bucket_key", "S3 Bucket Keys are for SSE-KMS: also set sse = 'aws:kms' (--sse aws:kms)"
+        )
+
+
 def _check_s3_output(config: ScanConfig) -> None:
     _check_bool(config, "bucket_key")
     sse = _check_optional_str(config, "sse")
@@ -180,24 +206,9 @@ def _check_s3_output(config: ScanConfig) -> None:
     if owner is not None:
         check_account_id(owner, "expected_bucket_owner")
     checksum: object = config.checksum_algorithm
-    if checksum not in CHECKSUM_ALGORITHMS:
-        raise ConfigError(
-            "checksum_algorithm",
-            f"{show(checksum)} is not one of {', '.join(CHECKSUM_ALGORITHMS)}",
-        )
-    if sse is not None and sse not in SSE_MODES:
-        raise ConfigError("sse", f"{show(sse)} is not one of {', '.join(SSE_MODES)}")
-    if key_id is not None:
-        if sse != "aws:kms":
-            raise ConfigError("sse_kms_key_id", "needs sse = 'aws:kms' (--sse aws:kms)")
-        if len(key_id) > 2048 or any(char.isspace() for char in key_id):
-            raise ConfigError(
-                "sse_kms_key_id", "must be a KMS key id, key ARN or alias, without spaces"
-            )
-    if config.bucket_key and sse != "aws:kms":
-        raise ConfigError(
-            "bucket_key", "S3 Bucket Keys are for SSE-KMS: also set sse = 'aws:kms' (--sse aws:kms)"
-        )
+    check_s3_writes(
+        sse=sse, sse_kms_key_id=key_id, bucket_key=config.bucket_key, checksum_algorithm=checksum
+    )
     destination = config.output
     if destination is None or destination.startswith("s3://"):
         return

@@ -178,7 +178,8 @@ class PendingUnits:
     took ~100 bytes of small objects scattered over the interpreter's arenas until the commit
     freed them all at once, and the commit then built a list per unit and the entry's bytes
     on top: a peak of several MB per commit, and arenas left part-empty afterwards. Encoded as
-    they come, a unit costs its ~45 bytes of JSON in one buffer, and the entry is a join.
+    they come, a unit costs its ~45 bytes of JSON in one buffer, and an entry takes them from
+    there as they are (joined for an S3 object, appended in parts to a local checkpoint).
     """
 
     __slots__ = ("_encoded", "count")
@@ -198,7 +199,7 @@ class PendingUnits:
         units for :meth:`drop` (units added while the entry is being written are not in it).
         The units are spliced in without a copy of their own."""
         with memoryview(self._encoded) as units:
-            line = commit_line(files, units, next_seq)
+            line = b"".join(commit_parts(files, units, next_seq))
         return line, (len(self._encoded), self.count)
 
     def write_entry(
@@ -240,13 +241,6 @@ def commit_parts(
         units,
         b'],"next_seq":' + orjson.dumps(next_seq) + b"}\n",
     )
-
-
-def commit_line(
-    files: Iterable[FileEntry], units: bytes | memoryview, next_seq: dict[str, int]
-) -> bytes:
-    """:func:`commit_parts`, joined."""
-    return b"".join(commit_parts(files, units, next_seq))
 
 
 def session_line() -> bytes:
