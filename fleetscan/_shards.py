@@ -32,6 +32,7 @@ import hashlib
 import heapq
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -370,14 +371,16 @@ def _planned_account(entry: object, count: int) -> tuple[AccountTarget, int, int
         isinstance(p, list) and len(p) == 2 for p in problems
     ):
         raise _Invalid("has problems that are not [operation, problem] pairs")
+    # A shard keeps its accounts for its whole scan, and they share a handful of states, OUs
+    # and organizations: one string for each (sys.intern), not one per account.
     account = AccountTarget(
         id=account_id,
         name=_optional_text(entry["name"], "name"),
-        status=_text(entry["status"], "status"),
-        ou_ids=tuple(_text(ou, "ou_ids") for ou in ou_ids),
-        ou_path=_optional_text(entry["ou_path"], "ou_path"),
-        organization_id=_optional_text(entry["organization_id"], "organization_id"),
-        organization_name=_optional_text(entry["organization_name"], "organization_name"),
+        status=_shared(entry["status"], "status"),
+        ou_ids=tuple(_shared(ou, "ou_ids") for ou in ou_ids),
+        ou_path=_optional_shared(entry["ou_path"], "ou_path"),
+        organization_id=_optional_shared(entry["organization_id"], "organization_id"),
+        organization_name=_optional_shared(entry["organization_name"], "organization_name"),
         problems=tuple((_text(o, "problems"), _text(p, "problems")) for o, p in problems),
     )
     return account, index, weight
@@ -401,6 +404,14 @@ def _text(value: object, what: str) -> str:
 
 def _optional_text(value: object, what: str) -> str | None:
     return None if value is None else _text(value, what)
+
+
+def _shared(value: object, what: str) -> str:
+    return sys.intern(_text(value, what))
+
+
+def _optional_shared(value: object, what: str) -> str | None:
+    return None if value is None else _shared(value, what)
 
 
 def _time(value: object) -> dt.datetime:
