@@ -82,7 +82,7 @@ async def _write_run(
                 "scanned", volumes, None,
             )  # fmt: skip
             await sink.write(listed)
-        sink.unit_done((account, REGION, "*"))
+        sink.unit_done((account, REGION, "*"), {})
         await sink.commit()
     await sink.finish("complete", {"config": {"regions": [REGION]}})
     return written

@@ -92,8 +92,8 @@ def _organizations(
     engine: Engine, records: Counter[tuple[str | None, str]] | None
 ) -> list[dict[str, Any]]:
     """The manifest's ``organizations`` section: per organization, its accounts, units and
-    records. ``records`` is None on a resumed run, whose earlier sessions' records were not
-    counted per organization (the manifest's ``records`` still counts every one)."""
+    records. ``records`` is None on a run resumed from a checkpoint written before fleetscan
+    counted records per organization (the manifest's ``records`` still counts every one)."""
     accounts = Counter(engine.organization_key(a.id) for a in engine.accounts)
     section: list[dict[str, Any]] = []
     for name, organization_id in engine.organizations:
@@ -310,11 +310,12 @@ async def _write_run(
     finished = anyio.Event()
     stopped_by: list[int] = []
 
-    # Records per (organization key, dataset) of this session; None when resumed (see
-    # _organizations).
-    per_organization: Counter[tuple[str | None, str]] | None = (
-        Counter() if checkpoint is None else None
-    )
+    # Records per (organization key, dataset) of the whole run: a resumed run starts from
+    # what its checkpoint made durable; None when that is unknown (see _organizations).
+    per_organization: Counter[tuple[str | None, str]] | None = Counter()
+    if checkpoint is not None:
+        earlier = checkpoint.organization_records
+        per_organization = None if earlier is None else earlier.copy()
 
     async def write_all() -> None:
         last_commit = time.monotonic()
@@ -324,12 +325,13 @@ async def _write_run(
                 # before each item, and with hundreds of tasks ready that left one batch
                 # written per turn of the loop, the stream full and its senders waiting.
                 while True:
+                    counts: Counter[tuple[str | None, str]] = Counter()
                     for record in batch.records:
                         await sink.write(record)
-                        if per_organization is not None:
-                            key = engine.organization_key(record.account_id)
-                            per_organization[(key, record.dataset)] += 1
-                    sink.unit_done(batch.key)
+                        counts[(engine.organization_key(record.account_id), record.dataset)] += 1
+                    sink.unit_done(batch.key, counts)
+                    if per_organization is not None:
+                        per_organization.update(counts)
                     engine.records_written(len(batch.records))
                     if time.monotonic() - last_commit >= config.checkpoint_interval:
                         await sink.commit()

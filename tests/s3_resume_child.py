@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections import Counter
 
 import anyio
 
@@ -80,9 +81,10 @@ async def main(dest: str, run_id: str, mode: str) -> None:
         key = unit_key(index)
         if key in done:
             continue
-        for record in unit_records(index, run_id):
+        records = unit_records(index, run_id)
+        for record in records:
             await sink.write(record)
-        sink.unit_done(key)
+        sink.unit_done(key, Counter((None, r.dataset) for r in records))
         await sink.commit()
         await anyio.sleep(PACE)
     await sink.finish("complete", {"units": UNITS})

@@ -6,6 +6,7 @@ sessions of one run, in seconds (each unit: one account, three recovery points).
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,10 @@ async def session(
     for index in units:
         if unit_key(index) in done:
             continue
-        for record in unit_records(index):
+        records = unit_records(index)
+        for record in records:
             await sink.write(record)
-        sink.unit_done(unit_key(index))
+        sink.unit_done(unit_key(index), Counter((None, r.dataset) for r in records))
         await sink.commit()
     if end == "complete":
         await sink.finish("complete", {})

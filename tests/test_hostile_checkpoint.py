@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,11 @@ TAMPERED: list[tuple[Mutation, int, str]] = [
     (_set(1, "config", "regions", value=["us-east-1", "../etc"]), 1, "config.regions[1]"),
     (_set(1, "config", "external_id", value="the secret itself"), 1, "config.external_id"),
     (_set(2, "units", value=[["111111111111", "eu-west-1", "*"]] * 2), 2, "already checkpointed"),
+    (_set(2, "organization_records", value="abc"), 2, "organization_records must be a list"),
+    (_set(2, "organization_records", value=[[None, "errors"]]), 2, "must be [organization, "),
+    (_set(2, "organization_records", value=[[5, "errors", 1]]), 2, "names organization 5"),
+    (_set(2, "organization_records", value=[["o-1", "volumes", 1]]), 2, "dataset 'volumes'"),
+    (_set(2, "organization_records", value=[["o-1", "errors", -1]]), 2, "count must be a whole"),
 ]
 
 
@@ -131,6 +137,26 @@ def test_a_tampered_checkpoint_is_refused_naming_its_line(
     assert refused.value.problem.startswith(f"{WHERE}: line {line}: ")
     assert words in refused.value.problem
     assert "the secret itself" not in refused.value.problem
+
+
+def test_the_records_per_organization_are_those_of_the_files_or_unknown_for_older_entries(
+    base_checkpoint: bytes,
+) -> None:
+    """Each entry counts the records it made durable per organization, so a resumed run's
+    manifest counts every session's; an entry written before fleetscan counted them (no such
+    field) leaves the count unknown rather than short."""
+    checkpoint = parse_checkpoint(base_checkpoint, WHERE, run_id=RUN_ID, partition=DT)
+    files: Counter[tuple[str | None, str]] = Counter()
+    for f in checkpoint.files:
+        files[(None, f.dataset)] += f.records
+    assert checkpoint.organization_records == +files
+    assert sum(files.values()) > 0
+
+    entries = entries_of(base_checkpoint)
+    del entries[2]["organization_records"]
+    older = parse_checkpoint(encode(entries), WHERE, run_id=RUN_ID, partition=DT)
+    assert older.organization_records is None
+    assert older.units == checkpoint.units
 
 
 #: Through the command: a traceback before (KeyError), accepted then unreadable, another run.
@@ -210,7 +236,7 @@ async def test_a_tampered_s3_checkpoint_entry_is_refused_naming_the_object(
     for index in range(3):
         for record in unit_records(index):
             await sink.write(record)
-        sink.unit_done(unit_key(index))
+        sink.unit_done(unit_key(index), {})
         await sink.commit()
     await sink.abort("interrupted", {})
     key = f"lake/checkpoints/{DT}/{RUN_ID}/000002.json"
@@ -322,6 +348,12 @@ def _assert_sound(checkpoint: Checkpoint, data: bytes) -> None:
         assert unit
         assert all(isinstance(p, str) and p for p in unit)
     assert data[: checkpoint.intact_bytes].endswith(b"\n")
+    if checkpoint.organization_records is not None:
+        for (key, dataset), count in checkpoint.organization_records.items():
+            assert key is None or isinstance(key, str)
+            assert dataset in ("recovery_points", "gateways", "errors")
+            assert isinstance(count, int)
+            assert count >= 0
     if checkpoint.config is not None:
         assert isinstance(run_config(checkpoint.config), ScanConfig)
 

@@ -87,7 +87,7 @@ def write_run(dest: Path) -> None:
                     retryable=True,
                 )
             )
-            sink.unit_done(synthetic_run.unit_key(index))
+            sink.unit_done(synthetic_run.unit_key(index), {})
             await sink.commit()
         await sink.finish("complete", {})
 

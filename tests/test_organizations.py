@@ -31,7 +31,7 @@ from fleetscan import OrganizationConfig
 from fleetscan._audit import Finding, audit, audit_to_dir, load_policy
 from fleetscan._audit._reports import prepare_report_dir
 from fleetscan._config import resumed_config, run_config, stored_config
-from fleetscan._records import load_schema
+from fleetscan._records import DATASETS, load_schema
 from fleetscan._sinks import read_manifest
 from fleetscan.emulator import (
     FleetSpec,
@@ -697,8 +697,15 @@ def test_an_interrupted_run_of_two_organizations_resumes_to_exactly_both(
     assert manifest["status"] == "complete"
     assert verify_run(stack.fleet, str(output), manifest["run_id"], regions=REGIONS).exact
     _assert_organization_ids(stack, run_records(str(output), manifest["run_id"]))
-    # A resumed run's records were not all counted per organization in this session.
-    assert [e["records"] for e in manifest["organizations"]] == [None, None]
+    # Every session's records are counted per organization: the earlier sessions' from the
+    # checkpoint, whose entries count what they made durable.
+    rows = run_records(str(output), manifest["run_id"])
+    for entry in manifest["organizations"]:
+        assert entry["records"] == {
+            dataset: sum(1 for r in rows[dataset] if r["organization_id"] == entry["id"])
+            for dataset in DATASETS
+        }
+    assert {e["id"] for e in manifest["organizations"]} == {o.id for o in stack.fleet.organizations}
 
 
 async def test_every_organizations_members_are_reached_through_the_hub_role(

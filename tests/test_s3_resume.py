@@ -431,7 +431,7 @@ async def test_a_missing_entry_forgets_its_files_and_units_together(stack: Stack
     for index in range(5):
         for record in child.unit_records(index, run.run_id)[:20]:
             await sink.write(record)
-        sink.unit_done(child.unit_key(index))
+        sink.unit_done(child.unit_key(index), {})
         await sink.commit()
     await sink.abort("interrupted", {})
     entries = entry_keys(s3, run.run_id)
@@ -454,7 +454,7 @@ async def test_a_missing_entry_forgets_its_files_and_units_together(stack: Stack
         if child.unit_key(index) not in checkpoint.units:
             for record in child.unit_records(index, run.run_id)[:20]:
                 await sink.write(record)
-            sink.unit_done(child.unit_key(index))
+            sink.unit_done(child.unit_key(index), {})
     await sink.finish("complete", {})
     rows = check_run(s3, run.run_id)
     volumes = [r["volume_arn"] for r in rows["recovery_points"]]

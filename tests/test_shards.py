@@ -30,6 +30,7 @@ from scan_runs import command, env, slow
 
 from fleetscan import ConfigError, ScanConfig, finalize_run
 from fleetscan._config import stored_config
+from fleetscan._records import DATASETS
 from fleetscan._shards import (
     Shard,
     make_plan,
@@ -137,9 +138,13 @@ def test_a_shard_killed_and_started_again_completes_the_run_exactly(
     manifest, _ = check_run_output(out, "r-kill")  # no file of the killed session is left unlisted
     assert manifest["status"] == "complete"
     assert manifest["shards"]["written_by"] == "shard 2/3"
-    assert_matches_truth(stack.fleet, run_records(str(out), "r-kill"))
+    rows = run_records(str(out), "r-kill")
+    assert_matches_truth(stack.fleet, rows)
     (second,) = [m for m in shard_manifests(out, "r-kill") if m["run_id"] == "r-kill.shard2of3"]
     assert second["summary"]["units_skipped_as_done"] > 0, "the retry resumed its checkpoint"
+    # The killed shard's first session counted too: per organization, every record of the run.
+    (organization,) = manifest["organizations"]
+    assert organization["records"] == {dataset: len(rows[dataset]) for dataset in DATASETS}
 
 
 def _lines(checkpoints: Path, shard_id: str) -> int:

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -57,8 +58,12 @@ CHECKPOINT_VERSION = 1
 
 #: (account, region, gateway ARN), with "*" for "all of them": see fleetscan._scan.UnitKey.
 UnitKey = tuple[str, ...]
-#: The units an entry named: (their encoded length, their number).
-Mark = tuple[int, int]
+#: Records per (organization key, dataset). The key is the one the manifest's
+#: ``organizations`` section counts under: an ``[[organizations]]`` entry's name, else the
+#: ``o-…`` id; None for an account of a static list.
+OrganizationRecords = Counter[tuple[str | None, str]]
+#: The units an entry named: (their encoded length, their number, their records).
+Mark = tuple[int, int, OrganizationRecords]
 
 
 #: A run's data file name, and its temporary local names (``.NAME.RANDOM.partial``; earlier
@@ -84,6 +89,8 @@ _MAX_COUNT: Final = (1 << 63) - 1
 #: cannot make the engine hold megabytes per unit.
 _UNIT_PARTS: Final = 8
 _UNIT_PART_CHARS: Final = 2048
+#: An organization key (an ``[[organizations]]`` name or an ``o-…`` id) read back: bounded too.
+_ORGANIZATION_KEY_CHARS: Final = 256
 _HOST_CHARS: Final = 255
 
 _HEADER_FIELDS: Final = frozenset(
@@ -91,6 +98,8 @@ _HEADER_FIELDS: Final = frozenset(
 )
 _SESSION_FIELDS: Final = frozenset({"session_start", "pid", "host"})
 _COMMIT_FIELDS: Final = frozenset({"files", "units", "next_seq"})
+#: Entries written before fleetscan counted records per organization have no such field.
+_COMMIT_OPTIONAL: Final = frozenset({"organization_records"})
 _FILE_FIELDS: Final = ("dataset", "path", "records", "bytes", "sha256")
 
 
@@ -145,6 +154,10 @@ class Checkpoint:
     intact_bytes: int = 0
     #: Entries read, a torn last one left out.
     entries: int = 0
+    #: The records the entries made durable, per organization and dataset, so that a resumed
+    #: run's manifest still counts every session's; None when an entry written before
+    #: fleetscan counted them leaves the sum unknown.
+    organization_records: OrganizationRecords | None = field(default_factory=Counter)
 
     def release(self) -> None:
         """Close the local checkpoint file, releasing the run's lock."""
@@ -171,7 +184,8 @@ def header_line(
 
 
 class PendingUnits:
-    """Units written since the last checkpoint entry, kept already encoded for that entry.
+    """Units written since the last checkpoint entry, kept already encoded for that entry, and
+    their records per organization.
 
     Why not a list of keys: a commit comes every ``checkpoint_interval`` seconds, and a scan
     finishes thousands of units in between (~40,000 at 10,000 accounts). Kept as tuples, each
@@ -182,16 +196,19 @@ class PendingUnits:
     there as they are (joined for an S3 object, appended in parts to a local checkpoint).
     """
 
-    __slots__ = ("_encoded", "count")
+    __slots__ = ("_encoded", "_records", "count")
 
     def __init__(self) -> None:
         self._encoded = bytearray()
+        self._records: OrganizationRecords = Counter()
         self.count = 0
 
-    def add(self, key: UnitKey) -> None:
+    def add(self, key: UnitKey, records: Mapping[tuple[str | None, str], int]) -> None:
+        """``key`` is done; ``records`` are its records per (organization key, dataset)."""
         if self.count:
             self._encoded += b","
         self._encoded += orjson.dumps(key)
+        self._records.update(records)
         self.count += 1
 
     def entry(self, files: Iterable[FileEntry], next_seq: dict[str, int]) -> tuple[bytes, Mark]:
@@ -199,8 +216,8 @@ class PendingUnits:
         units for :meth:`drop` (units added while the entry is being written are not in it).
         The units are spliced in without a copy of their own."""
         with memoryview(self._encoded) as units:
-            line = b"".join(commit_parts(files, units, next_seq))
-        return line, (len(self._encoded), self.count)
+            line = b"".join(commit_parts(files, units, self._records, next_seq))
+        return line, (len(self._encoded), self.count, self._records.copy())
 
     def write_entry(
         self,
@@ -211,35 +228,49 @@ class PendingUnits:
         """Hand the entry to ``write`` in parts, the units straight from their buffer: a local
         checkpoint appends them one after the other, and the entry is never built whole."""
         with memoryview(self._encoded) as units:
-            write(commit_parts(files, units, next_seq))
+            write(commit_parts(files, units, self._records, next_seq))
 
     def drop(self, mark: Mark) -> None:
         """Forget the units ``mark`` (from :meth:`entry`) covers, now checkpointed; units added
         since stay pending."""
-        length, count = mark
+        length, count, records = mark
         if count == self.count:
             self.clear()
         elif count:
             del self._encoded[: length + 1]  # and the comma after them
             self.count -= count
+            self._records -= records
 
     def clear(self) -> None:
         self._encoded = bytearray()
+        self._records = Counter()
         self.count = 0
 
 
 def commit_parts(
-    files: Iterable[FileEntry], units: bytes | memoryview, next_seq: dict[str, int]
+    files: Iterable[FileEntry],
+    units: bytes | memoryview,
+    records: Mapping[tuple[str | None, str], int],
+    next_seq: dict[str, int],
 ) -> tuple[bytes, bytes | memoryview, bytes]:
     """A checkpoint entry in three parts, the units (encoded by :class:`PendingUnits`) in the
-    middle as given: ``files`` closed since the last entry, the units wholly inside them, and
-    the next file number per dataset. Joined, the same bytes as ``orjson.dumps({"files": [...],
-    "units": [...], "next_seq": ...})`` with its newline."""
+    middle as given: ``files`` closed since the last entry, the units wholly inside them, their
+    ``records`` per (organization key, dataset) as ``[key, dataset, count]`` rows, and the next
+    file number per dataset. Joined, the same bytes as ``orjson.dumps({"files": [...], "units":
+    [...], "organization_records": [...], "next_seq": ...})`` with its newline."""
     listed = orjson.dumps([f.as_json() for f in files])
+    rows = sorted(
+        ([key, dataset, count] for (key, dataset), count in records.items() if count),
+        key=lambda row: (row[0] is not None, row[0] or "", row[1]),
+    )
     return (
         b'{"files":' + listed + b',"units":[',
         units,
-        b'],"next_seq":' + orjson.dumps(next_seq) + b"}\n",
+        b'],"organization_records":'
+        + orjson.dumps(rows)
+        + b',"next_seq":'
+        + orjson.dumps(next_seq)
+        + b"}\n",
     )
 
 
@@ -404,7 +435,7 @@ def _session(entry: dict[str, Any]) -> None:
 
 def _commit(entry: dict[str, Any], checkpoint: Checkpoint, run: RunInfo, name: str) -> None:
     """Check one commit entry against the checkpoint so far, then merge it in."""
-    _fields(entry, _COMMIT_FIELDS, _COMMIT_FIELDS)
+    _fields(entry, _COMMIT_FIELDS | _COMMIT_OPTIONAL, _COMMIT_FIELDS)
     files, units, next_seq = entry["files"], entry["units"], entry["next_seq"]
     if not isinstance(files, list):
         raise _Invalid(f"files must be a list, not {show(files)}")
@@ -435,12 +466,39 @@ def _commit(entry: dict[str, Any], checkpoint: Checkpoint, run: RunInfo, name: s
                 f"next_seq.{f.dataset} is {seqs.get(f.dataset, 0)}, but {f.path} is named: a "
                 "resumed session would write over it"
             )
+    records = _organization_records(entry.get("organization_records"))
     for f, _ in new_files:
         checkpoint.files.append(f)
         checkpoint.named_by[f.path] = name
     checkpoint.units.update(new_units)
     for dataset, seq in seqs.items():
         checkpoint.next_seq[dataset] = max(seq, checkpoint.next_seq.get(dataset, 0))
+    if records is None:
+        checkpoint.organization_records = None
+    elif checkpoint.organization_records is not None:
+        checkpoint.organization_records.update(records)
+
+
+def _organization_records(rows: object) -> OrganizationRecords | None:
+    """An entry's ``organization_records`` (``[key, dataset, count]`` rows); None if absent."""
+    if rows is None:
+        return None
+    if not isinstance(rows, list):
+        raise _Invalid(f"organization_records must be a list, not {show(rows)}")
+    records: OrganizationRecords = Counter()
+    for i, row in enumerate(rows):
+        what = f"organization_records[{i}]"
+        if not isinstance(row, list) or len(row) != 3:
+            raise _Invalid(f"{what} must be [organization, dataset, count], not {show(row)}")
+        key, dataset, count = row
+        if key is not None and (not isinstance(key, str) or len(key) > _ORGANIZATION_KEY_CHARS):
+            raise _Invalid(f"{what} names organization {show(key)}, not a name or an id")
+        if not isinstance(dataset, str) or dataset not in DATASETS:
+            raise _Invalid(
+                f"{what} names dataset {show(dataset)}, not one of {', '.join(DATASETS)}"
+            )
+        records[(key, dataset)] += _count(count, f"{what} count")
+    return records
 
 
 def _file(item: object, index: int, checkpoint: Checkpoint, run: RunInfo) -> tuple[FileEntry, int]:

@@ -127,8 +127,11 @@ class Sink(Protocol):
 
     async def write(self, record: Record) -> None: ...
 
-    def unit_done(self, key: tuple[str, ...]) -> None:
-        """All records of unit ``key`` (account, region) have been written."""
+    def unit_done(
+        self, key: tuple[str, ...], records: Mapping[tuple[str | None, str], int]
+    ) -> None:
+        """All records of unit ``key`` (account, region) have been written; ``records`` counts
+        them per (organization key, dataset), for a resumed run's manifest."""
 
     async def commit(self) -> None:
         """Make everything written durable and checkpoint the units it completes."""

@@ -152,9 +152,10 @@ class LocalSink:
         if len(stream.buffer) >= self._buffer_bytes:
             await anyio.to_thread.run_sync(self._flush, stream)
 
-    def unit_done(self, key: UnitKey) -> None:
-        """Every record of ``key`` has been passed to :meth:`write`."""
-        self._pending_units.add(key)
+    def unit_done(self, key: UnitKey, records: Mapping[tuple[str | None, str], int]) -> None:
+        """Every record of ``key`` has been passed to :meth:`write`; ``records`` counts them
+        per (organization key, dataset) for the checkpoint."""
+        self._pending_units.add(key, records)
         self._open_batch = False
 
     async def commit(self) -> None:

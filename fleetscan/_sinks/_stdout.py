@@ -44,7 +44,9 @@ class StdoutSink:
             # A slow reader blocks the pipe: block a worker thread, never the event loop.
             await anyio.to_thread.run_sync(self._flush)
 
-    def unit_done(self, key: tuple[str, ...]) -> None:
+    def unit_done(
+        self, key: tuple[str, ...], records: Mapping[tuple[str | None, str], int]
+    ) -> None:
         """stdout keeps no checkpoint: a run to stdout cannot be resumed."""
 
     async def commit(self) -> None:
