@@ -18,6 +18,7 @@ import anyio
 import boto3
 import pytest
 from fleetscan_cli import run_cli
+from s3_policies import IAM_ACTION, actions, allows_request
 from s3_proxy import FaultyS3Proxy
 
 import fleetscan
@@ -132,6 +133,14 @@ async def test_every_request_of_a_reading_command_carries_the_expected_owner(
         (written,) = [s.key for s in proxy.requests("PutObject") if s.status == 200]
         assert written.startswith("halved/manifests/")
     assert proxy.expected_owners() == {lake.owner}
+    # What each command needs is what configs/iam says it needs: a reading command, the reader
+    # policy; finalize, what the writer policy gives a shard to read and write the manifest with.
+    policy = "s3-writer.json" if command.startswith("finalize") else "s3-reader.json"
+    if command != "audit scanning first":  # the scan writes, and needs the writer policy too
+        for seen in proxy.seen:
+            prefix = seen.key.partition("/")[0] + "/" if seen.key else "inventory/"
+            where = {"bucket": BUCKET, "prefix": prefix}
+            assert allows_request(policy, seen, **where), (seen.operation, seen.key, seen.query)
 
 
 @pytest.mark.parametrize(("command", "code"), [("audit", 1), ("diff", 2), ("finalize", 1)])
@@ -151,6 +160,9 @@ async def test_a_bucket_another_account_owns_stops_the_command_clearly(
     assert line.startswith("fleetscan: error: ")
     assert f"s3://{BUCKET}/inventory/" in line
     assert f"not owned by account {lake.owner}, the expected bucket owner" in line
+    # ... or a permission is missing: from the file of configs/iam this command needs.
+    policy = "s3-writer.json" if command == "finalize" else "s3-reader.json"
+    assert f"a permission is missing: see configs/iam/{policy})" in line
     assert stdout == ""
     assert proxy.seen
     assert {seen.status for seen in proxy.seen} == {403}  # nothing was read
@@ -210,6 +222,14 @@ async def test_the_public_readers_send_the_expected_owner(
     compared = await fleetscan.diff_runs(DEST, policy, expected_bucket_owner=owner)
     assert (compared.from_run_id, compared.to_run_id) == (FIRST, SHARDED)
     assert proxy.expected_owners() == {owner}
+    # Every request the readers made is one the reader policy allows, and it allows no action
+    # they did not use (kms:Decrypt: only for a run written with SSE-KMS, which moto's S3 does
+    # not encrypt with a key the policy could be checked against).
+    for seen in proxy.seen:
+        where = {"bucket": BUCKET, "prefix": "inventory/"}
+        assert allows_request("s3-reader.json", seen, **where), (seen.operation, seen.key)
+    used = {IAM_ACTION[seen.operation] for seen in proxy.seen}
+    assert actions("s3-reader.json") == used | {"kms:Decrypt"}
 
     proxy.owner = STRANGER
     with pytest.raises(fleetscan.FleetscanError, match=f"not owned by account {owner}"):

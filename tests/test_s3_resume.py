@@ -14,7 +14,6 @@ and the records across all sessions are exactly the expected ones.
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import hashlib
 import os
 import random
@@ -31,6 +30,7 @@ import boto3
 import orjson
 import pytest
 import s3_resume_child as child
+from s3_policies import IAM_ACTION, actions, allows_request
 from s3_proxy import FaultyS3Proxy
 
 from fleetscan import ConfigError
@@ -43,21 +43,7 @@ BUCKET = "fleetscan-resume"
 PREFIX = "lake/"
 DEST = f"s3://{BUCKET}/{PREFIX}"
 ROOT = Path(__file__).resolve().parent.parent
-IAM = ROOT / "configs" / "iam"
 DATA = ("recovery_points", "gateways", "errors")
-#: The IAM action that authorizes each S3 operation.
-IAM_ACTION = {
-    "HeadObject": "s3:GetObject",
-    "GetObject": "s3:GetObject",
-    "PutObject": "s3:PutObject",
-    "CreateMultipartUpload": "s3:PutObject",
-    "UploadPart": "s3:PutObject",
-    "CompleteMultipartUpload": "s3:PutObject",
-    "AbortMultipartUpload": "s3:AbortMultipartUpload",
-    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
-    "ListObjectsV2": "s3:ListBucket",
-    "DeleteObject": "s3:DeleteObject",
-}
 
 
 @pytest.fixture
@@ -316,29 +302,6 @@ def _child(mode: str) -> list[str | Path]:
     return [sys.executable, ROOT / "tests" / "s3_resume_child.py", DEST, "child-run", mode]
 
 
-def _policy_allows(name: str, action: str, key: str = "", prefix: str | None = None) -> bool:
-    """Whether configs/iam/NAME allows ``action`` on ``key`` (or a listing of ``prefix``)."""
-    document = orjson.loads((IAM / name).read_bytes())
-    for statement in document["Statement"]:
-        actions = statement["Action"]
-        if action not in ([actions] if isinstance(actions, str) else actions):
-            continue
-        resources = statement["Resource"]
-        for resource in [resources] if isinstance(resources, str) else resources:
-            resource = resource.replace("amzn-s3-demo-bucket/fleetscan/", f"{BUCKET}/{PREFIX}")
-            resource = resource.replace("amzn-s3-demo-bucket", BUCKET)
-            if prefix is None and fnmatch.fnmatchcase(f"arn:aws:s3:::{BUCKET}/{key}", resource):
-                return True
-            if prefix is not None and resource == f"arn:aws:s3:::{BUCKET}":
-                allowed = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
-                if allowed is None:
-                    return True
-                patterns = [p.replace("fleetscan/", PREFIX, 1) for p in allowed]
-                if any(fnmatch.fnmatchcase(prefix, p) for p in patterns):
-                    return True
-    return False
-
-
 @pytest.mark.parametrize("moment", ["before the first commit", "after the first commit"])
 async def test_sigkill_with_an_upload_open_then_resume_tidies_up_and_writes_each_unit_once(
     stack: Stack, stack_env: dict[str, str], s3: Any, proxy: FaultyS3Proxy, moment: str
@@ -400,19 +363,17 @@ async def test_sigkill_with_an_upload_open_then_resume_tidies_up_and_writes_each
     # Every call either session made is allowed by configs/iam (the writer policy, plus the
     # resume policy for what only resuming needs), on exactly the keys and prefixes it made it on.
     for seen in proxy.seen:
-        action = IAM_ACTION[seen.operation]
+        where = {"bucket": BUCKET, "prefix": PREFIX}
         if seen.operation == "ListObjectsV2":
-            prefix = seen.query["prefix"]
-            assert _policy_allows("s3-resume.json", action, prefix=prefix), prefix
+            assert allows_request("s3-resume.json", seen, **where), seen.query["prefix"]
         elif seen.operation == "ListMultipartUploads":
-            assert _policy_allows("s3-writer.json", action, prefix=seen.query.get("prefix", ""))
+            assert allows_request("s3-writer.json", seen, **where)
         else:
-            assert _policy_allows("s3-writer.json", action, seen.key) or _policy_allows(
-                "s3-resume.json", action, seen.key
+            assert allows_request("s3-writer.json", seen, **where) or allows_request(
+                "s3-resume.json", seen, **where
             ), (seen.operation, seen.key)
     # ... and the resume policy grants nothing a resumed session does not use.
-    resume_policy = orjson.loads((IAM / "s3-resume.json").read_bytes())
-    granted = {s["Action"] for s in resume_policy["Statement"]}
+    granted = actions("s3-resume.json")
     assert granted == {"s3:GetObject", "s3:ListBucket", "s3:DeleteObject"}
     if strays:
         assert granted <= {IAM_ACTION[seen.operation] for seen in later}

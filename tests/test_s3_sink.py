@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,6 +26,7 @@ import orjson
 import pytest
 from fleet_records import RUN, RUN_ID, fleet_records
 from ground_truth import assert_matches_truth
+from s3_policies import IAM_ACTION, actions
 from s3_proxy import Fault, FaultyS3Proxy
 
 from fleetscan import ConfigError, ScanConfig, SinkError, run_scan
@@ -52,19 +52,6 @@ SUMMARY: dict[str, Any] = {"accounts": 20, "retries": 0}
 FLEET = fleet_records()
 #: Quick retries: the policy is the same, the waits are not what is tested.
 FAST = Backoff(base=0.001, cap=0.01)
-ROOT = Path(__file__).parent.parent
-#: The IAM action that authorizes each S3 operation (S3's "Actions, resources and condition keys").
-#: HeadObject is the start-up check for an existing manifest: without s3:GetObject it answers
-#: 403 and the sink goes on, so the writer policy may leave it out.
-IAM_ACTION = {
-    "HeadObject": "s3:GetObject",
-    "PutObject": "s3:PutObject",
-    "CreateMultipartUpload": "s3:PutObject",
-    "UploadPart": "s3:PutObject",
-    "CompleteMultipartUpload": "s3:PutObject",
-    "AbortMultipartUpload": "s3:AbortMultipartUpload",
-    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
-}
 
 
 def options(**overrides: Any) -> S3Options:
@@ -449,13 +436,10 @@ async def test_transient_s3_errors_are_retried_and_the_run_completes(
     # Every call this run made is allowed by the writer policy shipped in configs/, and the
     # policy allows nothing else but s3:GetObject, which a run in shards needs (its plan, the
     # shards' manifests: tests/test_shards.py) and this run uses only to check its run id.
+    # (HeadObject, the start-up check for an existing manifest, needs s3:GetObject; without it
+    # S3 answers 403 and the sink goes on.)
     s3_actions = {IAM_ACTION[seen.operation] for seen in proxy.seen} | {"s3:GetObject"}
-    policy = orjson.loads((ROOT / "configs" / "iam" / "s3-writer.json").read_bytes())
-    allowed: set[str] = set()
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Allow"
-        actions = statement["Action"]
-        allowed.update([actions] if isinstance(actions, str) else actions)
+    allowed = actions("s3-writer.json")
     assert {a for a in allowed if a.startswith("s3:")} == s3_actions
     assert {a for a in allowed if a.startswith("kms:")} == {"kms:GenerateDataKey", "kms:Decrypt"}
 

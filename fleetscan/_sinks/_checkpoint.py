@@ -52,7 +52,7 @@ from .._localfs import Tree
 from .._records import DATASETS, Dataset, format_time
 from ._checkpoint_file import CheckpointFile, writer_identity
 from ._common import Compression, FileEntry, RunInfo, manifest_relpath, object_relpath
-from ._s3io import S3Reader
+from ._s3io import RESUME_POLICY, S3Reader
 
 CHECKPOINT_VERSION = 1
 
@@ -693,7 +693,10 @@ async def _load_s3_checkpoint(
 ) -> Checkpoint:
     """List the checkpoint entries under the prefix, pick the run, read its entries in order."""
     async with S3Reader(
-        destination, profile=profile, expected_bucket_owner=expected_bucket_owner
+        destination,
+        profile=profile,
+        expected_bucket_owner=expected_bucket_owner,
+        policy=RESUME_POLICY,
     ) as reader:
         runs: dict[tuple[str, str], dict[int, str]] = {}
         async for relpath in reader.keys("checkpoints/"):

@@ -25,7 +25,7 @@ from .._localfs import Tree, write_all
 from .._retry import RetryFailed, retry_call
 from ._read import MANIFEST_KEY
 from ._s3 import CHECKSUM_PARAM, S3_TRANSIENT_CODES, S3Options, checksum_digest
-from ._s3io import S3Reader, describe_failure
+from ._s3io import WRITER_POLICY, S3Reader, describe_failure
 
 
 class RunStore:
@@ -62,6 +62,7 @@ class RunStore:
                 self.destination,
                 profile=self._profile,
                 expected_bucket_owner=self._options.expected_bucket_owner,
+                policy=WRITER_POLICY,
             )
             self._reader = await reader.__aenter__()
         else:
@@ -231,5 +232,7 @@ class RunStore:
             if exc.failure.error_code in ("ConditionalRequestConflict", "409"):
                 return False
             where, owner = reader.url(relpath), options.expected_bucket_owner
-            raise FleetscanError(describe_failure(exc, where, expected_bucket_owner=owner)) from exc
+            raise FleetscanError(
+                describe_failure(exc, where, policy=WRITER_POLICY, expected_bucket_owner=owner)
+            ) from exc
         return True

@@ -73,7 +73,7 @@ from ._common import (
     manifest_relpath,
     object_relpath,
 )
-from ._s3io import create_s3_client, describe_failure
+from ._s3io import WRITER_POLICY, create_s3_client, describe_failure
 
 if TYPE_CHECKING:
     from .._config import ScanConfig
@@ -495,7 +495,12 @@ class S3Sink:
         except RetryFailed as exc:
             if exc.failure.error_code not in _NOT_FOUND | {"403", "AccessDenied"}:
                 raise SinkError(
-                    describe_failure(exc, self._where(key), expected_bucket_owner=self._owner)
+                    describe_failure(
+                        exc,
+                        self._where(key),
+                        policy=WRITER_POLICY,
+                        expected_bucket_owner=self._owner,
+                    )
                 ) from exc
             return False
         return True
@@ -645,7 +650,9 @@ class S3Sink:
             if part is not None:
                 where += f" (part {part})"
             raise SinkError(
-                describe_failure(exc, where, expected_bucket_owner=self._owner)
+                describe_failure(
+                    exc, where, policy=WRITER_POLICY, expected_bucket_owner=self._owner
+                )
             ) from exc
 
     def _check_checksum(self, answer: Mapping[str, Any], expected: str, where: str) -> None:
@@ -795,7 +802,12 @@ class S3Sink:
         except RetryFailed as exc:
             if exc.failure.error_code not in ("NoSuchUpload", "404"):
                 raise SinkError(
-                    describe_failure(exc, self._where(key), expected_bucket_owner=self._owner)
+                    describe_failure(
+                        exc,
+                        self._where(key),
+                        policy=WRITER_POLICY,
+                        expected_bucket_owner=self._owner,
+                    )
                 ) from exc
 
     async def _abort_open_uploads(self) -> set[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
 import botocore.exceptions
@@ -68,10 +68,17 @@ def create_s3_client(
     return client
 
 
+#: The files of configs/iam that grant what each kind of S3 user needs, for refusals to name.
+WRITER_POLICY: Final = "s3-writer.json"
+READER_POLICY: Final = "s3-reader.json"
+RESUME_POLICY: Final = "s3-resume.json"
+
+
 def describe_failure(
-    exc: RetryFailed, where: str, *, expected_bucket_owner: str | None = None
+    exc: RetryFailed, where: str, *, policy: str, expected_bucket_owner: str | None = None
 ) -> str:
-    """One line for people: what failed, where, how often, and S3's own words.
+    """One line for people: what failed, where, how often, and S3's own words; a refusal names
+    ``policy``, the file of ``configs/iam`` that grants what the failed request needed.
 
     S3 answers a request whose ``expected_bucket_owner`` is not the bucket's owner with the
     same 403 AccessDenied as a missing permission, so a refusal names both causes when an owner
@@ -87,10 +94,10 @@ def describe_failure(
     if failure.error_code in ("AccessDenied", "403") and expected_bucket_owner is not None:
         text += (
             f" (either the bucket is not owned by account {expected_bucket_owner}, the expected "
-            "bucket owner, or a permission is missing: see configs/iam/s3-writer.json)"
+            f"bucket owner, or a permission is missing: see configs/iam/{policy})"
         )
     elif failure.error_code in ("AccessDenied", "403", "AllAccessDisabled"):
-        text += " (see configs/iam/s3-writer.json for the permissions fleetscan needs)"
+        text += f" (see configs/iam/{policy} for the permissions fleetscan needs)"
     elif failure.error_code == "NoSuchBucket":
         text += " (create the bucket first, or check the name)"
     return text
@@ -106,8 +113,12 @@ class S3Reader:
         profile: str | None = None,
         call_timeout: float = CALL_TIMEOUT,
         expected_bucket_owner: str | None = None,
+        policy: str = READER_POLICY,
     ) -> None:
         self.bucket, self.prefix = parse_s3_url(dest, "dest")
+        #: The file of configs/iam a refusal names: the reader's, unless a writer or a resume
+        #: reads through this.
+        self._policy = policy
         self.dest = f"s3://{self.bucket}/{self.prefix}"
         self._profile = profile
         #: Sent with every call when set: a scan told which account owns its bucket reads
@@ -166,7 +177,9 @@ class S3Reader:
                 raise FileNotFoundError(f"{self.url(relpath)} does not exist") from None
             where = self.url(relpath)
             owner = self._expected_owner
-            raise FleetscanError(describe_failure(exc, where, expected_bucket_owner=owner)) from exc
+            raise FleetscanError(
+                describe_failure(exc, where, policy=self._policy, expected_bucket_owner=owner)
+            ) from exc
 
     async def exists(self, relpath: str) -> bool:
         """Whether an object is there (HeadObject: needs s3:GetObject, not s3:ListBucket)."""
