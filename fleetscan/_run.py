@@ -61,7 +61,7 @@ from ._sinks import (
     manifest_relpath,
     open_sink,
 )
-from ._sinks._checkpoint import checkpoint_entry_relpath, checkpoint_relpath
+from ._sinks._checkpoint import MAX_PENDING_UNITS, checkpoint_entry_relpath, checkpoint_relpath
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -319,6 +319,9 @@ async def _write_run(
 
     async def write_all() -> None:
         last_commit = time.monotonic()
+        # Units since the last commit: a sink holds them (encoded) until its next checkpoint
+        # entry, so a commit also comes once there are MAX_PENDING_UNITS of them.
+        pending = 0
         async with receive:
             async for batch in receive:
                 # Then every batch already waiting: the stream's iterator yields to the loop
@@ -333,9 +336,13 @@ async def _write_run(
                     if per_organization is not None:
                         per_organization.update(counts)
                     engine.records_written(len(batch.records))
-                    if time.monotonic() - last_commit >= config.checkpoint_interval:
+                    pending += 1
+                    if (
+                        pending >= MAX_PENDING_UNITS
+                        or time.monotonic() - last_commit >= config.checkpoint_interval
+                    ):
                         await sink.commit()
-                        last_commit = time.monotonic()
+                        last_commit, pending = time.monotonic(), 0
                     try:
                         batch = receive.receive_nowait()
                     except (anyio.WouldBlock, anyio.EndOfStream):

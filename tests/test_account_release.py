@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 import fleetscan
@@ -173,3 +174,32 @@ def test_a_scanning_command_keeps_tls_buffers_out_of_mallocs_heap(tmp_path: Path
     if mapped == "no-glibc":
         pytest.skip("mallopt and mallinfo2 are glibc's")
     assert int(mapped) >= 256 * 1024
+
+
+async def test_a_scan_commits_once_enough_units_are_pending_whatever_its_interval(
+    stack: Any, stack_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until a commit, a sink holds every finished unit for its checkpoint entry; at 10,000
+    accounts a 30-second interval is ~40,000 of them. So the writer also commits every
+    MAX_PENDING_UNITS units, and a checkpoint entry never names more. The emulated fleet has a
+    few hundred units, not tens of thousands: the bound is lowered here to 4, which only
+    changes when commits come."""
+    monkeypatch.setattr(fleetscan._run, "MAX_PENDING_UNITS", 4)
+    output = tmp_path / "out"
+    config = fleetscan.ScanConfig(
+        org=True,
+        role_name=stack.role_name,
+        regions=stack.fleet.spec.regions,
+        output=str(output),
+        checkpoint_interval=3600.0,
+    )
+    result = await fleetscan.run_scan(config)
+    assert result.status == "complete"
+
+    (checkpoint,) = output.glob("checkpoints/dt=*/*.ndjson")
+    entries = [orjson.loads(line) for line in checkpoint.read_bytes().splitlines()]
+    commits = [entry for entry in entries if "units" in entry]
+    named = [len(entry["units"]) for entry in commits]
+    assert sum(named) > 8 * 4  # (account, region) units, gateways and accounts: many entries
+    assert max(named) == 4
+    assert len(commits) >= sum(named) / 4

@@ -39,6 +39,7 @@ from fleetscan._records import (
 )
 from fleetscan._retry import Backoff
 from fleetscan._sinks import RunInfo, S3Options, S3Sink
+from fleetscan._sinks._checkpoint import MAX_PENDING_UNITS
 from fleetscan._sinks._read import aiter_records, alatest_run, alist_runs, aread_manifest
 from fleetscan._sinks._s3 import MIN_PART_BYTES, composite_checksum
 from fleetscan._sinks._s3io import S3Reader
@@ -158,6 +159,43 @@ async def write_all(sink: S3Sink, records: Iterable[Record]) -> None:
 
 
 # -- a healthy run ----------------------------------------------------------------------------
+
+
+async def test_units_pending_in_memory_bring_a_commit_however_few_bytes_they_wrote(
+    stack: Stack, proxy: FaultyS3Proxy
+) -> None:
+    """An S3 commit waits for commit_min_bytes of records or commit_max_age, to keep objects
+    few and large; but the sink holds every unit it has not checkpointed, and a fleet of mostly
+    empty units writes few bytes: once MAX_PENDING_UNITS are pending, the commit comes anyway,
+    so that memory does not grow with the fleet."""
+    sink = S3Sink(
+        DEST,
+        RUN,
+        compress="none",
+        max_object_bytes=6 * MIB,
+        options=options(commit_min_bytes=1 << 40, commit_max_age=1e9),
+    )
+    await sink.start()
+
+    def entries() -> list[str]:
+        return [s.key for s in proxy.requests("PutObject") if "/checkpoints/" in s.key]
+
+    def done(index: int) -> None:
+        sink.unit_done((f"{index:012d}", "us-east-1", "*"), {})
+
+    for index in range(MAX_PENDING_UNITS - 1):
+        done(index)
+    await sink.commit()
+    assert len(entries()) == 1  # the header: a commit this early is skipped
+    done(MAX_PENDING_UNITS)
+    await sink.commit()
+    (header, entry) = entries()
+    assert header.endswith("/000000.json")
+    assert entry.endswith("/000001.json")
+    units = orjson.loads(direct(stack).get_object(Bucket=BUCKET, Key=entry)["Body"].read())
+    assert len(units["units"]) == MAX_PENDING_UNITS
+    manifest = await sink.finish("complete", SUMMARY)
+    assert manifest["status"] == "complete"
 
 
 async def test_multipart_multi_object_run_reads_back_equal_to_the_manifest(

@@ -305,9 +305,10 @@ class S3Sink:
 
         Each commit turns the open uploads into (possibly small) objects, and Athena reads many
         small objects slowly, so a commit is carried out only once ``commit_min_bytes`` of NDJSON
-        were written since the last one or the last one is ``commit_max_age`` seconds old, and
-        skipped otherwise: a kill then costs at most that much rescanning. :meth:`finish`
-        always commits.
+        were written since the last one, the last one is ``commit_max_age`` seconds old, or the
+        pending units are many enough to weigh in memory (:data:`MAX_PENDING_UNITS`: a fleet of
+        mostly empty units writes few bytes), and skipped otherwise: a kill then costs at most
+        that much rescanning. :meth:`finish` always commits.
         """
         if self._closed:
             raise RuntimeError("commit() after finish() or abort()")
@@ -315,7 +316,11 @@ class S3Sink:
             return
         written = self.stats.ndjson_bytes - self._committed_bytes
         age = time.monotonic() - self._last_commit
-        if written < self._options.commit_min_bytes and age < self._options.commit_max_age:
+        if (
+            written < self._options.commit_min_bytes
+            and age < self._options.commit_max_age
+            and not self._pending_units.full
+        ):
             return
         if self._client is None:
             await self.start()
