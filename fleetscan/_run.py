@@ -441,7 +441,12 @@ async def _run_shard(
             # Started again after it finished (an engine's retry, a re-run): nothing to scan,
             # but the run's manifest may still be due, if the earlier session died before it.
             run_manifest = await write_run_manifest(
-                store, run_id, version=_version(), written_by=f"shard {shard}", require_all=True
+                store,
+                run_id,
+                version=_version(),
+                written_by=f"shard {shard}",
+                require_all=True,
+                plan=plan,
             )
             return ScanResult(
                 run_id,
@@ -464,7 +469,9 @@ async def _run_shard(
     failures = _failures(config, plan) if shard.index == 1 else ()
     weights = {a.id: plan.weights[a.id] for a in share}
     # The whole run's plan (every account of every shard) is not kept while this shard scans
-    # its share: a shard's memory follows its own accounts only.
+    # its share, only its outline for the run's manifest: a shard's memory follows its own
+    # accounts only.
+    outline = plan.outline()
     del plan
     checkpoint = (
         await load_checkpoint(
@@ -493,7 +500,12 @@ async def _run_shard(
     if result.status in FINISHED:
         async with store:
             run_manifest = await write_run_manifest(
-                store, run_id, version=_version(), written_by=f"shard {shard}", require_all=True
+                store,
+                run_id,
+                version=_version(),
+                written_by=f"shard {shard}",
+                require_all=True,
+                plan=outline,
             )
     return replace(result, run_id=run_id, shard=str(shard), run_manifest=run_manifest)
 

@@ -7,6 +7,7 @@ scans, real aiobotocore over loopback, the emulated fleet.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import subprocess
@@ -135,6 +136,39 @@ async def test_a_shard_does_not_keep_the_runs_plan_while_it_scans(
     assert result.status == "complete"
     assert result.stats.accounts > 0
     assert alive_while_scanning == [[False]]
+
+
+async def test_the_last_shard_writes_the_runs_manifest_without_reading_the_plan_again(
+    stack: Any, stack_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's manifest needs only the plan's outline (its shards, their sizes, the run's
+    settings), which a shard keeps; parsing the whole plan again at the end took a moment's
+    ~13 MB at 10,000 accounts (orjson's parse of 3.5 MB), the peak of each shard process."""
+    parsed: list[str] = []
+    real_parse_plan = fleetscan._shards.parse_plan
+
+    def counted_parse_plan(data: bytes, where: str, run_id: str) -> ShardPlan:
+        parsed.append(run_id)
+        return real_parse_plan(data, where, run_id)
+
+    monkeypatch.setattr(fleetscan._shards, "parse_plan", counted_parse_plan)
+    base = fleetscan.ScanConfig(
+        org=True,
+        role_name=stack.role_name,
+        regions=stack.fleet.spec.regions,
+        output=str(tmp_path),
+        run_id="outlined",
+    )
+    first = await fleetscan.run_scan(dataclasses.replace(base, shard="1/2"))
+    assert first.run_manifest is None
+    parsed.clear()
+    last = await fleetscan.run_scan(dataclasses.replace(base, shard="2/2"))
+
+    assert last.run_manifest is not None
+    assert last.run_manifest["status"] == "complete"
+    sizes = [s["accounts"] for s in last.run_manifest["shards"]["shards"]]
+    assert sum(sizes) == first.stats.accounts + last.stats.accounts
+    assert parsed == ["outlined"]  # once, to find its share
 
 
 MALLINFO2 = r"""
