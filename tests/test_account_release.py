@@ -7,7 +7,6 @@ scans, real aiobotocore over loopback, the emulated fleet.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 import subprocess
@@ -27,6 +26,17 @@ import fleetscan._shards
 from fleetscan._credentials import MEMBER_SESSION_POLICY, AssumedRoleCredentials, RoleAssumer
 from fleetscan._scan import ALL, Engine, UnitBatch
 from fleetscan._shards import ShardPlan
+
+
+def org_scan(stack: Any, output: Path, **settings: Any) -> fleetscan.ScanConfig:
+    """A scan of the emulated organization into ``output``."""
+    return fleetscan.ScanConfig(
+        org=True,
+        role_name=stack.role_name,
+        regions=stack.fleet.spec.regions,
+        output=str(output),
+        **settings,
+    )
 
 
 @pytest.fixture
@@ -124,15 +134,7 @@ async def test_a_shard_does_not_keep_the_runs_plan_while_it_scans(
 
     monkeypatch.setattr(fleetscan._run, "write_plan", watched_write_plan)
     monkeypatch.setattr(Engine, "run", watched_run)
-    config = fleetscan.ScanConfig(
-        org=True,
-        role_name=stack.role_name,
-        regions=stack.fleet.spec.regions,
-        output=str(tmp_path),
-        run_id="sharded",
-        shard="1/2",
-    )
-    result = await fleetscan.run_scan(config)
+    result = await fleetscan.run_scan(org_scan(stack, tmp_path, run_id="sharded", shard="1/2"))
     assert result.status == "complete"
     assert result.stats.accounts > 0
     assert alive_while_scanning == [[False]]
@@ -152,17 +154,10 @@ async def test_the_last_shard_writes_the_runs_manifest_without_reading_the_plan_
         return real_parse_plan(data, where, run_id)
 
     monkeypatch.setattr(fleetscan._shards, "parse_plan", counted_parse_plan)
-    base = fleetscan.ScanConfig(
-        org=True,
-        role_name=stack.role_name,
-        regions=stack.fleet.spec.regions,
-        output=str(tmp_path),
-        run_id="outlined",
-    )
-    first = await fleetscan.run_scan(dataclasses.replace(base, shard="1/2"))
+    first = await fleetscan.run_scan(org_scan(stack, tmp_path, run_id="outlined", shard="1/2"))
     assert first.run_manifest is None
     parsed.clear()
-    last = await fleetscan.run_scan(dataclasses.replace(base, shard="2/2"))
+    last = await fleetscan.run_scan(org_scan(stack, tmp_path, run_id="outlined", shard="2/2"))
 
     assert last.run_manifest is not None
     assert last.run_manifest["status"] == "complete"
@@ -220,14 +215,7 @@ async def test_a_scan_commits_once_enough_units_are_pending_whatever_its_interva
     changes when commits come."""
     monkeypatch.setattr(fleetscan._run, "MAX_PENDING_UNITS", 4)
     output = tmp_path / "out"
-    config = fleetscan.ScanConfig(
-        org=True,
-        role_name=stack.role_name,
-        regions=stack.fleet.spec.regions,
-        output=str(output),
-        checkpoint_interval=3600.0,
-    )
-    result = await fleetscan.run_scan(config)
+    result = await fleetscan.run_scan(org_scan(stack, output, checkpoint_interval=3600.0))
     assert result.status == "complete"
 
     (checkpoint,) = output.glob("checkpoints/dt=*/*.ndjson")
