@@ -61,7 +61,12 @@ from ._sinks import (
     manifest_relpath,
     open_sink,
 )
-from ._sinks._checkpoint import MAX_PENDING_UNITS, checkpoint_entry_relpath, checkpoint_relpath
+from ._sinks._checkpoint import (
+    MAX_PENDING_UNITS,
+    OrganizationRecords,
+    checkpoint_entry_relpath,
+    checkpoint_relpath,
+)
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -88,9 +93,7 @@ class ScanResult:
         return {"complete": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FATAL)
 
 
-def _organizations(
-    engine: Engine, records: Counter[tuple[str | None, str]] | None
-) -> list[dict[str, Any]]:
+def _organizations(engine: Engine, records: OrganizationRecords | None) -> list[dict[str, Any]]:
     """The manifest's ``organizations`` section: per organization, its accounts, units and
     records. ``records`` is None on a run resumed from a checkpoint written before fleetscan
     counted records per organization (the manifest's ``records`` still counts every one)."""
@@ -136,7 +139,7 @@ def _organizations(
 def _summary(
     config: ScanConfig,
     engine: Engine,
-    records: Counter[tuple[str | None, str]] | None = None,
+    records: OrganizationRecords | None = None,
 ) -> dict[str, Any]:
     """What the manifest records about the run: counts, and the config without secrets."""
     echo = {
@@ -312,7 +315,7 @@ async def _write_run(
 
     # Records per (organization key, dataset) of the whole run: a resumed run starts from
     # what its checkpoint made durable; None when that is unknown (see _organizations).
-    per_organization: Counter[tuple[str | None, str]] | None = Counter()
+    per_organization: OrganizationRecords | None = Counter()
     if checkpoint is not None:
         earlier = checkpoint.organization_records
         per_organization = None if earlier is None else earlier.copy()
@@ -328,7 +331,7 @@ async def _write_run(
                 # before each item, and with hundreds of tasks ready that left one batch
                 # written per turn of the loop, the stream full and its senders waiting.
                 while True:
-                    counts: Counter[tuple[str | None, str]] = Counter()
+                    counts: OrganizationRecords = Counter()
                     for record in batch.records:
                         await sink.write(record)
                         counts[(engine.organization_key(record.account_id), record.dataset)] += 1

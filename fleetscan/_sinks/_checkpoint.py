@@ -51,17 +51,22 @@ from .._exceptions import ConfigError, FleetscanError
 from .._localfs import Tree
 from .._records import DATASETS, Dataset, format_time
 from ._checkpoint_file import CheckpointFile, writer_identity
-from ._common import Compression, FileEntry, RunInfo, manifest_relpath, object_relpath
+from ._common import (
+    Compression,
+    FileEntry,
+    OrganizationDataset,
+    RunInfo,
+    manifest_relpath,
+    object_relpath,
+)
 from ._s3io import RESUME_POLICY, S3Reader
 
 CHECKPOINT_VERSION = 1
 
 #: (account, region, gateway ARN), with "*" for "all of them": see fleetscan._scan.UnitKey.
 UnitKey = tuple[str, ...]
-#: Records per (organization key, dataset). The key is the one the manifest's
-#: ``organizations`` section counts under: an ``[[organizations]]`` entry's name, else the
-#: ``o-…`` id; None for an account of a static list.
-OrganizationRecords = Counter[tuple[str | None, str]]
+#: Records per (organization key, dataset), as the manifest's ``organizations`` section counts.
+OrganizationRecords = Counter[OrganizationDataset]
 #: The units an entry named: (their encoded length, their number, their records).
 Mark = tuple[int, int, OrganizationRecords]
 
@@ -216,7 +221,7 @@ class PendingUnits:
         """Whether a commit is due for memory's sake (:data:`MAX_PENDING_UNITS`)."""
         return self.count >= MAX_PENDING_UNITS
 
-    def add(self, key: UnitKey, records: Mapping[tuple[str | None, str], int]) -> None:
+    def add(self, key: UnitKey, records: Mapping[OrganizationDataset, int]) -> None:
         """``key`` is done; ``records`` are its records per (organization key, dataset)."""
         if self.count:
             self._encoded += b","
@@ -263,7 +268,7 @@ class PendingUnits:
 def commit_parts(
     files: Iterable[FileEntry],
     units: bytes | memoryview,
-    records: Mapping[tuple[str | None, str], int],
+    records: Mapping[OrganizationDataset, int],
     next_seq: dict[str, int],
 ) -> tuple[bytes, bytes | memoryview, bytes]:
     """A checkpoint entry in three parts, the units (encoded by :class:`PendingUnits`) in the

@@ -18,6 +18,10 @@ from .._exceptions import ConfigError, FleetscanError
 from .._records import DATASETS, SCHEMA_VERSION, Dataset, Record, format_time
 
 Compression = Literal["none", "gzip"]
+#: What records are counted by for the manifest's ``organizations`` section: (organization key,
+#: dataset). The key is an ``[[organizations]]`` entry's name, else the ``o-…`` id; None for an
+#: account of a static list.
+OrganizationDataset = tuple[str | None, str]
 
 #: 2 added the ``organizations`` section and the ``shards`` section of a run written by several
 #: shards; readers accept every version of MANIFEST_VERSIONS (a version-1 manifest is a
@@ -127,9 +131,7 @@ class Sink(Protocol):
 
     async def write(self, record: Record) -> None: ...
 
-    def unit_done(
-        self, key: tuple[str, ...], records: Mapping[tuple[str | None, str], int]
-    ) -> None:
+    def unit_done(self, key: tuple[str, ...], records: Mapping[OrganizationDataset, int]) -> None:
         """All records of unit ``key`` (account, region) have been written; ``records`` counts
         them per (organization key, dataset), for a resumed run's manifest."""
 

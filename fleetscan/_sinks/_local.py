@@ -44,6 +44,7 @@ from ._common import (
     Compression,
     Encoder,
     FileEntry,
+    OrganizationDataset,
     RunInfo,
     Stream,
     build_manifest,
@@ -152,7 +153,7 @@ class LocalSink:
         if len(stream.buffer) >= self._buffer_bytes:
             await anyio.to_thread.run_sync(self._flush, stream)
 
-    def unit_done(self, key: UnitKey, records: Mapping[tuple[str | None, str], int]) -> None:
+    def unit_done(self, key: UnitKey, records: Mapping[OrganizationDataset, int]) -> None:
         """Every record of ``key`` has been passed to :meth:`write`; ``records`` counts them
         per (organization key, dataset) for the checkpoint."""
         self._pending_units.add(key, records)

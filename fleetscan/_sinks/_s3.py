@@ -66,6 +66,7 @@ from ._common import (
     Compression,
     Encoder,
     FileEntry,
+    OrganizationDataset,
     RunInfo,
     Stream,
     build_manifest,
@@ -294,7 +295,7 @@ class S3Sink:
         if len(stream.buffer) >= self._buffer_bytes:
             await self._guarded(stream, self._flush(stream))
 
-    def unit_done(self, key: UnitKey, records: Mapping[tuple[str | None, str], int]) -> None:
+    def unit_done(self, key: UnitKey, records: Mapping[OrganizationDataset, int]) -> None:
         """Every record of ``key`` has been passed to :meth:`write`; ``records`` counts them
         per (organization key, dataset) for the checkpoint."""
         self._pending_units.add(key, records)

@@ -16,7 +16,14 @@ import orjson
 
 from .._exceptions import SinkError
 from .._records import DATASETS, Dataset, Record
-from ._common import ABORT_STATUSES, BUFFER_BYTES, RunInfo, build_manifest, check_status
+from ._common import (
+    ABORT_STATUSES,
+    BUFFER_BYTES,
+    OrganizationDataset,
+    RunInfo,
+    build_manifest,
+    check_status,
+)
 
 
 class StdoutSink:
@@ -44,9 +51,7 @@ class StdoutSink:
             # A slow reader blocks the pipe: block a worker thread, never the event loop.
             await anyio.to_thread.run_sync(self._flush)
 
-    def unit_done(
-        self, key: tuple[str, ...], records: Mapping[tuple[str | None, str], int]
-    ) -> None:
+    def unit_done(self, key: tuple[str, ...], records: Mapping[OrganizationDataset, int]) -> None:
         """stdout keeps no checkpoint: a run to stdout cannot be resumed."""
 
     async def commit(self) -> None:
